@@ -1,0 +1,3 @@
+//! Integration tests for telemetry-protocol.
+
+mod manifest;
