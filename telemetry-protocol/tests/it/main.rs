@@ -5,5 +5,6 @@
 mod docs;
 mod manifest;
 mod policy;
+mod privacy;
 mod roundtrip;
 mod support;
