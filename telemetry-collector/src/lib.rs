@@ -1,1 +1,127 @@
-//! Placeholder; see the issue tracker.
+//! The self-hosted telemetry collector: an HTTP server that accepts what each
+//! consent tier allows and nothing more, stores it durably in SQLite, and
+//! answers stats for maintainers.
+//!
+//! The library holds everything; the `telemetry-collector` binary only reads
+//! flags and calls [`AppState::from_config`] and [`serve`]. Tests build the
+//! same [`app`] and drive it in-process or on `127.0.0.1:0`.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML config, its defaults and the commented example.
+//! - [`state`]: [`AppState`], the shared server state, built from a config.
+//! - [`ingest`]: `POST /v1/ingest` and `POST /v1/delete`, with every check.
+//! - [`admin`]: the bearer-token check, `/metrics` and the stats API.
+//! - [`store`]: the [`store::Store`] trait and its SQLite backend ([`store::sqlite`]).
+//! - [`stats`]: turns stored counters into a [`report::ProjectStats`].
+//! - [`report`]: the stats model every presentation shares.
+//! - [`export`]: CSV and terminal-table renderings of the stats.
+//! - [`secrets`]: the pseudonymization key, install-id hashing, the admin token.
+//! - [`ratelimit`], [`metrics`], [`error`], [`retention`]: the smaller parts.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use telemetry_protocol::ErrorCode;
+use telemetry_protocol::wire::{DELETE_PATH, INGEST_PATH};
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod ingest;
+pub mod metrics;
+pub mod ratelimit;
+pub mod report;
+pub mod retention;
+pub mod secrets;
+pub mod state;
+pub mod stats;
+pub mod store;
+
+pub use config::Config;
+pub use state::{AppState, Startup};
+
+/// **Builds the router**: client endpoints, `/healthz`, and the admin
+/// endpoints behind the bearer token.
+pub fn app(state: AppState) -> Router {
+    let client = Router::new()
+        .route(INGEST_PATH, post(ingest::ingest))
+        .route(DELETE_PATH, post(ingest::delete))
+        .layer(DefaultBodyLimit::max(state.body_limit()));
+    let admin = Router::new()
+        .route("/metrics", get(admin::metrics))
+        .route("/api/v1/projects", get(admin::projects))
+        .route("/api/v1/projects/{project}/stats", get(admin::stats))
+        .route(
+            "/api/v1/projects/{project}/stats.csv",
+            get(admin::stats_csv),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(client)
+        .merge(admin)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn not_found() -> Response {
+    error::ApiError::new(ErrorCode::NotFound, "no such endpoint").into_response()
+}
+
+/// **Serves** on an already bound listener until `shutdown` resolves, runs the
+/// retention purge in the background, then drains the write queue so every
+/// accepted request is committed before this returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let purge = tokio::spawn(retention::run(state.clone()));
+    let result = axum::serve(
+        listener,
+        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    purge.abort();
+    if let Err(e) = state.store().close().await {
+        tracing::error!(error = %e, "closing the store failed");
+    }
+    result
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM: the signals that should stop a collector gracefully.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,355 @@
+//! `POST /v1/ingest` and `POST /v1/delete`: the only endpoints clients call.
+//!
+//! Each request passes, in order: the per-source rate limit (429), the
+//! content type and encoding (415), the body limit before and after gunzip
+//! (413), JSON parsing (400), the tier policy, `max_tier` and the project's
+//! manifest (422). Only then is anything handed to the store, and the answer
+//! waits for the commit, so a 2xx means the data is on disk. Nothing of a
+//! refused request is stored, and no header or address is logged or kept:
+//! the source address is used as a rate-limit key in memory and dropped.
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use telemetry_protocol::policy::is_project_name;
+use telemetry_protocol::{
+    Day, DeleteRequest, ErrorCode, IngestPayload, IngestResponse, Tier, Timestamp, Violation,
+    ViolationCode, Violations, validate,
+};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{BatchContext, BatchData, IngestBatch, StoreError};
+
+/// Today's UTC day by the system clock.
+pub fn today() -> Day {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Timestamp::from_unix_millis(millis).day()
+}
+
+/// `POST /v1/ingest`.
+pub(crate) async fn ingest(State(state): State<AppState>, request: Request) -> Response {
+    match ingest_inner(&state, request).await {
+        Ok(answer) => {
+            state.metrics().request("ingest", "accepted");
+            state.metrics().items(answer.accepted, answer.duplicates);
+            Json(answer).into_response()
+        }
+        Err(e) => {
+            state.metrics().request("ingest", e.code());
+            e.into_response()
+        }
+    }
+}
+
+async fn ingest_inner(state: &AppState, request: Request) -> Result<IngestResponse, ApiError> {
+    let payload: IngestPayload = read_json(state, request).await?;
+    check_policy(state, &payload)?;
+    let batch = into_batch(state, payload)?;
+    let outcome = state.store().ingest(batch).await.map_err(store_error)?;
+    Ok(IngestResponse {
+        accepted: outcome.accepted,
+        duplicates: outcome.duplicates,
+    })
+}
+
+/// `POST /v1/delete`. Answers the same whether or not the install was known,
+/// so it cannot be used to learn whether an id ever sent anything.
+pub(crate) async fn delete(State(state): State<AppState>, request: Request) -> Response {
+    let result = async {
+        let body: DeleteRequest = read_json(&state, request).await?;
+        if !is_project_name(&body.project) {
+            return Err(ApiError::policy(vec![Violation::new(
+                "project",
+                ViolationCode::InvalidName,
+                "project must match [a-z0-9][a-z0-9_-]* and be at most 64 bytes",
+            )]));
+        }
+        let install = state.hasher().hash(&body.project, &body.install_id);
+        state
+            .store()
+            .delete_install(&body.project, install)
+            .await
+            .map_err(store_error)
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            state.metrics().request("delete", "accepted");
+            Json(serde_json::json!({ "status": "ok" })).into_response()
+        }
+        Err(e) => {
+            state.metrics().request("delete", e.code());
+            e.into_response()
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::QueueFull => {
+            ApiError::new(ErrorCode::Overloaded, "the collector is busy; retry later")
+                .retry_after(Duration::from_secs(1))
+        }
+        StoreError::Closed => ApiError::new(
+            ErrorCode::Overloaded,
+            "the collector is shutting down; retry later",
+        )
+        .retry_after(Duration::from_secs(5)),
+        other => {
+            tracing::error!(error = %other, "storing a request failed");
+            ApiError::new(
+                ErrorCode::Internal,
+                "the data could not be stored; retry later",
+            )
+        }
+    }
+}
+
+/// Checks the rate limit, content type, encoding and size, then parses the body.
+async fn read_json<T: DeserializeOwned>(state: &AppState, request: Request) -> Result<T, ApiError> {
+    // Without a peer address (in-process tests), every request shares one bucket.
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    if let Err(wait) = state.limiter().check(source, Instant::now()) {
+        return Err(
+            ApiError::new(ErrorCode::RateLimited, "too many requests from this source")
+                .retry_after(wait),
+        );
+    }
+    let gzip = check_headers(request.headers(), state.body_limit())?;
+    let limit = state.body_limit();
+    let raw = Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                too_large(limit)
+            }
+            _ => ApiError::new(ErrorCode::MalformedPayload, "the body could not be read"),
+        })?;
+    let body = if gzip {
+        gunzip(&raw, limit)?
+    } else {
+        raw.to_vec()
+    };
+    serde_json::from_slice(&body).map_err(|e| {
+        // Serde's own messages can quote field names from the input, so only
+        // the position and the kind of problem are reported.
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "does not match protocol v1",
+            _ => "is not valid JSON",
+        };
+        ApiError::new(
+            ErrorCode::MalformedPayload,
+            format!("the body {what} (line {}, column {})", e.line(), e.column()),
+        )
+    })
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the body is over the limit of {limit} bytes"),
+    )
+}
+
+/// Checks `Content-Type`, `Content-Encoding` and `Content-Length`; returns
+/// whether the body is gzipped.
+fn check_headers(headers: &HeaderMap, limit: usize) -> Result<bool, ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim());
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the content type must be application/json",
+        ));
+    }
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().map(str::trim))
+    {
+        None => false,
+        Some(Ok(e)) if e.eq_ignore_ascii_case("identity") => false,
+        Some(Ok(e)) if e.eq_ignore_ascii_case("gzip") => true,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "the content encoding must be gzip or absent",
+            ));
+        }
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    Ok(gzip)
+}
+
+/// Decompresses at most `limit` bytes; a body that inflates past it is
+/// refused, which stops decompression bombs.
+fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| ApiError::new(ErrorCode::MalformedPayload, "the body is not valid gzip"))?;
+    if out.len() > limit {
+        return Err(too_large(limit));
+    }
+    Ok(out)
+}
+
+/// The tier policy, then `max_tier` and the manifest of a configured project.
+fn check_policy(state: &AppState, payload: &IngestPayload) -> Result<(), ApiError> {
+    let mut violations = match validate(payload) {
+        Ok(()) => Vec::new(),
+        Err(Violations(list)) => list,
+    };
+    if !state.open_mode() {
+        match state.project(&payload.project) {
+            None => violations.push(Violation::new(
+                "project",
+                ViolationCode::WrongProject,
+                "this collector does not accept this project",
+            )),
+            Some(project) => {
+                if payload.tier > project.max_tier {
+                    violations.push(Violation::new(
+                        "tier",
+                        ViolationCode::TierAboveMax,
+                        format!(
+                            "this project accepts tiers up to `{}`; this payload is `{}`",
+                            project.max_tier, payload.tier
+                        ),
+                    ));
+                }
+                if let Err(Violations(list)) = project.manifest.validate_payload(payload) {
+                    violations.extend(list);
+                }
+            }
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::policy(violations))
+    }
+}
+
+/// Turns a validated payload into what the store takes, hashing the install id.
+fn into_batch(state: &AppState, payload: IngestPayload) -> Result<IngestBatch, ApiError> {
+    let missing = |field: &str| {
+        ApiError::policy(vec![Violation::new(
+            field,
+            ViolationCode::MissingField,
+            format!("`{field}` is required at this tier"),
+        )])
+    };
+    let data = match payload.tier {
+        Tier::Aggregate => BatchData::Aggregate {
+            report_id: payload.report_id.ok_or_else(|| missing("report_id"))?,
+            counters: payload.counters.ok_or_else(|| missing("counters"))?,
+        },
+        Tier::Anonymous | Tier::Full => {
+            let install_id = payload.install_id.ok_or_else(|| missing("install_id"))?;
+            BatchData::Events {
+                install: state.hasher().hash(&payload.project, &install_id),
+                events: payload.events.ok_or_else(|| missing("events"))?,
+                identity: if payload.tier == Tier::Full {
+                    payload.identity
+                } else {
+                    None
+                },
+            }
+        }
+        Tier::Off => return Err(missing("tier")),
+    };
+    Ok(IngestBatch {
+        project: payload.project,
+        tier: payload.tier,
+        context: BatchContext {
+            version: payload.context.tool_version,
+            os: payload.context.os,
+            arch: payload.context.arch,
+        },
+        received: today(),
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use std::io::Write;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn content_type_and_encoding_table() {
+        let ct = header::CONTENT_TYPE;
+        let ce = header::CONTENT_ENCODING;
+        let table: [(HeaderMap, Result<bool, u16>); 7] = [
+            (headers(&[(ct.clone(), "application/json")]), Ok(false)),
+            (
+                headers(&[(ct.clone(), "Application/JSON; charset=utf-8")]),
+                Ok(false),
+            ),
+            (
+                headers(&[(ct.clone(), "application/json"), (ce.clone(), "gzip")]),
+                Ok(true),
+            ),
+            (
+                headers(&[(ct.clone(), "application/json"), (ce.clone(), "br")]),
+                Err(415),
+            ),
+            (headers(&[(ct.clone(), "text/plain")]), Err(415)),
+            (headers(&[]), Err(415)),
+            (
+                headers(&[
+                    (ct.clone(), "application/json"),
+                    (header::CONTENT_LENGTH, "2048"),
+                ]),
+                Err(413),
+            ),
+        ];
+        for (h, expected) in table {
+            let got = check_headers(&h, 1024).map_err(|e| e.status.as_u16());
+            assert_eq!(got, expected, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn gunzip_enforces_the_limit_on_the_inflated_size() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![b' '; 100_000]).unwrap();
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 1024, "compresses well: {}", bomb.len());
+        assert_eq!(gunzip(&bomb, 1024).unwrap_err().status.as_u16(), 413);
+        assert_eq!(gunzip(&bomb, 200_000).unwrap().len(), 100_000);
+        assert_eq!(gunzip(b"not gzip", 1024).unwrap_err().status.as_u16(), 400);
+    }
+}

@@ -1,0 +1,246 @@
+//! `telemetry-collector`: the command line around the collector library.
+//!
+//! `serve` runs the server; `default-config` prints a commented example
+//! config; `stats`, `purge` and `backup` work on a database directly.
+
+// This is the binary's user interface: printing the start-up banner, stats and
+// the example config to the terminal is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use telemetry_collector::config::{self, Config};
+use telemetry_collector::export::{self, CsvTable};
+use telemetry_collector::ingest::today;
+use telemetry_collector::secrets::TokenSource;
+use telemetry_collector::store::sqlite::{self, SqliteOptions, SqliteStore};
+use telemetry_collector::store::{RetentionPolicy, Store};
+use telemetry_collector::{AppState, stats};
+
+#[derive(Parser)]
+#[command(
+    name = "telemetry-collector",
+    version,
+    about = "Self-hosted, privacy-first telemetry collector"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// TOML config file.
+    #[arg(long, env = "TELEMETRY_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// SQLite database file [default: ./telemetry.db].
+    #[arg(long, env = "TELEMETRY_COLLECTOR_DB")]
+    db: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on [default: 127.0.0.1:8750].
+        #[arg(long, env = "TELEMETRY_COLLECTOR_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Print a fully commented example config.
+    DefaultConfig,
+    /// Print a project's stats.
+    Stats {
+        #[command(flatten)]
+        common: Common,
+        /// The project.
+        #[arg(long)]
+        project: String,
+        /// Days to cover, ending today.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// For `--format csv`: which table (daily, weekly, versions, os, arch, events, tiers, retention).
+        #[arg(long, default_value = "daily")]
+        table: String,
+    },
+    /// Delete raw events older than each project's retention now.
+    Purge {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Copy the database to FILE with SQLite's online backup API (safe while serving).
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// Where to write the copy; must not exist.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cli.command {
+        Command::DefaultConfig => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Command::Serve { common, listen } => {
+            let config = load_config(&common, listen)?;
+            runtime.block_on(serve(config))
+        }
+        Command::Stats {
+            common,
+            project,
+            days,
+            format,
+            table,
+        } => {
+            let config = load_config(&common, None)?;
+            let store = open_existing(&config)?;
+            let to = today();
+            let from = to.add_days(1 - i32::try_from(days.clamp(1, 3660)).unwrap_or(30));
+            let stats = runtime
+                .block_on(async {
+                    let s = stats::project_stats(&store, &project, from, to).await;
+                    store.close().await.ok();
+                    s
+                })
+                .context("reading stats")?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stats).context("encoding stats")?
+                ),
+                Format::Table => print!("{}", export::table(&stats)),
+                Format::Csv => {
+                    let table: CsvTable = table.parse().context("choosing the csv table")?;
+                    print!("{}", export::csv(&stats, table));
+                }
+            }
+            Ok(())
+        }
+        Command::Purge { common } => {
+            let config = load_config(&common, None)?;
+            config.validate().context("checking the config")?;
+            let store = open_existing(&config)?;
+            let policy = RetentionPolicy {
+                default_days: config.retention_days,
+                per_project: config
+                    .projects
+                    .iter()
+                    .map(|p| (p.name.clone(), p.retention_days))
+                    .collect(),
+            };
+            let out = runtime
+                .block_on(async {
+                    let out = store.purge(&policy, today()).await;
+                    store.close().await.ok();
+                    out
+                })
+                .context("purging")?;
+            println!(
+                "purged {} events, {} installs, {} install-weeks, {} report ids",
+                out.events, out.installs, out.install_weeks, out.report_ids
+            );
+            Ok(())
+        }
+        Command::Backup { common, file } => {
+            let config = load_config(&common, None)?;
+            let db = config.db_path();
+            if !db.exists() {
+                bail!("no database at {}", db.display());
+            }
+            if file.exists() {
+                bail!("{} already exists; choose a new file", file.display());
+            }
+            sqlite::backup(&db, &file).context("backing up the database")?;
+            println!("backed up {} to {}", db.display(), file.display());
+            println!(
+                "also keep a copy of {}: without it, deletion requests for existing installs cannot be matched",
+                config.pseudonym_key_path().display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Flags and env vars (already merged by clap) over the file over defaults.
+fn load_config(common: &Common, listen: Option<String>) -> Result<Config> {
+    let mut config = match &common.config {
+        Some(path) => Config::load(path).context("reading the collector config")?,
+        None => Config::default(),
+    };
+    config.apply_overrides(listen, common.db.clone());
+    Ok(config)
+}
+
+fn open_existing(config: &Config) -> Result<SqliteStore> {
+    let db = config.db_path();
+    if !db.exists() {
+        bail!("no database at {}", db.display());
+    }
+    SqliteStore::open(&db, SqliteOptions::default()).context("opening the database")
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let (state, startup) = AppState::from_config(&config).context("starting the collector")?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    if startup.open_mode {
+        tracing::warn!(
+            "OPEN MODE: no projects are configured, so payloads from ANY project are accepted \
+             and checked against the generic tier policy only, not against a manifest. \
+             List your projects in the config file (see `telemetry-collector default-config`)."
+        );
+    }
+    println!("telemetry-collector listening on http://{addr}");
+    println!("dashboard: http://{addr}/");
+    println!("database: {}", display(&config.db_path()));
+    match &startup.token {
+        TokenSource::Config => println!("admin token: set in the config file"),
+        TokenSource::File(path) => println!("admin token: in {}", display(path)),
+        TokenSource::Generated(path) => {
+            println!("admin token: generated into {} (mode 0600)", display(path))
+        }
+    }
+    tracing::info!(
+        projects = state.projects().len(),
+        pseudonym_key = %startup.pseudonym_key.display(),
+        "collector started"
+    );
+    telemetry_collector::serve(listener, state, telemetry_collector::shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("collector stopped; every accepted write is committed");
+    Ok(())
+}
+
+fn display(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
+}

@@ -1,0 +1,138 @@
+//! In-process counters and their Prometheus text rendering for `GET /metrics`.
+//!
+//! Only aggregate numbers live here: outcomes by reason, never anything about
+//! who sent a request.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use crate::store::StoreStatus;
+
+/// Counters the handlers update.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests by endpoint and outcome (`accepted` or an error code).
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Items (events or counters) by outcome: `accepted` or `duplicate`.
+    items: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts one request to `endpoint` that ended with `outcome`.
+    pub fn request(&self, endpoint: &'static str, outcome: &'static str) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((endpoint, outcome))
+            .or_default() += 1;
+    }
+
+    /// Counts stored and duplicate items.
+    pub fn items(&self, accepted: u64, duplicates: u64) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        *items.entry("accepted").or_default() += accepted;
+        *items.entry("duplicate").or_default() += duplicates;
+    }
+
+    /// The Prometheus text exposition of these counters and `store`'s figures.
+    pub fn render(&self, store: &StoreStatus) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP telemetry_requests_total Requests by endpoint and outcome (accepted or the error code).\n");
+        out.push_str("# TYPE telemetry_requests_total counter\n");
+        for ((endpoint, outcome), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "telemetry_requests_total{{endpoint=\"{endpoint}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP telemetry_items_total Events and counters stored (accepted) or recognised as replays (duplicate).\n");
+        out.push_str("# TYPE telemetry_items_total counter\n");
+        for (outcome, n) in self.items.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "telemetry_items_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        gauge(
+            &mut out,
+            "telemetry_write_queue_depth",
+            "Writes waiting for the database writer.",
+            "gauge",
+            store.queue_depth.to_string(),
+        );
+        gauge(
+            &mut out,
+            "telemetry_write_queue_capacity",
+            "Writes that may wait before ingest answers 503.",
+            "gauge",
+            store.queue_capacity.to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP telemetry_commit_seconds Time spent in write transactions (group commits).\n\
+             # TYPE telemetry_commit_seconds summary\n\
+             telemetry_commit_seconds_sum {}\n\
+             telemetry_commit_seconds_count {}",
+            store.commit_seconds_sum, store.commits
+        );
+        gauge(
+            &mut out,
+            "telemetry_commit_seconds_max",
+            "The slowest commit since start.",
+            "gauge",
+            store.commit_seconds_max.to_string(),
+        );
+        if let Some(size) = store.size_bytes {
+            gauge(
+                &mut out,
+                "telemetry_database_bytes",
+                "Bytes the database occupies on disk, write-ahead log included.",
+                "gauge",
+                size.to_string(),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges() {
+        let m = Metrics::default();
+        m.request("ingest", "accepted");
+        m.request("ingest", "accepted");
+        m.request("ingest", "policy_violation");
+        m.items(5, 2);
+        let text = m.render(&StoreStatus {
+            queue_depth: 3,
+            queue_capacity: 8,
+            commits: 4,
+            size_bytes: Some(4096),
+            ..StoreStatus::default()
+        });
+        for line in [
+            "telemetry_requests_total{endpoint=\"ingest\",outcome=\"accepted\"} 2",
+            "telemetry_requests_total{endpoint=\"ingest\",outcome=\"policy_violation\"} 1",
+            "telemetry_items_total{outcome=\"accepted\"} 5",
+            "telemetry_items_total{outcome=\"duplicate\"} 2",
+            "telemetry_write_queue_depth 3",
+            "telemetry_commit_seconds_count 4",
+            "telemetry_database_bytes 4096",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+}

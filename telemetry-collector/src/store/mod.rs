@@ -1,0 +1,228 @@
+//! The storage abstraction: everything the collector writes or reads goes
+//! through the [`Store`] trait, so that a second backend (PostgreSQL) can be
+//! added without touching handlers, stats or the command line.
+//!
+//! The contract every backend keeps:
+//! - a write future resolves `Ok` only after its data is durably committed;
+//! - replaying an event id or a report id changes nothing (idempotency);
+//! - every tier rolls up into daily counters in the same transaction as its
+//!   raw rows, so stats never scan raw events;
+//! - install ids arrive already pseudonymized ([`InstallHash`]); a backend
+//!   never sees a raw install id, an address or a header.
+//!
+//! [`sqlite`] is the only backend today.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use telemetry_protocol::{Counter, Day, Event, Tier, Uuid};
+
+pub use crate::secrets::InstallHash;
+
+pub mod sqlite;
+
+/// The future every [`Store`] method returns. Boxed so the trait stays
+/// object-safe and the collector can hold an `Arc<dyn Store>`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The write queue is full; retry later.
+    #[error("the write queue is full")]
+    QueueFull,
+    /// The store is shutting down or its writer has stopped.
+    #[error("the store is closed")]
+    Closed,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The database was written by a newer collector.
+    #[error(
+        "the database schema version {found} is newer than this collector supports ({supported})"
+    )]
+    SchemaTooNew {
+        /// The version found in the database.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+}
+
+/// The context every row of one request shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchContext {
+    /// The host tool's version.
+    pub version: String,
+    /// The OS family.
+    pub os: String,
+    /// The CPU architecture.
+    pub arch: String,
+}
+
+/// One validated `/v1/ingest` request, ready to store.
+#[derive(Debug, Clone)]
+pub struct IngestBatch {
+    /// The project.
+    pub project: String,
+    /// The tier the data was sent at.
+    pub tier: Tier,
+    /// Version, OS and arch, rolled into the counters.
+    pub context: BatchContext,
+    /// The UTC day the request arrived, used to age out report ids.
+    pub received: Day,
+    /// The tier-specific data.
+    pub data: BatchData,
+}
+
+/// What a batch carries, by tier.
+#[derive(Debug, Clone)]
+pub enum BatchData {
+    /// `aggregate`: daily counters under a one-time report id.
+    Aggregate {
+        /// The report id that makes retries idempotent.
+        report_id: Uuid,
+        /// The counters.
+        counters: Vec<Counter>,
+    },
+    /// `anonymous` and `full`: events of one pseudonymized install.
+    Events {
+        /// The pseudonymized install id.
+        install: InstallHash,
+        /// The events.
+        events: Vec<Event>,
+        /// `full` only: the identity fields, replacing any stored before. At
+        /// `anonymous` this is `None` and any stored identity is removed, so
+        /// that lowering the tier also forgets who the user said they were.
+        identity: Option<BTreeMap<String, String>>,
+    },
+}
+
+/// What storing a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IngestOutcome {
+    /// Events or counters stored now.
+    pub accepted: u64,
+    /// Events or counters stored before (replays) and not counted again.
+    pub duplicates: u64,
+}
+
+/// How long raw per-install data is kept, per project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Days for projects not listed in `per_project`.
+    pub default_days: u32,
+    /// Days per project.
+    pub per_project: BTreeMap<String, u32>,
+}
+
+impl RetentionPolicy {
+    /// The retention of `project`.
+    pub fn days_for(&self, project: &str) -> u32 {
+        self.per_project
+            .get(project)
+            .copied()
+            .unwrap_or(self.default_days)
+    }
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeOutcome {
+    /// Raw events removed.
+    pub events: u64,
+    /// Install rows (and their identities) not seen within the retention, removed.
+    pub installs: u64,
+    /// Install-week activity rows removed.
+    pub install_weeks: u64,
+    /// Report ids old enough that a retry can no longer arrive, removed.
+    pub report_ids: u64,
+}
+
+/// One rolled-up counter cell as stats read it: props are summed away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterRow {
+    /// The UTC day.
+    pub day: Day,
+    /// The event name.
+    pub event: String,
+    /// The tool version.
+    pub version: String,
+    /// The OS.
+    pub os: String,
+    /// The arch.
+    pub arch: String,
+    /// The tier the data came at.
+    pub tier: Tier,
+    /// The count.
+    pub count: u64,
+}
+
+/// One cell of the retention table: installs first seen in the week starting
+/// `cohort` that were active in the week starting `active`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CohortRow {
+    /// The Monday of the week the installs were first seen.
+    pub cohort: Day,
+    /// The Monday of the week they were active.
+    pub active: Day,
+    /// How many installs.
+    pub installs: u64,
+}
+
+/// Everything [`crate::stats::compute`] needs, read in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsInput {
+    /// Counter cells from the Monday of `from`'s week through `to`.
+    pub counters: Vec<CounterRow>,
+    /// `install` counts of all time.
+    pub installs_all_time: u64,
+    /// Retention cells for cohorts from the Monday of `from`'s week through `to`.
+    pub cohorts: Vec<CohortRow>,
+}
+
+/// Live figures for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StoreStatus {
+    /// Writes waiting in the queue.
+    pub queue_depth: u64,
+    /// The queue's capacity.
+    pub queue_capacity: u64,
+    /// Transactions committed since start.
+    pub commits: u64,
+    /// Total seconds spent committing, for the average.
+    pub commit_seconds_sum: f64,
+    /// The slowest commit since start, in seconds.
+    pub commit_seconds_max: f64,
+    /// Bytes the database occupies on disk, if known.
+    pub size_bytes: Option<u64>,
+}
+
+/// **The storage abstraction.** The collector talks to storage only through this.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a validated batch; resolves after commit. Fails fast with
+    /// [`StoreError::QueueFull`] rather than waiting when writes back up.
+    fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome>;
+
+    /// Removes every row of one install: events, install row, activity weeks
+    /// and identity. Succeeds whether or not anything was there.
+    fn delete_install(&self, project: &str, install: InstallHash) -> StoreFuture<'_, ()>;
+
+    /// Removes raw per-install data older than each project's retention, and
+    /// report ids too old to be retried. Counters are kept.
+    fn purge(&self, policy: &RetentionPolicy, today: Day) -> StoreFuture<'_, PurgeOutcome>;
+
+    /// Reads what stats need for `project` over `from..=to`.
+    fn stats_input(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, StatsInput>;
+
+    /// Every project that has stored data, sorted.
+    fn projects(&self) -> StoreFuture<'_, Vec<String>>;
+
+    /// Live figures for `/metrics`.
+    fn status(&self) -> StoreStatus;
+
+    /// Stops taking writes, commits everything queued, and waits for the writer to finish.
+    fn close(&self) -> StoreFuture<'_, ()>;
+}

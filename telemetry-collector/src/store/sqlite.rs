@@ -1,0 +1,1040 @@
+//! The SQLite backend: one writer thread with group commit behind a bounded
+//! queue, and a small pool of read connections for stats.
+//!
+//! Why one writer: SQLite allows one writer at a time anyway, and a single
+//! thread that drains every queued write into one transaction turns N fsyncs
+//! into one, which is what makes `synchronous = FULL` affordable. Every job
+//! carries a oneshot channel; the writer answers it only after `COMMIT`
+//! returned, so a handler's 2xx always means the data is on disk.
+//!
+//! The schema is compact on purpose: strings that repeat (event names, props,
+//! versions, OS, arch) are stored once in `strings` and referenced by integer,
+//! ids are 16-byte blobs, and tables are `WITHOUT ROWID` keyed by what the
+//! queries look up. Identity values are the exception: they are never put in
+//! `strings`, so deleting an identity row really removes them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use telemetry_protocol::{Day, Tier};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
+    RetentionPolicy, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+};
+
+/// Days a report id is remembered. Clients retry within hours or days; a
+/// month covers any plausible outage without keeping ids for ever.
+pub const REPORT_ID_DAYS: i32 = 31;
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
+
+/// The versioned migrations, applied in order at start-up. Never edit a
+/// released entry; append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE projects (
+        id   INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE strings (
+        id   INTEGER PRIMARY KEY,
+        text TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE daily_counters (
+        project INTEGER NOT NULL,
+        day     INTEGER NOT NULL,
+        event   INTEGER NOT NULL,
+        props   INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        os      INTEGER NOT NULL,
+        arch    INTEGER NOT NULL,
+        tier    INTEGER NOT NULL,
+        count   INTEGER NOT NULL,
+        PRIMARY KEY (project, day, event, props, version, os, arch, tier)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        project  INTEGER NOT NULL,
+        event_id BLOB NOT NULL,
+        install  BLOB NOT NULL,
+        ts       INTEGER NOT NULL,
+        name     INTEGER NOT NULL,
+        props    INTEGER NOT NULL,
+        PRIMARY KEY (project, event_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_install ON events (project, install);
+    CREATE INDEX events_by_time ON events (project, ts);
+    CREATE TABLE installs (
+        project        INTEGER NOT NULL,
+        install        BLOB NOT NULL,
+        first_seen_day INTEGER NOT NULL,
+        last_seen_day  INTEGER NOT NULL,
+        PRIMARY KEY (project, install)
+    ) WITHOUT ROWID;
+    CREATE TABLE install_weeks (
+        project INTEGER NOT NULL,
+        install BLOB NOT NULL,
+        week    INTEGER NOT NULL,
+        PRIMARY KEY (project, install, week)
+    ) WITHOUT ROWID;
+    CREATE TABLE identities (
+        project INTEGER NOT NULL,
+        install BLOB NOT NULL,
+        fields  TEXT NOT NULL,
+        PRIMARY KEY (project, install)
+    ) WITHOUT ROWID;
+    CREATE TABLE seen_reports (
+        project   INTEGER NOT NULL,
+        report_id BLOB NOT NULL,
+        day       INTEGER NOT NULL,
+        PRIMARY KEY (project, report_id)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The newest schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Tuning of the write path.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// Jobs that may wait for the writer.
+    pub queue_capacity: usize,
+    /// Most jobs committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            queue_capacity: 1024,
+            max_batch: 256,
+        }
+    }
+}
+
+/// A SQLite-backed [`Store`].
+pub struct SqliteStore {
+    /// The database file.
+    path: PathBuf,
+    /// The bounded queue into the writer thread.
+    jobs: mpsc::Sender<Msg>,
+    /// Idle read connections, reused across stats calls.
+    readers: Arc<Mutex<Vec<Connection>>>,
+    /// Commit counters the writer updates.
+    timing: Arc<CommitTiming>,
+    /// The writer thread, joined on close.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct CommitTiming {
+    commits: AtomicU64,
+    nanos_sum: AtomicU64,
+    nanos_max: AtomicU64,
+}
+
+enum Op {
+    Ingest(IngestBatch),
+    Delete {
+        project: String,
+        install: InstallHash,
+    },
+    Purge {
+        policy: RetentionPolicy,
+        today: Day,
+    },
+}
+
+enum Done {
+    Ingest(IngestOutcome),
+    Delete,
+    Purge(PurgeOutcome),
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+enum Msg {
+    Job(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// Opens a connection with the pragmas every connection needs.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    conn.busy_timeout(Duration::from_secs(30)).map_err(db_err)?;
+    conn.execute_batch(
+        // WAL lets stats read while the writer writes; FULL makes every
+        // commit durable across power loss, not just process crashes;
+        // secure_delete overwrites deleted content so a delete request
+        // leaves no readable trace in the file's free pages.
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA secure_delete = ON;
+         PRAGMA foreign_keys = OFF;",
+    )
+    .map_err(db_err)?;
+    Ok(conn)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`]. Safe when several processes
+/// start at once: the version is read and bumped inside one write transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(db_err)?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute("DELETE FROM schema_version", [])
+            .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [i as i64 + 1],
+        )
+        .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, runs migrations and
+    /// starts the writer thread. Needs a Tokio runtime only for the async
+    /// methods, not here.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let mut conn = connect(path)?;
+        migrate(&mut conn)?;
+        let (jobs, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let timing = Arc::new(CommitTiming::default());
+        let writer = Writer {
+            conn,
+            strings: HashMap::new(),
+            projects: HashMap::new(),
+            timing: timing.clone(),
+        };
+        let max_batch = options.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || writer.run(rx, max_batch))
+            .map_err(|e| StoreError::Database(format!("starting the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            jobs,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            timing,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn submit(&self, op: Op, wait_for_room: bool) -> StoreFuture<'_, Done> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let msg = Msg::Job(Job { op, reply });
+            if wait_for_room {
+                self.jobs.send(msg).await.map_err(|_| StoreError::Closed)?;
+            } else {
+                self.jobs.try_send(msg).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
+                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                })?;
+            }
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let conn = match pooled {
+                    Some(conn) => conn,
+                    None => {
+                        let conn = connect(&path)?;
+                        conn.execute_batch("PRAGMA query_only = ON")
+                            .map_err(db_err)?;
+                        conn
+                    }
+                };
+                let result = f(&conn).map_err(db_err);
+                let mut pool = readers.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < 4 {
+                    pool.push(conn);
+                }
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Database(format!("reader task failed: {e}")))?
+        })
+    }
+}
+
+/// Copies the database at `db` to `dest` with SQLite's online backup API,
+/// which is safe while a collector is writing to it.
+pub fn backup(db: &Path, dest: &Path) -> Result<(), StoreError> {
+    let src = Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err)?;
+    let mut dst = Connection::open(dest).map_err(db_err)?;
+    let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(db_err)?;
+    // Copy in steps so the writer is never blocked for long.
+    backup
+        .run_to_completion(1024, Duration::from_millis(5), None)
+        .map_err(db_err)?;
+    drop(backup);
+    dst.execute_batch("PRAGMA journal_mode = DELETE")
+        .map_err(db_err)?;
+    Ok(())
+}
+
+fn tier_code(tier: Tier) -> i64 {
+    match tier {
+        Tier::Off => 0,
+        Tier::Aggregate => 1,
+        Tier::Anonymous => 2,
+        Tier::Full => 3,
+    }
+}
+
+fn tier_from_code(code: i64) -> Tier {
+    match code {
+        1 => Tier::Aggregate,
+        2 => Tier::Anonymous,
+        3 => Tier::Full,
+        _ => Tier::Off,
+    }
+}
+
+fn day_num(day: Day) -> i64 {
+    i64::from(day.days_since_epoch())
+}
+
+fn day_from(n: i64) -> Day {
+    Day::from_days_since_epoch(n as i32)
+}
+
+/// The writer thread's state. Only this thread writes to the database.
+struct Writer {
+    conn: Connection,
+    /// Committed `strings` ids by text. Cleared on any rollback, since a
+    /// rolled-back insert may have put an id here that no longer exists.
+    strings: HashMap<String, i64>,
+    /// Committed `projects` ids by name; cleared like `strings`.
+    projects: HashMap<String, i64>,
+    timing: Arc<CommitTiming>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = Vec::new();
+            let mut push = |msg: Msg, jobs: &mut Vec<Job>| match msg {
+                Msg::Job(job) => jobs.push(job),
+                Msg::Shutdown(done) => shutdown = Some(done),
+            };
+            push(first, &mut jobs);
+            // Group commit: take whatever else is already waiting. No timer is
+            // needed; under load, jobs pile up while the previous commit syncs.
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(msg) => push(msg, &mut jobs),
+                    Err(_) => break,
+                }
+            }
+            if !jobs.is_empty() {
+                self.commit_batch(jobs);
+            }
+            if shutdown.is_some() {
+                // Refuse new writes, but finish those already queued.
+                rx.close();
+            }
+        }
+        // Fold the WAL back into the main file so a stopped collector leaves one file.
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        drop(self);
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+        }
+    }
+
+    fn commit_batch(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        let outcome = (|| -> Result<(), StoreError> {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+            for job in jobs {
+                // A savepoint per job: one bad job fails alone, the rest commit.
+                self.conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
+                let result = self.apply(&job.op);
+                if result.is_ok() {
+                    self.conn.execute_batch("RELEASE job").map_err(db_err)?;
+                } else {
+                    self.forget_cache();
+                    self.conn
+                        .execute_batch("ROLLBACK TO job; RELEASE job")
+                        .map_err(db_err)?;
+                }
+                results.push(result);
+                replies.push(job.reply);
+            }
+            self.conn.execute_batch("COMMIT").map_err(db_err)
+        })();
+        match outcome {
+            Ok(()) => {
+                let nanos = started.elapsed().as_nanos() as u64;
+                self.timing.commits.fetch_add(1, Ordering::Relaxed);
+                self.timing.nanos_sum.fetch_add(nanos, Ordering::Relaxed);
+                self.timing.nanos_max.fetch_max(nanos, Ordering::Relaxed);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write transaction failed; nothing from it was stored");
+                self.forget_cache();
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Database(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn forget_cache(&mut self) {
+        self.strings.clear();
+        self.projects.clear();
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<Done, StoreError> {
+        match op {
+            Op::Ingest(batch) => self.ingest(batch).map(Done::Ingest),
+            Op::Delete { project, install } => self.delete(project, install).map(|()| Done::Delete),
+            Op::Purge { policy, today } => self.purge(policy, *today).map(Done::Purge),
+        }
+        .map_err(db_err)
+    }
+
+    fn string_id(&mut self, text: &str) -> rusqlite::Result<i64> {
+        if let Some(id) = self.strings.get(text) {
+            return Ok(*id);
+        }
+        let found = self
+            .conn
+            .prepare_cached("SELECT id FROM strings WHERE text = ?1")?
+            .query_row([text], |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                self.conn
+                    .prepare_cached("INSERT INTO strings (text) VALUES (?1)")?
+                    .execute([text])?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        self.strings.insert(text.to_owned(), id);
+        Ok(id)
+    }
+
+    fn project_id(&mut self, name: &str, create: bool) -> rusqlite::Result<Option<i64>> {
+        if let Some(id) = self.projects.get(name) {
+            return Ok(Some(*id));
+        }
+        let found = self
+            .conn
+            .prepare_cached("SELECT id FROM projects WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        let id = match (found, create) {
+            (Some(id), _) => id,
+            (None, true) => {
+                self.conn
+                    .prepare_cached("INSERT INTO projects (name) VALUES (?1)")?
+                    .execute([name])?;
+                self.conn.last_insert_rowid()
+            }
+            (None, false) => return Ok(None),
+        };
+        self.projects.insert(name.to_owned(), id);
+        Ok(Some(id))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_count(
+        &mut self,
+        project: i64,
+        day: Day,
+        event: i64,
+        props: i64,
+        context: [i64; 3],
+        tier: Tier,
+        count: u64,
+    ) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO daily_counters (project, day, event, props, version, os, arch, tier, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT DO UPDATE SET count = count + excluded.count",
+            )?
+            .execute(params![
+                project,
+                day_num(day),
+                event,
+                props,
+                context[0],
+                context[1],
+                context[2],
+                tier_code(tier),
+                count as i64
+            ])?;
+        Ok(())
+    }
+
+    fn ingest(&mut self, batch: &IngestBatch) -> rusqlite::Result<IngestOutcome> {
+        let project = self
+            .project_id(&batch.project, true)?
+            .expect("created on demand");
+        let context = [
+            self.string_id(&batch.context.version)?,
+            self.string_id(&batch.context.os)?,
+            self.string_id(&batch.context.arch)?,
+        ];
+        let mut outcome = IngestOutcome::default();
+        match &batch.data {
+            BatchData::Aggregate {
+                report_id,
+                counters,
+            } => {
+                let fresh = self
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO seen_reports (project, report_id, day) VALUES (?1, ?2, ?3)
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![
+                        project,
+                        report_id.as_bytes().as_slice(),
+                        day_num(batch.received)
+                    ])?
+                    == 1;
+                if !fresh {
+                    outcome.duplicates = counters.len() as u64;
+                    return Ok(outcome);
+                }
+                for c in counters {
+                    let event = self.string_id(&c.event)?;
+                    let props = self.string_id(&props_json(&c.props))?;
+                    self.add_count(project, c.day, event, props, context, batch.tier, c.count)?;
+                    outcome.accepted += 1;
+                }
+            }
+            BatchData::Events {
+                install,
+                events,
+                identity,
+            } => {
+                let mut days = BTreeSet::new();
+                for e in events {
+                    let name = self.string_id(&e.name)?;
+                    let props = self.string_id(&props_json(&e.props))?;
+                    let fresh = self
+                        .conn
+                        .prepare_cached(
+                            "INSERT INTO events (project, event_id, install, ts, name, props)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                        )?
+                        .execute(params![
+                            project,
+                            e.id.as_bytes().as_slice(),
+                            install.0.as_slice(),
+                            e.timestamp.unix_millis(),
+                            name,
+                            props
+                        ])?
+                        == 1;
+                    if fresh {
+                        let day = e.timestamp.day();
+                        self.add_count(project, day, name, props, context, batch.tier, 1)?;
+                        days.insert(day);
+                        outcome.accepted += 1;
+                    } else {
+                        outcome.duplicates += 1;
+                    }
+                }
+                if let (Some(first), Some(last)) = (days.first(), days.last()) {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO installs (project, install, first_seen_day, last_seen_day)
+                             VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT DO UPDATE SET
+                               first_seen_day = min(first_seen_day, excluded.first_seen_day),
+                               last_seen_day = max(last_seen_day, excluded.last_seen_day)",
+                        )?
+                        .execute(params![
+                            project,
+                            install.0.as_slice(),
+                            day_num(*first),
+                            day_num(*last)
+                        ])?;
+                    let weeks: BTreeSet<Day> = days.iter().map(|d| d.week_start()).collect();
+                    for week in weeks {
+                        self.conn
+                            .prepare_cached(
+                                "INSERT INTO install_weeks (project, install, week) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT DO NOTHING",
+                            )?
+                            .execute(params![project, install.0.as_slice(), day_num(week)])?;
+                    }
+                }
+                match (batch.tier, identity) {
+                    (Tier::Full, Some(fields)) => {
+                        let json = serde_json::to_string(fields)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                        self.conn
+                            .prepare_cached(
+                                "INSERT INTO identities (project, install, fields) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT DO UPDATE SET fields = excluded.fields",
+                            )?
+                            .execute(params![project, install.0.as_slice(), json])?;
+                    }
+                    (Tier::Full, None) => {}
+                    _ => {
+                        self.conn
+                            .prepare_cached(
+                                "DELETE FROM identities WHERE project = ?1 AND install = ?2",
+                            )?
+                            .execute(params![project, install.0.as_slice()])?;
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn delete(&mut self, project: &str, install: &InstallHash) -> rusqlite::Result<()> {
+        // An unknown project is not created: a delete must leave no trace.
+        let Some(project) = self.project_id(project, false)? else {
+            return Ok(());
+        };
+        for table in ["events", "installs", "install_weeks", "identities"] {
+            self.conn
+                .prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE project = ?1 AND install = ?2"
+                ))?
+                .execute(params![project, install.0.as_slice()])?;
+        }
+        Ok(())
+    }
+
+    fn purge(&mut self, policy: &RetentionPolicy, today: Day) -> rusqlite::Result<PurgeOutcome> {
+        let projects: Vec<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT id, name FROM projects")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = PurgeOutcome::default();
+        for (id, name) in projects {
+            let days = i32::try_from(policy.days_for(&name)).unwrap_or(i32::MAX / 2);
+            let cutoff = day_num(today.add_days(-days));
+            out.events += self
+                .conn
+                .prepare_cached("DELETE FROM events WHERE project = ?1 AND ts < ?2")?
+                .execute(params![id, cutoff * MILLIS_PER_DAY])? as u64;
+            // A week row goes once the whole week is older than the cutoff.
+            out.install_weeks += self
+                .conn
+                .prepare_cached("DELETE FROM install_weeks WHERE project = ?1 AND week + 6 < ?2")?
+                .execute(params![id, cutoff])? as u64;
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM identities WHERE project = ?1 AND install IN
+                     (SELECT install FROM installs WHERE project = ?1 AND last_seen_day < ?2)",
+                )?
+                .execute(params![id, cutoff])?;
+            out.installs += self
+                .conn
+                .prepare_cached("DELETE FROM installs WHERE project = ?1 AND last_seen_day < ?2")?
+                .execute(params![id, cutoff])? as u64;
+        }
+        out.report_ids = self
+            .conn
+            .prepare_cached("DELETE FROM seen_reports WHERE day < ?1")?
+            .execute([day_num(today.add_days(-REPORT_ID_DAYS))])? as u64;
+        Ok(out)
+    }
+}
+
+/// Props in their canonical JSON form; `Props` is a sorted map, so equal
+/// props always give the same text and therefore the same dictionary id.
+fn props_json(props: &telemetry_protocol::Props) -> String {
+    serde_json::to_string(props).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn read_stats(
+    conn: &Connection,
+    project: &str,
+    from: Day,
+    to: Day,
+) -> rusqlite::Result<StatsInput> {
+    let Some(project): Option<i64> = conn
+        .prepare_cached("SELECT id FROM projects WHERE name = ?1")?
+        .query_row([project], |r| r.get(0))
+        .optional()?
+    else {
+        return Ok(StatsInput::default());
+    };
+    let start = day_num(from.week_start());
+    let end = day_num(to);
+    let counters = conn
+        .prepare_cached(
+            "SELECT c.day, e.text, v.text, o.text, a.text, c.tier, SUM(c.count)
+             FROM daily_counters c
+             JOIN strings e ON e.id = c.event
+             JOIN strings v ON v.id = c.version
+             JOIN strings o ON o.id = c.os
+             JOIN strings a ON a.id = c.arch
+             WHERE c.project = ?1 AND c.day BETWEEN ?2 AND ?3
+             GROUP BY c.day, c.event, c.version, c.os, c.arch, c.tier",
+        )?
+        .query_map(params![project, start, end], |r| {
+            Ok(CounterRow {
+                day: day_from(r.get(0)?),
+                event: r.get(1)?,
+                version: r.get(2)?,
+                os: r.get(3)?,
+                arch: r.get(4)?,
+                tier: tier_from_code(r.get(5)?),
+                count: r.get::<_, i64>(6)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let installs_all_time: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(c.count), 0) FROM daily_counters c
+             WHERE c.project = ?1 AND c.event = (SELECT id FROM strings WHERE text = ?2)",
+        )?
+        .query_row(
+            params![project, telemetry_protocol::manifest::builtin::INSTALL],
+            |r| r.get(0),
+        )?;
+    // (day + 3) % 7 is the ISO weekday minus one, because 1970-01-01 was a Thursday.
+    let cohorts = conn
+        .prepare_cached(
+            "SELECT i.first_seen_day - ((i.first_seen_day + 3) % 7) AS cohort, w.week, COUNT(*)
+             FROM installs i
+             JOIN install_weeks w ON w.project = i.project AND w.install = i.install
+             WHERE i.project = ?1 AND i.first_seen_day BETWEEN ?2 AND ?3 AND w.week <= ?3
+             GROUP BY cohort, w.week",
+        )?
+        .query_map(params![project, start, end], |r| {
+            Ok(CohortRow {
+                cohort: day_from(r.get(0)?),
+                active: day_from(r.get(1)?),
+                installs: r.get::<_, i64>(2)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(StatsInput {
+        counters,
+        installs_all_time: installs_all_time as u64,
+        cohorts,
+    })
+}
+
+impl Store for SqliteStore {
+    fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome> {
+        let job = self.submit(Op::Ingest(batch), false);
+        Box::pin(async move {
+            match job.await? {
+                Done::Ingest(outcome) => Ok(outcome),
+                _ => Err(StoreError::Database("writer answered the wrong job".into())),
+            }
+        })
+    }
+
+    fn delete_install(&self, project: &str, install: InstallHash) -> StoreFuture<'_, ()> {
+        let job = self.submit(
+            Op::Delete {
+                project: project.to_owned(),
+                install,
+            },
+            false,
+        );
+        Box::pin(async move { job.await.map(|_| ()) })
+    }
+
+    fn purge(&self, policy: &RetentionPolicy, today: Day) -> StoreFuture<'_, PurgeOutcome> {
+        let job = self.submit(
+            Op::Purge {
+                policy: policy.clone(),
+                today,
+            },
+            true,
+        );
+        Box::pin(async move {
+            match job.await? {
+                Done::Purge(outcome) => Ok(outcome),
+                _ => Err(StoreError::Database("writer answered the wrong job".into())),
+            }
+        })
+    }
+
+    fn stats_input(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, StatsInput> {
+        let project = project.to_owned();
+        self.read(move |conn| read_stats(conn, &project, from, to))
+    }
+
+    fn projects(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT name FROM projects ORDER BY name")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+    }
+
+    fn status(&self) -> StoreStatus {
+        let capacity = self.jobs.max_capacity() as u64;
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let size_bytes = size(&self.path).map(|db| db + size(Path::new(&wal)).unwrap_or(0));
+        StoreStatus {
+            queue_depth: capacity - self.jobs.capacity() as u64,
+            queue_capacity: capacity,
+            commits: self.timing.commits.load(Ordering::Relaxed),
+            commit_seconds_sum: self.timing.nanos_sum.load(Ordering::Relaxed) as f64 / 1e9,
+            commit_seconds_max: self.timing.nanos_max.load(Ordering::Relaxed) as f64 / 1e9,
+            size_bytes,
+        }
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, finished) = oneshot::channel();
+            if self.jobs.send(Msg::Shutdown(done)).await.is_ok() {
+                let _ = finished.await;
+            }
+            let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(handle) = handle {
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BatchContext, BatchData};
+    use telemetry_protocol::{Counter, Event, Props, Timestamp, Uuid};
+
+    fn context() -> BatchContext {
+        BatchContext {
+            version: "1.2.3".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+        }
+    }
+
+    fn day(s: &str) -> Day {
+        s.parse().unwrap()
+    }
+
+    fn events_batch(install: u8, ids: &[u128], ts: &str) -> IngestBatch {
+        IngestBatch {
+            project: "p".into(),
+            tier: Tier::Anonymous,
+            context: context(),
+            received: day("2026-11-21"),
+            data: BatchData::Events {
+                install: InstallHash([install; 16]),
+                events: ids
+                    .iter()
+                    .map(|id| Event {
+                        id: Uuid::from_u128(*id),
+                        name: "install".into(),
+                        timestamp: ts.parse::<Timestamp>().unwrap(),
+                        props: Props::new(),
+                    })
+                    .collect(),
+                identity: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn migrations_are_recorded_and_rerunning_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        store.close().await.unwrap();
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        store.close().await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (999);",
+        )
+        .unwrap();
+        drop(conn);
+        assert!(matches!(
+            SqliteStore::open(&path, SqliteOptions::default()),
+            Err(StoreError::SchemaTooNew { found: 999, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn event_replays_and_report_replays_count_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default()).unwrap();
+        let first = store
+            .ingest(events_batch(1, &[1, 2], "2026-11-20T10:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!((first.accepted, first.duplicates), (2, 0));
+        let again = store
+            .ingest(events_batch(1, &[2, 3], "2026-11-20T10:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!((again.accepted, again.duplicates), (1, 1));
+
+        let report = IngestBatch {
+            project: "p".into(),
+            tier: Tier::Aggregate,
+            context: context(),
+            received: day("2026-11-21"),
+            data: BatchData::Aggregate {
+                report_id: Uuid::from_u128(9),
+                counters: vec![Counter {
+                    day: day("2026-11-20"),
+                    event: "install".into(),
+                    props: Props::new(),
+                    count: 5,
+                }],
+            },
+        };
+        assert_eq!(store.ingest(report.clone()).await.unwrap().accepted, 1);
+        assert_eq!(store.ingest(report).await.unwrap().duplicates, 1);
+
+        let input = store
+            .stats_input("p", day("2026-11-20"), day("2026-11-20"))
+            .await
+            .unwrap();
+        assert_eq!(input.installs_all_time, 3 + 5);
+        let by_tier = |t| -> u64 {
+            input
+                .counters
+                .iter()
+                .filter(|r| r.tier == t)
+                .map(|r| r.count)
+                .sum()
+        };
+        assert_eq!(by_tier(Tier::Anonymous), 3);
+        assert_eq!(by_tier(Tier::Aggregate), 5);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn purge_drops_old_raw_rows_and_keeps_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default()).unwrap();
+        store
+            .ingest(events_batch(1, &[1], "2026-01-01T10:00:00Z"))
+            .await
+            .unwrap();
+        store
+            .ingest(events_batch(2, &[2], "2026-11-20T10:00:00Z"))
+            .await
+            .unwrap();
+        let policy = RetentionPolicy {
+            default_days: 30,
+            per_project: Default::default(),
+        };
+        let purged = store.purge(&policy, day("2026-11-21")).await.unwrap();
+        assert_eq!(purged.events, 1);
+        assert_eq!(purged.installs, 1);
+        assert_eq!(purged.install_weeks, 1);
+        let input = store
+            .stats_input("p", day("2026-01-01"), day("2026-11-21"))
+            .await
+            .unwrap();
+        assert_eq!(input.installs_all_time, 2, "counters survive the purge");
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn backup_copies_a_consistent_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        store
+            .ingest(events_batch(1, &[1, 2, 3], "2026-11-20T10:00:00Z"))
+            .await
+            .unwrap();
+        let copy = dir.path().join("copy.db");
+        backup(&path, &copy).unwrap();
+        store.close().await.unwrap();
+        let conn = Connection::open(&copy).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+}
