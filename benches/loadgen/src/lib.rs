@@ -1,0 +1,71 @@
+//! Benchmark tools for the telemetry toolkit (issue 8): the ingest load
+//! generator and the client wall-time overhead harness.
+//!
+//! Both tools only ever talk to loopback addresses and bound every loop by a
+//! count *and* a time limit, so `scripts/bench.sh` can promise to finish in
+//! minutes on a 2-core machine whatever the thing under test does.
+//!
+//! # Layout
+//!
+//! - [`payload`]: builds valid protocol-v1 [`IngestPayload`]s with unique ids.
+//! - [`ingest`]: the load generator: concurrent POSTs to `/v1/ingest`, with
+//!   events/s, requests/s, latency percentiles and non-2xx counts.
+//! - [`endpoint`]: the fake endpoints the overhead harness points a CLI at: a
+//!   stub answering 200, a refused port, and two kinds of blackhole.
+//! - [`overhead`]: runs two commands alternately, many times, and reports the
+//!   median wall time of each and their median difference.
+//! - [`linger`]: finds the processes (children included) a run left behind.
+//! - [`stats`]: medians and percentiles.
+//!
+//! The binaries `loadgen` and `overhead` are thin command-line wrappers.
+//!
+//! [`IngestPayload`]: telemetry_protocol::IngestPayload
+
+pub mod endpoint;
+pub mod ingest;
+pub mod linger;
+pub mod overhead;
+pub mod payload;
+pub mod stats;
+
+/// Everything that can stop a benchmark tool before it has a result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The target URL could not be parsed.
+    #[error("invalid url `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The target is not a loopback address; the tools never leave the machine.
+    #[error("`{0}` is not a loopback address; benchmarks only target 127.0.0.1, ::1 or localhost")]
+    NotLoopback(String),
+    /// An argument is out of range or malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A socket, process or file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("building the http client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
