@@ -1,0 +1,738 @@
+//! The signed-in pages: the overview of every project, one project's page and
+//! the sign-in form. Pure functions from report types to HTML, so they are
+//! tested without a server.
+
+use std::fmt::Write as _;
+
+use telemetry_protocol::{Day, IsoWeek};
+
+use super::charts::{self, Mark, Series, TimeChart};
+use super::csv::Export;
+use super::html::{Chrome, Esc, esc, num, page, pct, ratio, url_component};
+use super::range::{Granularity, Range};
+use crate::report::{Breakdown, Cohort, ProjectStats};
+
+/// How many rows a breakdown chart shows before folding the rest into "other".
+pub const TOP_ROWS: usize = 10;
+
+/// One row of the overview, computed from a [`ProjectStats`] over the last 30 days.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectSummary {
+    /// The project name.
+    pub project: String,
+    /// Installs over the last 7 days, today included.
+    pub installs_7d: u64,
+    /// Installs over the last 30 days, today included.
+    pub installs_30d: u64,
+    /// Installs of all time.
+    pub installs_all_time: u64,
+    /// Weekly active installs in the current ISO week.
+    pub active_installs: u64,
+    /// Setup completed over setup started in the last 30 days.
+    pub setup_completion_rate: Option<f64>,
+    /// Installs per day over the last 30 days, oldest first, for the trend line.
+    pub daily_installs: Vec<u64>,
+}
+
+impl ProjectSummary {
+    /// Summarizes stats whose window is the last 30 days ending today.
+    pub fn from_stats(stats: &ProjectStats) -> ProjectSummary {
+        let week_start = stats.to.add_days(-6);
+        ProjectSummary {
+            project: stats.project.clone(),
+            installs_7d: stats
+                .daily
+                .iter()
+                .filter(|d| d.day >= week_start)
+                .map(|d| d.installs)
+                .sum(),
+            installs_30d: stats.installs,
+            installs_all_time: stats.installs_all_time,
+            active_installs: stats.active_installs,
+            setup_completion_rate: stats.setup_completion_rate,
+            daily_installs: stats.daily.iter().map(|d| d.installs).collect(),
+        }
+    }
+}
+
+/// The link to a project's page.
+pub fn project_href(project: &str) -> String {
+    format!("/dashboard/projects/{}", url_component(project))
+}
+
+/// The overview page: every project with its headline numbers and a trend line.
+pub fn render_overview(projects: &[ProjectSummary], today: Day) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Projects</h1>\n<p class=\"sub\">Last 7 and 30 days end today, {today} (UTC). \
+         Weekly active installs count the current ISO week, {}.</p>\n",
+        today.iso_week()
+    );
+    if projects.is_empty() {
+        body.push_str(
+            "<p class=\"message\">No project has sent data yet. Point a tool at \
+             <code>POST /v1/ingest</code> and its numbers appear here.</p>\n",
+        );
+        return page("Projects", Chrome::Admin, &body);
+    }
+    body.push_str(
+        "<div class=\"table-scroll\"><table class=\"overview\">\n<thead><tr>\
+         <th scope=\"col\">Project</th><th scope=\"col\" class=\"n\">Installs, 7 days</th>\
+         <th scope=\"col\" class=\"n\">Installs, 30 days</th><th scope=\"col\" class=\"n\">Installs, all time</th>\
+         <th scope=\"col\" class=\"n\">Weekly active installs</th><th scope=\"col\" class=\"n\">Setup completion</th>\
+         <th scope=\"col\">Installs per day, 30 days</th></tr></thead>\n<tbody>\n",
+    );
+    for p in projects {
+        let _ = writeln!(
+            body,
+            "<tr data-project=\"{name}\"><th scope=\"row\"><a href=\"{href}\">{name}</a></th>\
+             <td class=\"n installs-7d\">{}</td><td class=\"n installs-30d\">{}</td>\
+             <td class=\"n installs-all\">{}</td><td class=\"n active\">{}</td>\
+             <td class=\"n completion\">{}</td><td class=\"trend\">{}</td></tr>",
+            num(p.installs_7d),
+            num(p.installs_30d),
+            num(p.installs_all_time),
+            num(p.active_installs),
+            pct(p.setup_completion_rate),
+            charts::sparkline(
+                &p.daily_installs,
+                &format!(
+                    "{}: {} installs over 30 days",
+                    p.project,
+                    num(p.installs_30d)
+                )
+            ),
+            name = Esc(&p.project),
+            href = esc(&project_href(&p.project)),
+        );
+    }
+    body.push_str("</tbody></table></div>\n");
+    page("Projects", Chrome::Admin, &body)
+}
+
+fn short_day(day: Day) -> String {
+    let (_, m, d) = day.ymd();
+    format!("{m:02}-{d:02}")
+}
+
+fn week_monday(week: IsoWeek) -> Option<Day> {
+    // 4 January is always in week 1, so its week's Monday anchors the year.
+    let jan4 = Day::from_ymd(week.year, 1, 4)?;
+    Some(jan4.week_start().add_days(7 * (week.week as i32 - 1)))
+}
+
+fn week_full(week: IsoWeek) -> String {
+    match week_monday(week) {
+        Some(monday) => format!("{week} (week of {monday})"),
+        None => week.to_string(),
+    }
+}
+
+fn range_form(project: &str, range: &Range) -> String {
+    let href = esc(&project_href(project));
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<form method=\"get\" action=\"{href}\" class=\"range\">\
+         <label>From <input type=\"date\" name=\"from\" value=\"{}\"></label>\
+         <label>To <input type=\"date\" name=\"to\" value=\"{}\"></label>\
+         <label>Per <select name=\"by\">",
+        range.from, range.to
+    );
+    for by in [Granularity::Day, Granularity::Week] {
+        let selected = if by == range.by { " selected" } else { "" };
+        let _ = write!(
+            out,
+            "<option value=\"{0}\"{selected}>{0}</option>",
+            by.as_str()
+        );
+    }
+    out.push_str("</select></label><button type=\"submit\">Show</button>");
+    out.push_str("<span class=\"quick\">");
+    for days in [7, 30, 90, 365] {
+        let from = range.to.add_days(1 - days);
+        let _ = write!(
+            out,
+            "<a href=\"{href}?from={from}&amp;to={}\">{days} days</a> ",
+            range.to
+        );
+    }
+    out.push_str("</span></form>\n");
+    out
+}
+
+fn kpi(out: &mut String, id: &str, label: &str, value: &str, note: &str) {
+    let _ = write!(
+        out,
+        "<div class=\"kpi\"><div class=\"kpi-label\">{label}</div>\
+         <div class=\"kpi-value\" id=\"{id}\">{value}</div><div class=\"kpi-note\">{note}</div></div>\n"
+    );
+}
+
+fn time_series(stats: &ProjectStats, range: &Range) -> String {
+    let mut out = String::new();
+    match range.by {
+        Granularity::Day => {
+            let x: Vec<String> = stats.daily.iter().map(|d| short_day(d.day)).collect();
+            let full: Vec<String> = stats.daily.iter().map(|d| d.day.to_string()).collect();
+            let installs: Vec<u64> = stats.daily.iter().map(|d| d.installs).collect();
+            out.push_str(&charts::time_chart(&TimeChart {
+                title: "Installs per day",
+                x_title: "UTC day",
+                y_title: "installs per day",
+                x_labels: &x,
+                x_full: &full,
+                series: &[Series {
+                    name: "installs",
+                    class: "s1",
+                    mark: Mark::Bars,
+                    values: &installs,
+                }],
+            }));
+            let wx: Vec<String> = stats
+                .weekly
+                .iter()
+                .map(|w| format!("W{:02}", w.week.week))
+                .collect();
+            let wfull: Vec<String> = stats.weekly.iter().map(|w| week_full(w.week)).collect();
+            let active: Vec<u64> = stats.weekly.iter().map(|w| w.active_installs).collect();
+            out.push_str(&charts::time_chart(&TimeChart {
+                title: "Weekly active installs",
+                x_title: "ISO week",
+                y_title: "active installs per week",
+                x_labels: &wx,
+                x_full: &wfull,
+                series: &[Series {
+                    name: "weekly active installs",
+                    class: "s2",
+                    mark: Mark::Line,
+                    values: &active,
+                }],
+            }));
+        }
+        Granularity::Week => {
+            let x: Vec<String> = stats
+                .weekly
+                .iter()
+                .map(|w| format!("W{:02}", w.week.week))
+                .collect();
+            let full: Vec<String> = stats.weekly.iter().map(|w| week_full(w.week)).collect();
+            let installs: Vec<u64> = stats.weekly.iter().map(|w| w.installs).collect();
+            let active: Vec<u64> = stats.weekly.iter().map(|w| w.active_installs).collect();
+            out.push_str(&charts::time_chart(&TimeChart {
+                title: "Installs and weekly active installs per week",
+                x_title: "ISO week",
+                y_title: "installs per week",
+                x_labels: &x,
+                x_full: &full,
+                series: &[
+                    Series {
+                        name: "new installs",
+                        class: "s1",
+                        mark: Mark::Bars,
+                        values: &installs,
+                    },
+                    Series {
+                        name: "weekly active installs",
+                        class: "s2",
+                        mark: Mark::Line,
+                        values: &active,
+                    },
+                ],
+            }));
+        }
+    }
+    out
+}
+
+/// The rows a breakdown chart shows: the top [`TOP_ROWS`], then one "other" row.
+pub fn top_rows(rows: &[Breakdown]) -> Vec<(String, Vec<u64>)> {
+    let mut out: Vec<(String, Vec<u64>)> = rows
+        .iter()
+        .take(TOP_ROWS)
+        .map(|b| (b.key.clone(), vec![b.installs, b.active_installs]))
+        .collect();
+    if rows.len() > TOP_ROWS {
+        let rest = &rows[TOP_ROWS..];
+        out.push((
+            format!("{} others", rest.len()),
+            vec![
+                rest.iter().map(|b| b.installs).sum(),
+                rest.iter().map(|b| b.active_installs).sum(),
+            ],
+        ));
+    }
+    out
+}
+
+fn breakdown(out: &mut String, id: &str, title: &str, rows: &[Breakdown]) {
+    let _ = writeln!(out, "<section class=\"breakdown\" id=\"{id}\">");
+    out.push_str(&charts::bar_rows(
+        title,
+        "installs",
+        &[("new installs", "s1"), ("weekly active installs", "s2")],
+        &top_rows(rows),
+    ));
+    let _ = write!(
+        out,
+        "<details><summary>All {} as a table</summary><div class=\"table-scroll\"><table>\
+         <thead><tr><th scope=\"col\">{}</th><th scope=\"col\" class=\"n\">New installs</th>\
+         <th scope=\"col\" class=\"n\">Weekly active installs</th></tr></thead><tbody>",
+        rows.len(),
+        Esc(title)
+    );
+    for b in rows {
+        let _ = write!(
+            out,
+            "<tr><td class=\"key\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            Esc(&b.key),
+            num(b.installs),
+            num(b.active_installs)
+        );
+    }
+    out.push_str("</tbody></table></div></details>\n</section>\n");
+}
+
+fn heat_class(r: Option<f64>) -> &'static str {
+    match r {
+        None => "heat-none",
+        Some(r) if r >= 0.8 => "heat-5",
+        Some(r) if r >= 0.6 => "heat-4",
+        Some(r) if r >= 0.4 => "heat-3",
+        Some(r) if r >= 0.2 => "heat-2",
+        Some(r) if r > 0.0 => "heat-1",
+        Some(_) => "heat-0",
+    }
+}
+
+/// The retention table: one row per install-week cohort, one column per week after.
+pub fn retention_table(cohorts: &[Cohort]) -> String {
+    let weeks = cohorts.iter().map(|c| c.retained.len()).max().unwrap_or(0);
+    let mut out = String::from(
+        "<div class=\"table-scroll\"><table class=\"retention\"><thead><tr>\
+         <th scope=\"col\">Install week</th><th scope=\"col\" class=\"n\">Installs</th>",
+    );
+    for w in 0..weeks {
+        let _ = write!(out, "<th scope=\"col\" class=\"n\">Week {w}</th>");
+    }
+    out.push_str("</tr></thead><tbody>\n");
+    for c in cohorts {
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\" title=\"{}\">{}</th><td class=\"n\">{}</td>",
+            esc(&week_full(c.week)),
+            c.week,
+            num(c.installs)
+        );
+        for w in 0..weeks {
+            match c.retained.get(w) {
+                Some(&n) => {
+                    let r = ratio(n, c.installs);
+                    let _ = write!(
+                        out,
+                        "<td class=\"n {}\" title=\"{} of {} installs\">{}</td>",
+                        heat_class(r),
+                        num(n),
+                        num(c.installs),
+                        pct(r)
+                    );
+                }
+                None => out.push_str("<td class=\"n heat-none\"></td>"),
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table></div>\n");
+    out
+}
+
+/// One project's page over `range`.
+pub fn render_project(stats: &ProjectStats, range: &Range) -> String {
+    let mut body = String::new();
+    let name = Esc(&stats.project);
+    let _ = write!(
+        body,
+        "<h1 id=\"project-name\">{name}</h1>\n<p class=\"sub\">{} to {} (UTC), {} days.</p>\n",
+        stats.from,
+        stats.to,
+        range.days()
+    );
+    body.push_str(&range_form(&stats.project, range));
+
+    body.push_str("<section class=\"kpis\" aria-label=\"Headline numbers\">\n");
+    kpi(
+        &mut body,
+        "stat-installs",
+        "New installs",
+        &num(stats.installs),
+        "in this range",
+    );
+    kpi(
+        &mut body,
+        "stat-installs-all-time",
+        "Installs, all time",
+        &num(stats.installs_all_time),
+        "since the first report",
+    );
+    kpi(
+        &mut body,
+        "stat-active",
+        "Weekly active installs",
+        &num(stats.active_installs),
+        &format!("in {}", stats.to.iso_week()),
+    );
+    kpi(
+        &mut body,
+        "stat-setup-started",
+        "Setup started",
+        &num(stats.setup_started),
+        "in this range",
+    );
+    kpi(
+        &mut body,
+        "stat-setup-completed",
+        "Setup completed",
+        &num(stats.setup_completed),
+        "in this range",
+    );
+    kpi(
+        &mut body,
+        "stat-completion",
+        "Setup completion",
+        &pct(stats.setup_completion_rate),
+        "completed ÷ started",
+    );
+    body.push_str("</section>\n");
+
+    body.push_str("<section id=\"usage\"><h2>Installs and use</h2>\n");
+    body.push_str(&time_series(stats, range));
+    body.push_str("</section>\n");
+
+    body.push_str("<section id=\"funnel\"><h2>Setup</h2>\n");
+    body.push_str(&charts::funnel(
+        stats.installs,
+        stats.setup_started,
+        stats.setup_completed,
+    ));
+    let _ = write!(
+        body,
+        "<div class=\"table-scroll\"><table class=\"funnel\"><thead><tr><th scope=\"col\">Step</th>\
+         <th scope=\"col\" class=\"n\">Count</th><th scope=\"col\" class=\"n\">Of previous step</th>\
+         <th scope=\"col\" class=\"n\">Of installs</th></tr></thead><tbody>\
+         <tr><th scope=\"row\">Installs</th><td class=\"n\">{}</td><td class=\"n\">—</td><td class=\"n\">—</td></tr>\
+         <tr><th scope=\"row\">Setup started</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\
+         <tr><th scope=\"row\">Setup completed</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\
+         </tbody></table></div>\n<p class=\"note\">Setup can be started by installs from before \
+         this range, so a step may exceed the one before it.</p>\n</section>\n",
+        num(stats.installs),
+        num(stats.setup_started),
+        pct(ratio(stats.setup_started, stats.installs)),
+        pct(ratio(stats.setup_started, stats.installs)),
+        num(stats.setup_completed),
+        pct(ratio(stats.setup_completed, stats.setup_started)),
+        pct(ratio(stats.setup_completed, stats.installs)),
+    );
+
+    body.push_str("<section id=\"platforms\"><h2>Versions and platforms</h2>\n<div class=\"grid\">\n");
+    breakdown(&mut body, "versions", "Version", &stats.versions);
+    breakdown(&mut body, "os", "OS", &stats.os);
+    breakdown(&mut body, "arch", "Arch", &stats.arch);
+    body.push_str("</div>\n</section>\n");
+
+    body.push_str("<section id=\"tiers\"><h2>Tiers</h2>\n");
+    body.push_str(&charts::tier_mix(&stats.tiers));
+    body.push_str("</section>\n");
+
+    body.push_str("<section id=\"retention\"><h2>Retention by install week</h2>\n");
+    if stats.retention.is_empty() {
+        body.push_str(
+            "<p class=\"message\">Retention needs data sent at the <code>anonymous</code> or \
+             <code>full</code> tier; there is none in this range.</p>\n",
+        );
+    } else {
+        body.push_str(
+            "<p class=\"note\">Share of each week's new installs (at <code>anonymous</code> or \
+             <code>full</code>) that were active n weeks later.</p>\n",
+        );
+        body.push_str(&retention_table(&stats.retention));
+    }
+    body.push_str("</section>\n");
+
+    body.push_str(
+        "<section id=\"events\"><h2>Events</h2>\n<div class=\"table-scroll\"><table class=\"events\">\
+         <thead><tr><th scope=\"col\">Event</th><th scope=\"col\" class=\"n\">Count</th></tr></thead><tbody>\n",
+    );
+    if stats.events.is_empty() {
+        body.push_str("<tr><td colspan=\"2\">No events in this range.</td></tr>\n");
+    }
+    for e in &stats.events {
+        let _ = writeln!(
+            body,
+            "<tr><td class=\"event-name\">{}</td><td class=\"n\">{}</td></tr>",
+            Esc(&e.event),
+            num(e.count)
+        );
+    }
+    body.push_str("</tbody></table></div>\n</section>\n");
+
+    body.push_str("<section id=\"export\"><h2>Export</h2>\n<p>CSV for this range: ");
+    let links: Vec<String> = Export::ALL
+        .iter()
+        .map(|e| {
+            format!(
+                "<a href=\"{}\">{}</a>",
+                esc(&e.href(&stats.project, range)),
+                e.name()
+            )
+        })
+        .collect();
+    body.push_str(&links.join(" · "));
+    let _ = write!(
+        body,
+        ". JSON: <code>GET /api/v1/projects/{}/stats?from={}&amp;to={}</code> with the admin token.</p>\n</section>\n",
+        esc(&url_component(&stats.project)),
+        range.from,
+        range.to
+    );
+    page(&stats.project, Chrome::Admin, &body)
+}
+
+/// The sign-in page. `error` is a fixed message of ours, never client input.
+pub fn render_login(error: Option<&str>, next: &str) -> String {
+    let mut body = String::from("<section class=\"login\">\n<h1>Sign in</h1>\n");
+    if let Some(error) = error {
+        let _ = writeln!(body, "<p class=\"error\" role=\"alert\">{}</p>", Esc(error));
+    }
+    let _ = write!(
+        body,
+        "<form method=\"post\" action=\"/dashboard/login\">\n\
+         <label for=\"token\">Admin token</label>\n\
+         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\n\
+         <input type=\"hidden\" name=\"next\" value=\"{}\">\n\
+         <button type=\"submit\">Sign in</button>\n</form>\n\
+         <p class=\"note\">The token is in the file the collector named when it started.</p>\n</section>\n",
+        Esc(next)
+    );
+    page("Sign in", Chrome::Plain, &body)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use telemetry_protocol::Tier;
+
+    use super::*;
+    use crate::report::{DailyPoint, EventTotal, TierShare, WeeklyPoint};
+
+    pub(crate) const HOSTILE: [&str; 2] = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"];
+
+    fn day(s: &str) -> Day {
+        s.parse().unwrap()
+    }
+
+    /// A small, fully known report whose client-sent strings are all hostile.
+    pub(crate) fn sample_stats() -> ProjectStats {
+        let from = day("2026-11-09");
+        let daily: Vec<DailyPoint> = (0..13)
+            .map(|i| DailyPoint {
+                day: from.add_days(i),
+                installs: u64::from(i as u32 % 3),
+                active: 1,
+                setup_started: 1,
+                setup_completed: u64::from(i % 2 == 0),
+                events: 5,
+            })
+            .collect();
+        ProjectStats {
+            project: "demo-cli".to_owned(),
+            from,
+            to: day("2026-11-21"),
+            installs: 12,
+            installs_all_time: 40,
+            active_installs: 7,
+            setup_started: 8,
+            setup_completed: 6,
+            setup_completion_rate: Some(0.75),
+            daily,
+            weekly: vec![
+                WeeklyPoint {
+                    week: "2026-W46".parse().unwrap(),
+                    installs: 5,
+                    active_installs: 6,
+                    setup_started: 4,
+                    setup_completed: 3,
+                },
+                WeeklyPoint {
+                    week: "2026-W47".parse().unwrap(),
+                    installs: 7,
+                    active_installs: 7,
+                    setup_started: 4,
+                    setup_completed: 3,
+                },
+            ],
+            versions: vec![
+                Breakdown {
+                    key: "1.2.0".to_owned(),
+                    installs: 9,
+                    active_installs: 5,
+                },
+                Breakdown {
+                    key: HOSTILE[1].to_owned(),
+                    installs: 3,
+                    active_installs: 2,
+                },
+            ],
+            os: vec![Breakdown {
+                key: "linux".to_owned(),
+                installs: 12,
+                active_installs: 7,
+            }],
+            arch: vec![Breakdown {
+                key: "x86_64".to_owned(),
+                installs: 12,
+                active_installs: 7,
+            }],
+            tiers: vec![
+                TierShare {
+                    tier: Tier::Aggregate,
+                    events: 30,
+                },
+                TierShare {
+                    tier: Tier::Anonymous,
+                    events: 20,
+                },
+                TierShare {
+                    tier: Tier::Full,
+                    events: 15,
+                },
+            ],
+            events: vec![
+                EventTotal {
+                    event: "command".to_owned(),
+                    count: 40,
+                },
+                EventTotal {
+                    event: HOSTILE[0].to_owned(),
+                    count: 2,
+                },
+                EventTotal {
+                    event: HOSTILE[1].to_owned(),
+                    count: 1,
+                },
+            ],
+            retention: vec![Cohort {
+                week: "2026-W46".parse().unwrap(),
+                installs: 4,
+                retained: vec![4, 3],
+            }],
+        }
+    }
+
+    fn range(stats: &ProjectStats, by: Granularity) -> Range {
+        Range {
+            from: stats.from,
+            to: stats.to,
+            by,
+        }
+    }
+
+    /// No markup from a client survives: the raw strings never appear, their escaped forms do.
+    pub(crate) fn assert_escaped(html: &str) {
+        for hostile in HOSTILE {
+            assert!(!html.contains(hostile), "raw {hostile} in page");
+        }
+        assert!(!html.contains("<script"), "a script element in page");
+        assert!(!html.contains("<img"), "an img element in page");
+    }
+
+    #[test]
+    fn project_page_shows_every_number_and_escapes_client_values() {
+        let stats = sample_stats();
+        for by in [Granularity::Day, Granularity::Week] {
+            let html = render_project(&stats, &range(&stats, by));
+            assert_escaped(&html);
+            assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+            assert!(html.contains("<td class=\"event-name\">&lt;img src=x onerror=alert(1)&gt;</td>"));
+            for (id, value) in [
+                ("stat-installs", "12"),
+                ("stat-installs-all-time", "40"),
+                ("stat-active", "7"),
+                ("stat-setup-started", "8"),
+                ("stat-setup-completed", "6"),
+                ("stat-completion", "75.0%"),
+            ] {
+                assert!(
+                    html.contains(&format!("id=\"{id}\">{value}</div>")),
+                    "{id} = {value}"
+                );
+            }
+            // Funnel conversions, tiers and retention.
+            assert!(html.contains("8 · 66.7% of previous step"));
+            assert!(html.contains("6 · 75.0% of previous step"));
+            assert!(html.contains("aggregate: 30 (46.2%)"));
+            assert!(html.contains("title=\"3 of 4 installs\">75.0%</td>"));
+            assert!(html.contains("href=\"/dashboard/projects/demo-cli/export/daily.csv?from=2026-11-09&amp;to=2026-11-21\""));
+        }
+        let daily = render_project(&stats, &range(&stats, Granularity::Day));
+        for d in &stats.daily {
+            assert!(daily.contains(&format!("<title>{}: {} installs</title>", d.day, d.installs)));
+        }
+        let weekly = render_project(&stats, &range(&stats, Granularity::Week));
+        assert!(weekly.contains("<title>2026-W47 (week of 2026-11-16): 7 new installs</title>"));
+    }
+
+    #[test]
+    fn retention_is_explained_when_there_is_none() {
+        let mut stats = sample_stats();
+        stats.retention.clear();
+        let html = render_project(&stats, &range(&stats, Granularity::Day));
+        assert!(html.contains("Retention needs data sent at the"));
+        assert!(!html.contains("class=\"retention\""));
+    }
+
+    #[test]
+    fn overview_summarizes_each_project() {
+        let mut stats = sample_stats();
+        stats.project = HOSTILE[0].to_owned();
+        let summary = ProjectSummary::from_stats(&stats);
+        // The last 7 days of i % 3 for i = 6..=12: 0+1+2+0+1+2+0.
+        assert_eq!(summary.installs_7d, 6);
+        assert_eq!(summary.installs_30d, 12);
+        let html = render_overview(&[summary], day("2026-11-21"));
+        assert_escaped(&html);
+        assert!(html.contains("<td class=\"n installs-7d\">6</td>"));
+        assert!(html.contains("<td class=\"n installs-all\">40</td>"));
+        assert!(html.contains("<td class=\"n completion\">75.0%</td>"));
+        assert!(html.contains("href=\"/dashboard/projects/%3Cscript%3Ealert%281%29%3C%2Fscript%3E\""));
+        assert!(render_overview(&[], day("2026-11-21")).contains("No project has sent data yet"));
+    }
+
+    #[test]
+    fn long_breakdowns_fold_into_others() {
+        let rows: Vec<Breakdown> = (0..13)
+            .map(|i| Breakdown {
+                key: format!("v{i}"),
+                installs: 1,
+                active_installs: 2,
+            })
+            .collect();
+        let top = top_rows(&rows);
+        assert_eq!(top.len(), TOP_ROWS + 1);
+        assert_eq!(top[TOP_ROWS], ("3 others".to_owned(), vec![3, 6]));
+    }
+
+    #[test]
+    fn week_mondays() {
+        assert_eq!(week_monday("2026-W47".parse().unwrap()), Some(day("2026-11-16")));
+        assert_eq!(week_monday("2021-W01".parse().unwrap()), Some(day("2021-01-04")));
+        assert_eq!(week_monday("2020-W53".parse().unwrap()), Some(day("2020-12-28")));
+    }
+
+    #[test]
+    fn login_page_keeps_next_escaped() {
+        let html = render_login(Some("That token is not valid."), "/dashboard\"><script>");
+        assert!(html.contains("value=\"/dashboard&quot;&gt;&lt;script&gt;\""));
+        assert!(html.contains("That token is not valid."));
+        assert!(html.contains("type=\"password\""));
+    }
+}

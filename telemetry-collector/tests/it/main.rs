@@ -1,0 +1,13 @@
+//! Integration tests of the collector: handlers in-process, a real server on
+//! 127.0.0.1:0, and real collector processes for crash and privacy checks.
+//! Every test uses real SQLite files in its own temporary directory.
+
+mod canary;
+mod cli;
+mod common;
+mod crash;
+mod deletion;
+mod handlers;
+mod idempotency;
+mod retention;
+mod server;
