@@ -71,6 +71,7 @@ pub fn app(state: AppState) -> Router {
         .merge(client)
         .merge(admin)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -80,6 +81,15 @@ async fn healthz() -> Response {
 
 async fn not_found() -> Response {
     error::ApiError::new(ErrorCode::NotFound, "no such endpoint").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut e = error::ApiError::new(
+        ErrorCode::NotFound,
+        "this endpoint does not answer this method",
+    );
+    e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    e.into_response()
 }
 
 /// **Serves** on an already bound listener until `shutdown` resolves, runs the

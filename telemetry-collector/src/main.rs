@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -15,7 +16,7 @@ use telemetry_collector::config::{self, Config};
 use telemetry_collector::export::{self, CsvTable};
 use telemetry_collector::ingest::today;
 use telemetry_collector::secrets::TokenSource;
-use telemetry_collector::store::sqlite::{self, SqliteOptions, SqliteStore};
+use telemetry_collector::store::sqlite;
 use telemetry_collector::store::{RetentionPolicy, Store};
 use telemetry_collector::{AppState, stats};
 
@@ -122,7 +123,7 @@ fn main() -> Result<()> {
             let from = to.add_days(1 - i32::try_from(days.clamp(1, 3660)).unwrap_or(30));
             let stats = runtime
                 .block_on(async {
-                    let s = stats::project_stats(&store, &project, from, to).await;
+                    let s = stats::project_stats(&*store, &project, from, to).await;
                     store.close().await.ok();
                     s
                 })
@@ -195,12 +196,12 @@ fn load_config(common: &Common, listen: Option<String>) -> Result<Config> {
     Ok(config)
 }
 
-fn open_existing(config: &Config) -> Result<SqliteStore> {
+fn open_existing(config: &Config) -> Result<Arc<dyn Store>> {
     let db = config.db_path();
     if !db.exists() {
         bail!("no database at {}", db.display());
     }
-    SqliteStore::open(&db, SqliteOptions::default()).context("opening the database")
+    telemetry_collector::store::open(config).context("opening the database")
 }
 
 async fn serve(config: Config) -> Result<()> {

@@ -11,7 +11,6 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::{AdminToken, InstallHasher, SecretError, TokenSource};
-use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{RetentionPolicy, Store, StoreError};
 
 /// A project the collector accepts, with what it was configured to allow.
@@ -94,14 +93,8 @@ impl AppState {
     /// first start).
     pub fn from_config(config: &Config) -> Result<(AppState, Startup), SetupError> {
         config.validate()?;
-        let store = SqliteStore::open(
-            &config.db_path(),
-            SqliteOptions {
-                queue_capacity: config.queue.capacity,
-                max_batch: config.queue.max_batch,
-            },
-        )?;
-        AppState::with_store(config, Arc::new(store))
+        let store = crate::store::open(config)?;
+        AppState::with_store(config, store)
     }
 
     /// Like [`AppState::from_config`], with an already opened store.

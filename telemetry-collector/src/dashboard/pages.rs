@@ -434,7 +434,7 @@ pub fn render_project(stats: &ProjectStats, range: &Range) -> String {
         pct(ratio(stats.setup_completed, stats.installs)),
     );
 
-    body.push_str("<section id=\"platforms\"><h2>Versions and platforms</h2>\n<div class=\"grid\">\n");
+    body.push_str("<section id=\"platforms\"><h2>Versions and platforms</h2>\n<div class=\"cols\">\n");
     breakdown(&mut body, "versions", "Version", &stats.versions);
     breakdown(&mut body, "os", "OS", &stats.os);
     breakdown(&mut body, "arch", "Arch", &stats.arch);

@@ -333,7 +333,7 @@ pub fn render_public(p: &PublicStats) -> String {
             w.active_installs.text()
         );
     }
-    body.push_str("</tbody></table></div></details>\n<div class=\"grid\">\n");
+    body.push_str("</tbody></table></div></details>\n<div class=\"cols\">\n");
     breakdown_table(&mut body, "versions", "Version", &p.versions);
     breakdown_table(&mut body, "os", "OS", &p.os);
     breakdown_table(&mut body, "arch", "Arch", &p.arch);

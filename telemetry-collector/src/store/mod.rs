@@ -22,6 +22,21 @@ pub use crate::secrets::InstallHash;
 
 pub mod sqlite;
 
+/// Opens the store `config.db` names, running its migrations. Today that is
+/// always a SQLite file; a `postgres://` URL is refused by [`Config::validate`].
+///
+/// [`Config::validate`]: crate::config::Config::validate
+pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let store = sqlite::SqliteStore::open(
+        &config.db_path(),
+        sqlite::SqliteOptions {
+            queue_capacity: config.queue.capacity,
+            max_batch: config.queue.max_batch,
+        },
+    )?;
+    Ok(std::sync::Arc::new(store))
+}
+
 /// The future every [`Store`] method returns. Boxed so the trait stays
 /// object-safe and the collector can hold an `Arc<dyn Store>`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

@@ -73,7 +73,10 @@ async fn killing_the_collector_mid_load_loses_no_acknowledged_event() {
             }
         });
     }
-    enough.notified().await;
+    tokio::select! {
+        () = enough.notified() => {}
+        stopped = writers.join_next() => panic!("a writer stopped before the kill: {stopped:?}"),
+    }
     let mut collector = collector;
     collector.child.kill().unwrap(); // SIGKILL: no chance to flush or drain
     collector.child.wait().unwrap();

@@ -343,6 +343,18 @@ async fn admin_endpoints_need_the_token() {
         send_json(&state, Request::get("/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "not_found");
+    let (status, body) = send_json(
+        &state,
+        Request::get("/v1/ingest").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&body), "not_found");
+    let lowercase = Request::get("/metrics")
+        .header("authorization", format!("bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&state, lowercase).await.0, StatusCode::OK);
     let (status, _) = admin_get(&state, "/api/v1/projects/never-heard-of/stats").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = admin_get(&state, "/api/v1/projects/demo/stats?from=bad").await;
