@@ -1,1 +1,976 @@
-//! Placeholder; see the issue tracker.
+//! Opt-in, privacy-first telemetry for command-line tools.
+//!
+//! A tool embeds this crate in about ten lines:
+//!
+//! ```no_run
+//! use telemetry_client::Telemetry;
+//!
+//! # const MANIFEST: &str = "project = \"demo-cli\"\nendpoint = \"https://t.example.org\"\n[events.command]\ndescription = \"A command ran\"\nprops.name = { kind = \"enum\", values = [\"greet\"], description = \"Which\" }\n";
+//! // Call this first thing in `main`: in the detached uploader it sends and exits.
+//! let telemetry = Telemetry::builder(MANIFEST) // include_str!("../telemetry.toml")
+//!     .tool_version(env!("CARGO_PKG_VERSION"))
+//!     .build();
+//! telemetry.track("command", [("name", "greet".into())]);
+//! telemetry.setup_completed();
+//! // Dropping the handle (or `finish`) spools what was recorded.
+//! ```
+//!
+//! Recording never fails, never panics and never prints; problems are logged
+//! through `tracing` at debug level and counted in [`Telemetry::diagnostics`].
+//! Nothing is recorded or sent unless the user opted in (see [`consent`]).
+//! Sending happens in a detached copy of the host process, so the host never
+//! waits on the network.
+//!
+//! # Layout
+//!
+//! - [`consent`]: the resolution chain (a pure function) and consent files.
+//! - [`env`]: the environment variables the client reads.
+//! - [`folders`]: where consent and state live.
+//! - [`state`]: the per-tool state file (install id, lifecycle flags, schedule).
+//! - [`spool`]: the append-only, checksummed, bounded record file.
+//! - [`outbox`]: payloads with fixed ids, waiting to be sent.
+//! - [`upload`]: packaging, sending, back-off; [`upload_log`]: what was sent.
+//! - `detach`: starting and running the detached uploader.
+//! - [`control`]: the management API behind the `telemetry` subcommand and
+//!   the machine-wide consent tool.
+//! - [`clock`]: the injectable clock.
+
+pub mod clock;
+pub mod consent;
+pub mod control;
+mod detach;
+pub mod env;
+mod error;
+mod files;
+pub mod folders;
+pub mod outbox;
+pub mod spool;
+pub mod state;
+pub mod upload;
+pub mod upload_log;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use telemetry_protocol::manifest::PropInput;
+pub use telemetry_protocol::{Manifest, ManifestError, Tier};
+
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::consent::{DefaultLevel, Source};
+pub use crate::control::{Control, Machine};
+pub use crate::error::Error;
+pub use crate::folders::Folders;
+pub use crate::spool::SpoolLimits;
+
+use telemetry_protocol::manifest::builtin;
+use telemetry_protocol::{Day, Props, Timestamp, Uuid};
+
+use crate::consent::{ConsentInput, FileInput, Resolution};
+use crate::env::EnvSnapshot;
+use crate::files::Lock;
+use crate::folders::ToolPaths;
+use crate::spool::Record;
+use crate::state::ToolState;
+
+/// How often, by default, the detached uploader is started when there is
+/// something to send.
+pub const DEFAULT_UPLOAD_INTERVAL: Duration = Duration::from_secs(3600);
+/// Buffered events beyond which the handle spools early, bounding memory in
+/// long-running hosts.
+const BUFFER_LIMIT: usize = 256;
+
+/// Configures a [`Telemetry`] handle. Start with [`Telemetry::builder`].
+#[derive(Debug)]
+pub struct Builder {
+    manifest: String,
+    tool_version: Option<String>,
+    upload_interval: Duration,
+    default_level: DefaultLevel,
+    endpoint: Option<String>,
+    folders: Option<Folders>,
+    system_policy: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+    interactive: Option<bool>,
+    spool_limits: SpoolLimits,
+    detach: bool,
+}
+
+impl Builder {
+    /// The host tool's version, sent in every payload's context.
+    pub fn tool_version(mut self, version: impl Into<String>) -> Self {
+        self.tool_version = Some(version.into());
+        self
+    }
+
+    /// How long to wait between upload attempts (default one hour). Failures
+    /// back off from this, up to 16 intervals.
+    pub fn upload_interval(mut self, interval: Duration) -> Self {
+        self.upload_interval = interval;
+        self
+    }
+
+    /// What users who have not chosen get (default: nothing).
+    pub fn default_level(mut self, level: DefaultLevel) -> Self {
+        self.default_level = level;
+        self
+    }
+
+    /// Overrides the manifest's endpoint. `<TOOL>_TELEMETRY_ENDPOINT` still wins.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Uses these toolkit folders instead of the platform ones (tests, or
+    /// hosts with their own layout). See [`Folders::new`].
+    pub fn folders(mut self, folders: Folders) -> Self {
+        self.folders = Some(folders);
+        self
+    }
+
+    /// Shorthand for [`Builder::folders`] with a config and a state folder.
+    pub fn dirs(self, config: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Self {
+        self.folders(Folders::new(config, state))
+    }
+
+    /// Reads the system policy ceiling from `path` instead of
+    /// `/etc/telemetry-toolkit/policy.toml`, or from nowhere with `None`.
+    /// Deliberately not settable through the environment, which may only lower
+    /// the level.
+    pub fn system_policy(mut self, path: Option<PathBuf>) -> Self {
+        self.system_policy = path;
+        self
+    }
+
+    /// Uses `clock` for "now" (tests of day and week rollover).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Overrides terminal and CI detection (tests).
+    pub fn interactive(mut self, interactive: bool) -> Self {
+        self.interactive = Some(interactive);
+        self
+    }
+
+    /// Overrides the spool bounds (default 1 MiB and 10,000 records).
+    pub fn spool_limits(mut self, limits: SpoolLimits) -> Self {
+        self.spool_limits = limits;
+        self
+    }
+
+    /// Whether to start the detached uploader when an upload is due (default
+    /// `true`). With `false`, data is only sent by [`Control::flush`].
+    pub fn detached_upload(mut self, detach: bool) -> Self {
+        self.detach = detach;
+        self
+    }
+
+    /// Builds the handle. Never fails: a bad manifest gives a disabled handle
+    /// and a debug log line.
+    ///
+    /// **In the detached uploader** (the process this crate starts with
+    /// `TELEMETRY_TOOLKIT_UPLOADER` set) this sends pending data and exits
+    /// the process, so call it before the host does anything else.
+    pub fn build(self) -> Telemetry {
+        let uploader = std::env::var_os(env::UPLOADER_MARKER).is_some();
+        let telemetry = self.open(!uploader);
+        if uploader {
+            if let Ok(core) = &telemetry.core {
+                detach::run_uploader(core);
+            }
+            std::process::exit(0);
+        }
+        telemetry
+    }
+
+    /// Builds the handle; `side_effects` is false in the uploader, which must
+    /// neither print a notice nor record lifecycle events.
+    fn open(self, side_effects: bool) -> Telemetry {
+        let manifest = match Manifest::parse(&self.manifest) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "telemetry manifest is invalid; telemetry is disabled");
+                return Telemetry { core: Err(e) };
+            }
+        };
+        let tool = manifest.project.clone();
+        let env = EnvSnapshot::capture(&tool);
+        let folders = self.folders.or_else(Folders::from_env);
+        let paths = folders.as_ref().map(|f| f.tool_state(&tool));
+        let state = paths.as_ref().map(ToolState::load).unwrap_or_default();
+        let interactive = side_effects && self.interactive.unwrap_or_else(consent::interactive);
+        let read = |path: Option<PathBuf>| path.map_or(FileInput::Missing, |p| FileInput::read(&p));
+        let tool_input = read(folders.as_ref().map(|f| f.tool_file(&tool)));
+        let input = ConsentInput {
+            env: env.clone(),
+            system_policy: read(self.system_policy.clone()),
+            global: read(folders.as_ref().map(Folders::global_file)),
+            tool: tool_input.clone(),
+            default: self.default_level,
+            interactive,
+            notice_shown: state.notice_shown,
+        };
+        let mut resolution = consent::resolve(&input);
+        if folders.is_none() {
+            tracing::debug!("no home folder; telemetry is off");
+            resolution.level = Tier::Off;
+        }
+        if let Some((source, reason)) = &resolution.unreadable {
+            let path = match source {
+                Source::SystemPolicy => self.system_policy.clone(),
+                Source::GlobalFile => folders.as_ref().map(Folders::global_file),
+                _ => folders.as_ref().map(|f| f.tool_file(&tool)),
+            };
+            warn_unreadable(path.unwrap_or_default(), reason);
+        }
+        let endpoint = env
+            .endpoint
+            .clone()
+            .or(self.endpoint)
+            .unwrap_or_else(|| manifest.endpoint.clone());
+        let tool_version = self
+            .tool_version
+            .filter(|v| v.len() <= 64 && telemetry_protocol::policy::is_token(v))
+            .unwrap_or_else(|| "unknown".to_owned());
+        let core = Core {
+            manifest,
+            tool_version,
+            folders,
+            paths,
+            env,
+            start_level: resolution.level,
+            cap: std::sync::atomic::AtomicU8::new(tier_index(Tier::Full)),
+            resolution,
+            install_id: Mutex::new(None),
+            clock: self.clock,
+            interval: self.upload_interval,
+            endpoint,
+            system_policy: self.system_policy,
+            spool_limits: self.spool_limits,
+            interactive,
+            detach: self.detach,
+            default_level: self.default_level,
+            buffer: Mutex::new(Buffer::default()),
+            counters: Counters::default(),
+            finished: AtomicBool::new(false),
+        };
+        if side_effects {
+            core.start(&tool_input);
+        }
+        Telemetry { core: Ok(core) }
+    }
+}
+
+/// Prints the one warning the library ever prints on its own, at most once
+/// per process.
+#[allow(clippy::print_stderr)] // The issue requires exactly this one line on stderr.
+fn warn_unreadable(path: PathBuf, reason: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "telemetry: cannot read {}: {reason}; telemetry is off",
+            path.display()
+        );
+    }
+}
+
+/// The recording handle. Cheap to call from anywhere; [`Sync`].
+#[derive(Debug)]
+pub struct Telemetry {
+    core: Result<Core, ManifestError>,
+}
+
+/// Counts of what happened to recorded data in this process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// Events recorded (buffered for the spool).
+    pub recorded: u64,
+    /// Events dropped because the manifest does not declare them (or they are built-in).
+    pub undeclared_events: u64,
+    /// Events dropped because their `min_tier` is above the current level.
+    pub above_tier: u64,
+    /// Props dropped because they are undeclared or their value does not fit.
+    pub dropped_props: u64,
+    /// Old records dropped because the spool was full.
+    pub spool_dropped: u64,
+    /// File operations that failed (the data involved was lost or not written).
+    pub io_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    recorded: AtomicU64,
+    undeclared_events: AtomicU64,
+    above_tier: AtomicU64,
+    dropped_props: AtomicU64,
+    spool_dropped: AtomicU64,
+    io_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Recorded data not yet in the spool.
+#[derive(Debug, Default)]
+struct Buffer {
+    /// `aggregate`: counts per (day, event, props).
+    counts: BTreeMap<(Day, String, Props), u64>,
+    /// `anonymous` and `full`: spool-ready events.
+    events: Vec<Record>,
+}
+
+/// Everything a working handle holds.
+#[derive(Debug)]
+pub(crate) struct Core {
+    /// The tool's manifest.
+    pub(crate) manifest: Manifest,
+    /// The host's version, already checked to be a valid context token.
+    pub(crate) tool_version: String,
+    /// The toolkit folders, if a home folder was found.
+    pub(crate) folders: Option<Folders>,
+    /// This tool's state folder.
+    pub(crate) paths: Option<ToolPaths>,
+    /// The environment as read at start.
+    pub(crate) env: EnvSnapshot,
+    /// How the level was decided.
+    pub(crate) resolution: Resolution,
+    /// The effective level at start; see [`Core::level`].
+    pub(crate) start_level: Tier,
+    /// A ceiling lowered by [`Control::set_level`] within this run, so that
+    /// an opt-out takes effect at once in a long-running host.
+    pub(crate) cap: std::sync::atomic::AtomicU8,
+    /// The install id events are recorded under (anonymous and full).
+    pub(crate) install_id: Mutex<Option<Uuid>>,
+    /// Now.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Upload interval and back-off base.
+    pub(crate) interval: Duration,
+    /// Where payloads go.
+    pub(crate) endpoint: String,
+    /// The system policy file, if any.
+    pub(crate) system_policy: Option<PathBuf>,
+    /// Spool bounds.
+    pub(crate) spool_limits: SpoolLimits,
+    /// Whether a person can answer a prompt here.
+    pub(crate) interactive: bool,
+    /// Whether to start the detached uploader.
+    pub(crate) detach: bool,
+    /// The author's default.
+    pub(crate) default_level: DefaultLevel,
+    buffer: Mutex<Buffer>,
+    counters: Counters,
+    finished: AtomicBool,
+}
+
+fn tier_index(tier: Tier) -> u8 {
+    Tier::ALL.iter().position(|t| *t == tier).unwrap_or(0) as u8
+}
+
+impl Core {
+    /// The effective level for this run.
+    pub(crate) fn level(&self) -> Tier {
+        let cap = Tier::ALL[usize::from(self.cap.load(Ordering::SeqCst)).min(3)];
+        self.start_level.min(cap)
+    }
+
+    /// Applies a level change made in this run: lowers the ceiling, drops
+    /// buffered events recorded under an id that no longer exists, and picks
+    /// up the current install id.
+    pub(crate) fn changed(&self, new_level: Option<Tier>) {
+        if let Some(tier) = new_level {
+            self.cap.store(tier_index(tier), Ordering::SeqCst);
+        }
+        let state = self.paths.as_ref().map(ToolState::load).unwrap_or_default();
+        let mut buffer = lock(&self.buffer);
+        buffer.events.retain(|r| match r {
+            Record::Event { install_id, .. } => Some(*install_id) == state.install_id,
+            Record::Count { .. } => true,
+        });
+        if self.level() == Tier::Off {
+            buffer.counts.clear();
+        }
+        *lock(&self.install_id) = state.install_id.filter(|_| self.level().has_install_id());
+    }
+
+    /// Start-of-run work: the notice, repairing an interrupted opt-out, and
+    /// the once-per-install and once-per-week lifecycle events.
+    fn start(&self, tool_input: &FileInput) {
+        let Some(paths) = &self.paths else { return };
+        if self.resolution.show_notice {
+            self.show_notice(paths);
+        }
+        // The tool file's own value, whatever the ceilings say: only the
+        // user's choice (not an environment variable) triggers deletion.
+        if let Ok(choice) = consent::file_level(tool_input)
+            && let Err(e) = control::reconcile(paths, choice)
+        {
+            tracing::debug!(error = %e, "cannot apply a lowered level to local data");
+            bump(&self.counters.io_errors, 1);
+        }
+        if self.level() == Tier::Off {
+            return;
+        }
+        if let Err(e) = self.start_lifecycle(paths) {
+            tracing::debug!(error = %e, "cannot record lifecycle events");
+            bump(&self.counters.io_errors, 1);
+        }
+    }
+
+    #[allow(clippy::print_stderr)] // The notice is the one message the issue asks the library to show.
+    fn show_notice(&self, paths: &ToolPaths) {
+        let tool = &self.manifest.project;
+        eprintln!(
+            "{tool}: from the next run on, this tool counts how often its commands are used (daily totals, no identifier). \
+             To opt out: `{tool} telemetry disable` or {}=off.",
+            env::level_var(tool)
+        );
+        let result = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
+            let mut state = ToolState::load(paths);
+            state.notice_shown = true;
+            state.save(paths)
+        });
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot store that the notice was shown");
+        }
+    }
+
+    fn start_lifecycle(&self, paths: &ToolPaths) -> std::io::Result<()> {
+        let now = self.clock.now();
+        let today = now.day();
+        // Cheap unlocked look first: most runs have nothing to do.
+        let peek = ToolState::load(paths);
+        let needs_id = self.level().has_install_id() && peek.install_id.is_none();
+        if !needs_id && peek.lifecycle.install && peek.last_active_week == Some(today.iso_week()) {
+            *lock(&self.install_id) = peek.install_id;
+            return Ok(());
+        }
+        let _lock = Lock::acquire(&paths.data_lock())?;
+        let mut state = ToolState::load(paths);
+        let before = state.clone();
+        if self.level().has_install_id() && state.install_id.is_none() {
+            state.install_id = Some(Uuid::new_v4());
+        }
+        *lock(&self.install_id) = state.install_id;
+        let mut records = Vec::new();
+        if !state.lifecycle.install {
+            records.extend(self.record(builtin::INSTALL, Props::new(), now, state.install_id));
+            state.lifecycle.install = true;
+            state.install_day = Some(today);
+        }
+        let week = today.iso_week();
+        if state.last_active_week != Some(week) {
+            let installed = state.install_day.unwrap_or(today);
+            let age = today.days_since_epoch() - installed.days_since_epoch();
+            let props = self.encode(builtin::ACTIVE, [(builtin::ACTIVE_AGE_PROP, age.into())]);
+            records.extend(self.record(builtin::ACTIVE, props, now, state.install_id));
+            state.last_active_week = Some(week);
+        }
+        let dropped = spool::append(paths, &records, self.spool_limits)?;
+        self.note_dropped(&mut state, dropped);
+        if state != before {
+            state.save(paths)?;
+        }
+        Ok(())
+    }
+
+    fn note_dropped(&self, state: &mut ToolState, dropped: u64) {
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                "telemetry spool is full; dropped the oldest records"
+            );
+            bump(&self.counters.spool_dropped, dropped);
+            state.spool_dropped = state.spool_dropped.saturating_add(dropped);
+        }
+    }
+
+    /// A spool record for an event at the current level (`None` at `off`, or
+    /// without an id where one is needed).
+    fn record(
+        &self,
+        name: &str,
+        props: Props,
+        now: Timestamp,
+        install_id: Option<Uuid>,
+    ) -> Option<Record> {
+        match self.level() {
+            Tier::Off => None,
+            Tier::Aggregate => Some(Record::Count {
+                id: Uuid::new_v4(),
+                day: now.day(),
+                event: name.to_owned(),
+                props,
+                n: 1,
+            }),
+            tier => Some(Record::Event {
+                id: Uuid::new_v4(),
+                tier,
+                install_id: install_id?,
+                name: name.to_owned(),
+                ts: now,
+                props,
+            }),
+        }
+    }
+
+    /// Encodes declared props at the current level, dropping (and counting)
+    /// the rest.
+    fn encode<'a>(
+        &self,
+        event: &str,
+        props: impl IntoIterator<Item = (&'a str, PropInput)>,
+    ) -> Props {
+        let mut out = Props::new();
+        let Some(spec) = self.manifest.event(event) else {
+            return out;
+        };
+        for (key, value) in props {
+            match spec.props.get(key).map(|p| p.encode(&value, self.level())) {
+                Some(Ok(encoded)) => {
+                    out.insert(key.to_owned(), encoded);
+                }
+                Some(Err(why)) => {
+                    tracing::debug!(event, prop = key, reason = %why, "dropping a prop value");
+                    bump(&self.counters.dropped_props, 1);
+                }
+                None => {
+                    tracing::debug!(event, prop = key, "dropping an undeclared prop");
+                    bump(&self.counters.dropped_props, 1);
+                }
+            }
+        }
+        out
+    }
+
+    fn track<'a>(&self, event: &str, props: impl IntoIterator<Item = (&'a str, PropInput)>) {
+        if self.level() == Tier::Off {
+            return;
+        }
+        let spec = match self.manifest.event(event) {
+            Some(spec) if !spec.builtin => spec,
+            _ => {
+                tracing::debug!(event, "dropping an event the manifest does not declare");
+                bump(&self.counters.undeclared_events, 1);
+                return;
+            }
+        };
+        if spec.min_tier > self.level() {
+            tracing::debug!(event, level = %self.level(), "dropping an event above the current level");
+            bump(&self.counters.above_tier, 1);
+            return;
+        }
+        let props = self.encode(event, props);
+        let now = self.clock.now();
+        let full = {
+            let mut buffer = lock(&self.buffer);
+            if self.level() == Tier::Aggregate {
+                *buffer
+                    .counts
+                    .entry((now.day(), event.to_owned(), props))
+                    .or_default() += 1;
+            } else {
+                let Some(record) = self.record(event, props, now, *lock(&self.install_id)) else {
+                    return;
+                };
+                buffer.events.push(record);
+            }
+            buffer.counts.len() + buffer.events.len() >= BUFFER_LIMIT
+        };
+        bump(&self.counters.recorded, 1);
+        if full {
+            self.persist();
+        }
+    }
+
+    /// Records a once-per-install lifecycle event unless it was recorded before.
+    fn once(&self, name: &str, flag: fn(&mut ToolState) -> &mut bool) {
+        let Some(paths) = &self.paths else { return };
+        if self.level() == Tier::Off || *flag(&mut ToolState::load(paths)) {
+            return;
+        }
+        let result = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
+            let mut state = ToolState::load(paths);
+            if *flag(&mut state) {
+                return Ok(());
+            }
+            let Some(record) = self.record(name, Props::new(), self.clock.now(), state.install_id)
+            else {
+                return Ok(());
+            };
+            let dropped = spool::append(paths, &[record], self.spool_limits)?;
+            self.note_dropped(&mut state, dropped);
+            // Marked only once it is in the spool, so a failure retries next run.
+            *flag(&mut state) = true;
+            state.save(paths)
+        });
+        if let Err(e) = result {
+            tracing::debug!(error = %e, event = name, "cannot record a lifecycle event");
+            bump(&self.counters.io_errors, 1);
+        }
+    }
+
+    /// Moves the buffer into the spool.
+    fn persist(&self) {
+        let Some(paths) = &self.paths else { return };
+        let records: Vec<Record> = {
+            let mut buffer = lock(&self.buffer);
+            let counts = std::mem::take(&mut buffer.counts);
+            let mut records: Vec<Record> = counts
+                .into_iter()
+                .map(|((day, event, props), n)| Record::Count {
+                    id: Uuid::new_v4(),
+                    day,
+                    event,
+                    props,
+                    n,
+                })
+                .collect();
+            records.append(&mut buffer.events);
+            records
+        };
+        if records.is_empty() {
+            return;
+        }
+        let result = Lock::acquire(&paths.data_lock())
+            .and_then(|_lock| spool::append(paths, &records, self.spool_limits));
+        match result {
+            Ok(0) => {}
+            Ok(dropped) => {
+                bump(&self.counters.spool_dropped, dropped);
+                let _ = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
+                    let mut state = ToolState::load(paths);
+                    state.spool_dropped = state.spool_dropped.saturating_add(dropped);
+                    state.save(paths)
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, lost = records.len(), "cannot write the telemetry spool");
+                bump(&self.counters.io_errors, 1);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.persist();
+        detach::after_run(self);
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data behind it stays consistent
+/// because every critical section is a single insert or take.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Telemetry {
+    /// Starts configuring a handle from the tool's manifest text (usually
+    /// `include_str!("../telemetry.toml")`).
+    pub fn builder(manifest: &str) -> Builder {
+        Builder {
+            manifest: manifest.to_owned(),
+            tool_version: None,
+            upload_interval: DEFAULT_UPLOAD_INTERVAL,
+            default_level: DefaultLevel::Off,
+            endpoint: None,
+            folders: None,
+            system_policy: cfg!(unix).then(|| PathBuf::from(folders::SYSTEM_POLICY_PATH)),
+            clock: Arc::new(SystemClock),
+            interactive: None,
+            spool_limits: SpoolLimits::default(),
+            detach: true,
+        }
+    }
+
+    /// Records `event` with `props`. Infallible: an undeclared event or prop,
+    /// or an event above the current level, is dropped and counted.
+    pub fn track<'a>(&self, event: &str, props: impl IntoIterator<Item = (&'a str, PropInput)>) {
+        if let Ok(core) = &self.core {
+            core.track(event, props);
+        }
+    }
+
+    /// Records `setup_started`, once per install.
+    pub fn setup_started(&self) {
+        if let Ok(core) = &self.core {
+            core.once(builtin::SETUP_STARTED, |s| &mut s.lifecycle.setup_started);
+        }
+    }
+
+    /// Records `setup_completed`, once per install.
+    pub fn setup_completed(&self) {
+        if let Ok(core) = &self.core {
+            core.once(builtin::SETUP_COMPLETED, |s| {
+                &mut s.lifecycle.setup_completed
+            });
+        }
+    }
+
+    /// Writes what was recorded so far to the spool now, without waiting for
+    /// [`Telemetry::finish`]. Useful in long-running hosts.
+    pub fn persist(&self) {
+        if let Ok(core) = &self.core {
+            core.persist();
+        }
+    }
+
+    /// Spools what was recorded and, if an upload is due, starts the detached
+    /// uploader. Dropping the handle does the same.
+    pub fn finish(self) {
+        drop(self);
+    }
+
+    /// The effective level for this run.
+    pub fn level(&self) -> Tier {
+        self.core.as_ref().map_or(Tier::Off, |c| c.level())
+    }
+
+    /// What happened to recorded data in this process.
+    pub fn diagnostics(&self) -> Diagnostics {
+        let Ok(core) = &self.core else {
+            return Diagnostics::default();
+        };
+        let c = &core.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Diagnostics {
+            recorded: get(&c.recorded),
+            undeclared_events: get(&c.undeclared_events),
+            above_tier: get(&c.above_tier),
+            dropped_props: get(&c.dropped_props),
+            spool_dropped: get(&c.spool_dropped),
+            io_errors: get(&c.io_errors),
+        }
+    }
+
+    /// The management API for this tool, or the manifest error that disabled
+    /// the handle.
+    pub fn control(&self) -> Result<Control<'_>, Error> {
+        match &self.core {
+            Ok(core) => Ok(Control::new(core)),
+            Err(e) => Err(Error::Manifest(e.clone())),
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Ok(core) = &self.core {
+            core.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const MANIFEST: &str = r#"
+project = "demo-cli"
+endpoint = "http://127.0.0.1:9"
+
+[events.command]
+description = "A command ran"
+props.name = { kind = "enum", values = ["greet", "init"], description = "Which command" }
+props.duration_ms = { kind = "bucket", bounds = [10, 100], description = "How long" }
+
+[events.detail]
+description = "Only at anonymous"
+min_tier = "anonymous"
+"#;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    struct Env {
+        _dir: tempfile::TempDir,
+        folders: Folders,
+        clock: Arc<ManualClock>,
+    }
+
+    impl Env {
+        fn new(level: Option<Tier>, now: &str) -> Env {
+            let dir = tempfile::tempdir().unwrap();
+            let folders = Folders::new(dir.path().join("config"), dir.path().join("state"));
+            if let Some(level) = level {
+                consent::ConsentFile::write(&folders.tool_file("demo-cli"), Some(level), at(now))
+                    .unwrap();
+            }
+            Env {
+                _dir: dir,
+                folders,
+                clock: Arc::new(ManualClock::new(at(now))),
+            }
+        }
+
+        fn build(&self) -> Telemetry {
+            Telemetry::builder(MANIFEST)
+                .tool_version("1.2.3")
+                .folders(self.folders.clone())
+                .system_policy(None)
+                .interactive(false)
+                .detached_upload(false)
+                .clock(self.clock.clone())
+                .build()
+        }
+
+        fn records(&self) -> Vec<Record> {
+            spool::read(&self.folders.tool_state("demo-cli"))
+                .unwrap()
+                .records
+        }
+
+        fn names(&self) -> Vec<(String, Option<Day>, Props)> {
+            self.records()
+                .into_iter()
+                .map(|r| match r {
+                    Record::Count {
+                        event, day, props, ..
+                    } => (event, Some(day), props),
+                    Record::Event { name, props, .. } => (name, None, props),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn aggregate_counts_are_split_at_the_utc_day() {
+        let env = Env::new(Some(Tier::Aggregate), "2026-11-18T23:59:00Z");
+        let t = env.build();
+        t.track("command", [("name", "greet".into())]);
+        t.track("command", [("name", "greet".into())]);
+        env.clock.set(at("2026-11-19T00:00:30Z"));
+        t.track("command", [("name", "greet".into())]);
+        drop(t);
+        let mut by_day: BTreeMap<Day, u64> = BTreeMap::new();
+        for r in env.records() {
+            if let Record::Count { event, day, n, .. } = r
+                && event == "command"
+            {
+                *by_day.entry(day).or_default() += n;
+            }
+        }
+        let day = |s: &str| s.parse::<Day>().unwrap();
+        assert_eq!(
+            by_day,
+            BTreeMap::from([(day("2026-11-18"), 2), (day("2026-11-19"), 1)])
+        );
+    }
+
+    #[test]
+    fn install_once_and_active_once_per_iso_week() {
+        // Wednesday of 2026-W47.
+        let env = Env::new(Some(Tier::Aggregate), "2026-11-18T10:00:00Z");
+        drop(env.build());
+        drop(env.build());
+        env.clock.set(at("2026-11-22T23:59:59Z")); // Sunday, same week
+        drop(env.build());
+        let names: Vec<String> = env.names().into_iter().map(|n| n.0).collect();
+        assert_eq!(names, ["install", "active"]);
+        env.clock.set(at("2026-11-23T00:00:01Z")); // Monday, 2026-W48
+        drop(env.build());
+        let all = env.names();
+        assert_eq!(all.len(), 3, "{all:?}");
+        let (name, _, props) = &all[2];
+        assert_eq!(name, "active");
+        assert_eq!(
+            props.get("install_age_days"),
+            Some(&telemetry_protocol::PropValue::Token("<7".into()))
+        );
+        env.clock.set(at("2026-12-30T12:00:00Z")); // 42 days after install
+        drop(env.build());
+        let all = env.names();
+        assert_eq!(
+            all.last().unwrap().2.get("install_age_days"),
+            Some(&telemetry_protocol::PropValue::Token("30..90".into()))
+        );
+    }
+
+    #[test]
+    fn lifecycle_survives_id_resets_and_tier_changes() {
+        let env = Env::new(Some(Tier::Anonymous), "2026-11-18T10:00:00Z");
+        let t = env.build();
+        t.setup_started();
+        t.setup_completed();
+        t.setup_completed();
+        let control = t.control().unwrap();
+        control.reset_id().unwrap();
+        control.set_level(Tier::Aggregate, BTreeMap::new()).unwrap();
+        drop(t);
+        let t = env.build();
+        t.setup_started();
+        t.setup_completed();
+        drop(t);
+        let state = ToolState::load(&env.folders.tool_state("demo-cli"));
+        assert!(state.lifecycle.install && state.lifecycle.setup_completed);
+        // The opt-out removed the anonymous events; nothing was re-recorded.
+        assert!(
+            env.names()
+                .iter()
+                .all(|(n, ..)| n != "install" && n != "setup_completed")
+        );
+    }
+
+    #[test]
+    fn undeclared_and_above_tier_events_are_dropped_and_counted() {
+        let env = Env::new(Some(Tier::Aggregate), "2026-11-18T10:00:00Z");
+        let t = env.build();
+        t.track("nope", []);
+        t.track("install", []);
+        t.track("detail", []);
+        t.track(
+            "command",
+            [("name", "rm -rf".into()), ("extra", true.into())],
+        );
+        t.track("command", [("duration_ms", 55.into())]);
+        let d = t.diagnostics();
+        assert_eq!(
+            (
+                d.undeclared_events,
+                d.above_tier,
+                d.dropped_props,
+                d.recorded
+            ),
+            (2, 1, 2, 2)
+        );
+        drop(t);
+        let props: Vec<Props> = env
+            .names()
+            .into_iter()
+            .filter(|n| n.0 == "command")
+            .map(|n| n.2)
+            .collect();
+        let bucket = Props::from([("duration_ms".to_owned(), "10..100".into())]);
+        assert!(
+            props.contains(&Props::new()) && props.contains(&bucket),
+            "{props:?}"
+        );
+    }
+
+    #[test]
+    fn off_records_and_writes_nothing() {
+        let env = Env::new(None, "2026-11-18T10:00:00Z");
+        let t = env.build();
+        assert_eq!(t.level(), Tier::Off);
+        t.track("command", [("name", "greet".into())]);
+        t.setup_completed();
+        drop(t);
+        assert!(!env.folders.state.exists());
+    }
+
+    #[test]
+    fn a_bad_manifest_gives_a_disabled_handle() {
+        let t = Telemetry::builder("project = 1").build();
+        t.track("command", []);
+        assert_eq!(t.level(), Tier::Off);
+        assert!(matches!(t.control(), Err(Error::Manifest(_))));
+    }
+}

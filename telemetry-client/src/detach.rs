@@ -1,0 +1,167 @@
+//! The detached uploader, after the Go toolchain's design: when an upload is
+//! due, the host re-executes its own binary with a marker variable, without
+//! waiting for it, and [`crate::Builder::build`] in that child sends and exits.
+//!
+//! The host pays for one `stat` of the spool and a read of the state file on
+//! most runs; it spawns at most once per upload interval, and never while
+//! another uploader holds the tool's uploader lock, so a hundred quick runs
+//! against a dead collector leave at most one process behind.
+
+use std::process::{Command, Stdio};
+
+use telemetry_protocol::Tier;
+
+use crate::env::UPLOADER_MARKER;
+use crate::files::Lock;
+use crate::state::ToolState;
+use crate::upload::{self, Http, Job, Printer, REQUEST_TIMEOUT};
+use crate::{Core, outbox, spool};
+
+impl Core {
+    /// The upload job for this tool and level.
+    pub(crate) fn job<'a>(&'a self, paths: &'a crate::folders::ToolPaths) -> Job<'a> {
+        Job {
+            manifest: &self.manifest,
+            tool_version: &self.tool_version,
+            paths,
+            level: self.level(),
+            clock: self.clock.as_ref(),
+            interval: self.interval,
+            endpoint: &self.endpoint,
+        }
+    }
+}
+
+/// End-of-run check on the host: start the uploader if one is due.
+pub(crate) fn after_run(core: &Core) {
+    let Some(paths) = &core.paths else { return };
+    let state = ToolState::load(paths);
+    let has_data = core.level() > Tier::Off && !(spool::is_empty(paths) && outbox::is_empty(paths));
+    if !has_data && state.pending_deletions.is_empty() {
+        return;
+    }
+    if core.env.debug() {
+        // The user asked to see payloads instead of sending them; doing it
+        // in-process is the only way they reach this terminal.
+        let job = core.job(paths);
+        let result = (|| {
+            let _guard = Lock::try_acquire(&paths.uploader_lock())?;
+            if core.level() > Tier::Off {
+                job.stage()?;
+            }
+            job.send(&Printer, None)
+        })();
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "debug upload failed");
+        }
+        return;
+    }
+    let now = core.clock.now();
+    if !core.detach || state.next_attempt.is_some_and(|t| t > now) {
+        return;
+    }
+    if let Err(why) = upload::check_endpoint(&core.endpoint) {
+        tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
+        return;
+    }
+    match Lock::try_acquire(&paths.uploader_lock()) {
+        Ok(Some(free)) => drop(free),
+        _ => return,
+    }
+    // Claim this interval before spawning, so concurrent hosts do not all spawn.
+    let claimed = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
+        let mut state = ToolState::load(paths);
+        if state.next_attempt.is_some_and(|t| t > now) {
+            return Ok(false);
+        }
+        state.next_attempt = Some(upload::later(now, core.interval));
+        state.save(paths).map(|()| true)
+    });
+    match claimed {
+        Ok(true) => spawn(&core.manifest.project),
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot schedule an upload"),
+    }
+}
+
+/// Starts this binary as the detached uploader and does not wait for it.
+fn spawn(tool: &str) {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot find the host binary to start the uploader");
+            return;
+        }
+    };
+    let mut cmd = Command::new(exe);
+    cmd.env(UPLOADER_MARKER, tool)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    #[cfg(unix)]
+    {
+        // Its own process group: a Ctrl-C aimed at the host's terminal job
+        // does not kill an upload half-way (which would be safe, but wasteful).
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    match cmd.spawn() {
+        // Reap it if the host outlives it; this thread never delays exit.
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot start the uploader"),
+    }
+}
+
+/// Most packaging rounds one uploader runs before it leaves the rest to the
+/// next interval.
+const MAX_ROUNDS: u32 = 5;
+
+/// The uploader process's whole job: take the lock, package, send, exit.
+///
+/// Hosts that finish while it runs see the lock held and do not start
+/// another uploader, so after releasing the lock it looks at the spool once
+/// more and goes round again if they left records: each host appends before
+/// it checks the lock, and this checks the spool after releasing it, so one
+/// of the two always notices.
+pub(crate) fn run_uploader(core: &Core) {
+    let Some(paths) = &core.paths else { return };
+    if let Err(why) = upload::check_endpoint(&core.endpoint) {
+        tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
+        return;
+    }
+    let http = match Http::new(&core.endpoint, REQUEST_TIMEOUT) {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot build the HTTP client");
+            return;
+        }
+    };
+    let job = core.job(paths);
+    for _ in 0..MAX_ROUNDS {
+        let guard = match Lock::try_acquire(&paths.uploader_lock()) {
+            Ok(Some(guard)) => guard,
+            // Another uploader is running; it will send what is pending.
+            _ => return,
+        };
+        if core.level() > Tier::Off
+            && let Err(e) = job.stage()
+        {
+            tracing::debug!(error = %e, "cannot package the spool");
+        }
+        let report = job.send(&http, None);
+        drop(guard);
+        match report {
+            Ok(report) if report.failure.is_none() => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "upload failed");
+                return;
+            }
+        }
+        if core.level() == Tier::Off || spool::is_empty(paths) {
+            return;
+        }
+    }
+}

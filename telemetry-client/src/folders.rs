@@ -1,0 +1,110 @@
+//! Where the client keeps things: the toolkit-wide consent folder and the
+//! per-tool state folders.
+//!
+//! Consent lives under the platform config directory so a user (or the
+//! machine-wide consent tool) finds every tool's choice in one place. State
+//! (ids, spool, outbox, logs) lives under the platform state directory, falling
+//! back to the local data directory, because it is data the client manages
+//! rather than configuration a user edits.
+
+use std::path::{Path, PathBuf};
+
+/// The folder name used under both the config and the state roots.
+pub const TOOLKIT_DIR: &str = "telemetry-toolkit";
+/// The system-wide policy file on Unix, a ceiling administrators set.
+pub const SYSTEM_POLICY_PATH: &str = "/etc/telemetry-toolkit/policy.toml";
+
+/// The two folders the toolkit uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folders {
+    /// The consent folder: `global.toml` and `tools/<tool>.toml`.
+    pub config: PathBuf,
+    /// The state folder: one sub-folder per tool.
+    pub state: PathBuf,
+}
+
+impl Folders {
+    /// The platform folders of the current user (honouring `HOME` and
+    /// `XDG_CONFIG_HOME`/`XDG_STATE_HOME`/`XDG_DATA_HOME`), or `None` when no
+    /// home folder can be found.
+    pub fn from_env() -> Option<Folders> {
+        let base = directories::BaseDirs::new()?;
+        let state_root = base
+            .state_dir()
+            .unwrap_or_else(|| base.data_local_dir())
+            .to_path_buf();
+        Some(Folders {
+            config: base.config_dir().join(TOOLKIT_DIR),
+            state: state_root.join(TOOLKIT_DIR),
+        })
+    }
+
+    /// Explicit folders, for tests and unusual hosts. These are the toolkit
+    /// folders themselves, not their parents.
+    pub fn new(config: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Folders {
+        Folders {
+            config: config.into(),
+            state: state.into(),
+        }
+    }
+
+    /// The user's global ceiling file.
+    pub fn global_file(&self) -> PathBuf {
+        self.config.join("global.toml")
+    }
+
+    /// The folder holding one consent file per tool.
+    pub fn tools_dir(&self) -> PathBuf {
+        self.config.join("tools")
+    }
+
+    /// The consent file of `tool`.
+    pub fn tool_file(&self, tool: &str) -> PathBuf {
+        self.tools_dir().join(format!("{tool}.toml"))
+    }
+
+    /// The state folder of `tool`.
+    pub fn tool_state(&self, tool: &str) -> ToolPaths {
+        ToolPaths {
+            dir: self.state.join(tool),
+        }
+    }
+}
+
+/// The files inside one tool's state folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolPaths {
+    /// The folder itself.
+    pub dir: PathBuf,
+}
+
+impl ToolPaths {
+    /// Ids, identity, lifecycle flags, upload schedule and queued deletions.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// Recorded but not yet packaged events and counts.
+    pub fn spool(&self) -> PathBuf {
+        self.dir.join("spool.jsonl")
+    }
+    /// Payloads with fixed ids, waiting to be sent.
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.join("outbox")
+    }
+    /// The last uploads and their results.
+    pub fn upload_log(&self) -> PathBuf {
+        self.dir.join("upload-log.json")
+    }
+    /// Guards the spool, state, outbox and log against concurrent writers.
+    pub fn data_lock(&self) -> PathBuf {
+        self.dir.join("data.lock")
+    }
+    /// Held by the one uploader allowed to run for this tool.
+    pub fn uploader_lock(&self) -> PathBuf {
+        self.dir.join("uploader.lock")
+    }
+    /// The folder, for display.
+    pub fn as_path(&self) -> &Path {
+        &self.dir
+    }
+}

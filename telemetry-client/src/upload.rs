@@ -1,0 +1,519 @@
+//! Packaging and sending: spool → outbox → collector, with timeouts, back-off
+//! and an upload log.
+//!
+//! Runs in the detached uploader process, in `flush`, and (printing instead of
+//! sending) in debug mode; never on the host's own path. Callers hold the
+//! tool's uploader lock, so at most one of these runs per tool at a time.
+
+#![allow(clippy::print_stderr)] // Debug mode prints payloads because the user asked for exactly that.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use telemetry_protocol::manifest::Manifest;
+use telemetry_protocol::policy::limits;
+use telemetry_protocol::wire::{DELETE_PATH, INGEST_PATH};
+use telemetry_protocol::{
+    ClientContext, Counter, Day, DeleteRequest, ErrorBody, Event, IngestPayload, Props, Tier,
+    Timestamp, Uuid,
+};
+
+use crate::clock::Clock;
+use crate::files::Lock;
+use crate::folders::ToolPaths;
+use crate::outbox::{self, Entry};
+use crate::spool::{self, Record};
+use crate::state::ToolState;
+use crate::upload_log::{self, LogEntry, UploadKind, UploadResult};
+
+/// How long to wait for a TCP (and TLS) connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one request may take in all.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest back-off, whatever the interval.
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// 2xx.
+    Delivered,
+    /// Printed in debug mode.
+    Printed,
+    /// A 4xx other than 429: drop it, with the reason.
+    Rejected(String),
+    /// 429 or 503, with the server's `Retry-After` if any.
+    RetryAfter(Option<Duration>, String),
+    /// Unreachable, timed out or 5xx.
+    Failed(String),
+}
+
+/// Something that can deliver a JSON body to a collector path.
+pub(crate) trait Transport {
+    /// Posts `body` to `path` (`/v1/ingest` or `/v1/delete`).
+    fn post(&self, path: &str, body: &[u8]) -> Outcome;
+}
+
+/// The real thing: HTTPS (or loopback HTTP) with timeouts.
+pub(crate) struct Http {
+    client: reqwest::blocking::Client,
+    base: String,
+}
+
+impl Http {
+    /// A client for `endpoint`, whose requests give up after `total`.
+    pub(crate) fn new(endpoint: &str, total: Duration) -> Result<Http, String> {
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(total))
+            .timeout(total)
+            .user_agent(concat!("telemetry-toolkit/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Http {
+            client,
+            base: endpoint.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+impl Transport for Http {
+    fn post(&self, path: &str, body: &[u8]) -> Outcome {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send();
+        let response = match response {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Outcome::Failed("timed out".into()),
+            Err(e) if e.is_connect() => return Outcome::Failed("cannot connect".into()),
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Outcome::Delivered;
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let code = response
+            .bytes()
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
+            .map(|b| format!(" {}: {}", b.error, b.message))
+            .unwrap_or_default();
+        let detail = format!("HTTP {}{code}", status.as_u16());
+        match status.as_u16() {
+            429 | 503 => Outcome::RetryAfter(retry_after, detail),
+            400..=499 => Outcome::Rejected(detail),
+            _ => Outcome::Failed(detail),
+        }
+    }
+}
+
+/// Debug mode: prints each body to stderr instead of sending it.
+pub(crate) struct Printer;
+
+impl Transport for Printer {
+    fn post(&self, path: &str, body: &[u8]) -> Outcome {
+        eprintln!(
+            "telemetry (debug, not sent): POST {path} {}",
+            String::from_utf8_lossy(body)
+        );
+        Outcome::Printed
+    }
+}
+
+/// Checks that `endpoint` may carry payloads: HTTPS, or HTTP to a loopback host.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("invalid endpoint: {e}"))?;
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err("refusing plain http:// to a non-loopback host; use https://".into()),
+        other => Err(format!("unsupported endpoint scheme `{other}`")),
+    }
+}
+
+/// What one upload run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    /// Payloads the collector acknowledged (or that were printed in debug mode).
+    pub delivered_payloads: u64,
+    /// Counters and events in those payloads.
+    pub delivered_items: u64,
+    /// Deletion requests acknowledged.
+    pub deletions: u64,
+    /// Payloads or deletions the collector refused for good and that were dropped.
+    pub rejected: u64,
+    /// Why the run stopped early, if it did; the rest stays queued.
+    pub failure: Option<String>,
+}
+
+/// Everything an upload run needs to know about the tool.
+pub(crate) struct Job<'a> {
+    /// The manifest every payload is checked against.
+    pub manifest: &'a Manifest,
+    /// The host tool's version, for the context.
+    pub tool_version: &'a str,
+    /// The tool's state folder.
+    pub paths: &'a ToolPaths,
+    /// The level resolved in this process; nothing above it is packaged.
+    pub level: Tier,
+    /// Now.
+    pub clock: &'a dyn Clock,
+    /// The upload interval, which is also the back-off base.
+    pub interval: Duration,
+    /// Where to send.
+    pub endpoint: &'a str,
+}
+
+impl Job<'_> {
+    /// Moves eligible spool records into outbox payloads with fixed ids, then
+    /// removes them from the spool. Takes the data lock.
+    pub(crate) fn stage(&self) -> io::Result<()> {
+        let paths = self.paths;
+        let _lock = Lock::acquire(&paths.data_lock())?;
+        let state = ToolState::load(paths);
+        let consumed: HashSet<Uuid> = outbox::list(paths)?
+            .iter()
+            .flat_map(|(_, e)| e.consumed.iter().copied())
+            .collect();
+        let contents = spool::read(paths)?;
+        let mut changed = contents.torn > 0;
+        let mut keep = Vec::new();
+        let mut counts: BTreeMap<(Day, String, Props), (u64, Vec<Uuid>)> = BTreeMap::new();
+        let mut events: BTreeMap<(Tier, Uuid), Vec<(Uuid, Event)>> = BTreeMap::new();
+        for record in contents.records {
+            if consumed.contains(&record.id()) {
+                // Packaged before a crash cut the spool rewrite short.
+                changed = true;
+                continue;
+            }
+            match record {
+                Record::Count {
+                    id,
+                    day,
+                    event,
+                    props,
+                    n,
+                } if self.level >= Tier::Aggregate => {
+                    let slot = counts.entry((day, event, props)).or_default();
+                    slot.0 = slot.0.saturating_add(n);
+                    slot.1.push(id);
+                    changed = true;
+                }
+                Record::Event { install_id, .. } if state.install_id != Some(install_id) => {
+                    // Recorded under an id that has since been reset or deleted;
+                    // sending it under another id would link the two.
+                    tracing::debug!("dropping a spooled event of a retired install id");
+                    changed = true;
+                }
+                Record::Event {
+                    id,
+                    tier,
+                    install_id,
+                    name,
+                    ts,
+                    props,
+                } if tier <= self.level => {
+                    events.entry((tier, install_id)).or_default().push((
+                        id,
+                        Event {
+                            id,
+                            name,
+                            timestamp: ts,
+                            props,
+                        },
+                    ));
+                    changed = true;
+                }
+                other => keep.push(other),
+            }
+        }
+        let mut log = Vec::new();
+        let now = self.clock.now();
+        let context = ClientContext::current(self.tool_version);
+        let counters: Vec<_> = counts.into_iter().collect();
+        for chunk in counters.chunks(limits::MAX_COUNTERS) {
+            let mut ids = Vec::new();
+            let list = chunk
+                .iter()
+                .map(|((day, event, props), (n, from))| {
+                    ids.extend_from_slice(from);
+                    Counter {
+                        day: *day,
+                        event: event.clone(),
+                        props: props.clone(),
+                        count: (*n).min(limits::MAX_COUNT),
+                    }
+                })
+                .collect();
+            let payload = IngestPayload {
+                project: self.manifest.project.clone(),
+                tier: Tier::Aggregate,
+                context: context.clone(),
+                report_id: Some(Uuid::new_v4()),
+                counters: Some(list),
+                install_id: None,
+                events: None,
+                identity: None,
+            };
+            self.put_checked(
+                Entry {
+                    consumed: ids,
+                    payload,
+                },
+                now,
+                &mut log,
+            )?;
+        }
+        for ((tier, install_id), list) in events {
+            for chunk in list.chunks(limits::MAX_EVENTS) {
+                let identity = (tier == Tier::Full && !state.identity.is_empty())
+                    .then(|| state.identity.clone());
+                let payload = IngestPayload {
+                    project: self.manifest.project.clone(),
+                    tier,
+                    context: context.clone(),
+                    report_id: None,
+                    counters: None,
+                    install_id: Some(install_id),
+                    events: Some(chunk.iter().map(|(_, e)| e.clone()).collect()),
+                    identity,
+                };
+                let consumed = chunk.iter().map(|(id, _)| *id).collect();
+                self.put_checked(Entry { consumed, payload }, now, &mut log)?;
+            }
+        }
+        if changed {
+            spool::rewrite(paths, &keep)?;
+        }
+        upload_log::append(paths, &log)
+    }
+
+    /// Writes `entry` to the outbox if it passes the same checks the collector
+    /// applies; a payload that fails them would only be refused, so it is
+    /// dropped here and logged.
+    fn put_checked(&self, entry: Entry, now: Timestamp, log: &mut Vec<LogEntry>) -> io::Result<()> {
+        let checked = telemetry_protocol::validate(&entry.payload)
+            .and_then(|()| self.manifest.validate_payload(&entry.payload));
+        match checked {
+            Ok(()) => outbox::put(self.paths, &entry, now).map(drop),
+            Err(violations) => {
+                tracing::debug!(%violations, "dropping a payload that fails the tier policy");
+                log.push(LogEntry {
+                    time: now,
+                    kind: UploadKind::Ingest,
+                    tier: Some(entry.payload.tier),
+                    items: entry.items(),
+                    result: UploadResult::Invalid,
+                    detail: violations.to_string(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the outbox, then the queued deletions, and schedules the next
+    /// attempt. Stops at the first failure so that a dead collector costs one
+    /// timeout, not one per payload.
+    pub(crate) fn send(
+        &self,
+        transport: &dyn Transport,
+        deadline: Option<Instant>,
+    ) -> io::Result<UploadReport> {
+        let paths = self.paths;
+        let mut report = UploadReport::default();
+        let mut log = Vec::new();
+        let mut retry_after = None;
+        let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
+        let fail = |report: &mut UploadReport, why: String| {
+            report.failure.get_or_insert(why);
+        };
+
+        'entries: for (path, entry) in outbox::list(paths)? {
+            if entry.payload.tier > self.level {
+                // Packaged when the level was higher (an environment ceiling
+                // may apply to this run only); it waits.
+                continue;
+            }
+            if out_of_time() {
+                fail(&mut report, "timed out".into());
+                break;
+            }
+            let body = serde_json::to_vec(&entry.payload).map_err(io::Error::other)?;
+            let outcome = transport.post(INGEST_PATH, &body);
+            let (result, detail) = self.settle(&outcome, &mut report, &mut retry_after);
+            log.push(LogEntry {
+                time: self.clock.now(),
+                kind: UploadKind::Ingest,
+                tier: Some(entry.payload.tier),
+                items: entry.items(),
+                result,
+                detail,
+            });
+            match outcome {
+                Outcome::Delivered | Outcome::Printed => {
+                    report.delivered_payloads += 1;
+                    report.delivered_items += entry.items();
+                    crate::files::remove_if_exists(&path)?;
+                }
+                Outcome::Rejected(_) => crate::files::remove_if_exists(&path)?,
+                Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                    fail(&mut report, why);
+                    break 'entries;
+                }
+            }
+        }
+
+        if report.failure.is_none() {
+            let project = self.manifest.project.clone();
+            for install_id in ToolState::load(paths).pending_deletions {
+                if out_of_time() {
+                    fail(&mut report, "timed out".into());
+                    break;
+                }
+                let body = serde_json::to_vec(&DeleteRequest {
+                    project: project.clone(),
+                    install_id,
+                })
+                .map_err(io::Error::other)?;
+                let outcome = transport.post(DELETE_PATH, &body);
+                let (result, detail) = self.settle(&outcome, &mut report, &mut retry_after);
+                log.push(LogEntry {
+                    time: self.clock.now(),
+                    kind: UploadKind::Delete,
+                    tier: None,
+                    items: 1,
+                    result,
+                    detail,
+                });
+                match outcome {
+                    Outcome::Delivered | Outcome::Printed | Outcome::Rejected(_) => {
+                        // A refused deletion (counted in `settle`) will never
+                        // succeed, so it leaves the queue like a delivered one.
+                        if !matches!(outcome, Outcome::Rejected(_)) {
+                            report.deletions += 1;
+                        }
+                        let _lock = Lock::acquire(&paths.data_lock())?;
+                        let mut state = ToolState::load(paths);
+                        state.pending_deletions.retain(|id| *id != install_id);
+                        state.save(paths)?;
+                    }
+                    Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                        fail(&mut report, why);
+                        break;
+                    }
+                }
+            }
+        }
+
+        let _lock = Lock::acquire(&paths.data_lock())?;
+        let mut state = ToolState::load(paths);
+        let now = self.clock.now();
+        state.last_attempt = Some(now);
+        state.endpoint_last_used = Some(self.endpoint.to_owned());
+        if report.delivered_payloads + report.deletions > 0 {
+            state.last_upload = Some(now);
+        }
+        let wait = if report.failure.is_some() {
+            state.failures = state.failures.saturating_add(1);
+            backoff(self.interval, state.failures).max(retry_after.unwrap_or_default())
+        } else {
+            state.failures = 0;
+            self.interval
+        };
+        state.next_attempt = Some(later(now, wait));
+        state.save(paths)?;
+        upload_log::append(paths, &log)?;
+        Ok(report)
+    }
+
+    /// Turns an outcome into a log result and detail, counting rejections.
+    fn settle(
+        &self,
+        outcome: &Outcome,
+        report: &mut UploadReport,
+        retry_after: &mut Option<Duration>,
+    ) -> (UploadResult, String) {
+        match outcome {
+            Outcome::Delivered => (UploadResult::Delivered, "2xx".into()),
+            Outcome::Printed => (UploadResult::Printed, "printed to stderr".into()),
+            Outcome::Rejected(why) => {
+                tracing::debug!(reason = %why, "collector refused a payload; dropping it");
+                report.rejected += 1;
+                (UploadResult::Rejected, why.clone())
+            }
+            Outcome::RetryAfter(after, why) => {
+                *retry_after = *after;
+                (UploadResult::Deferred, why.clone())
+            }
+            Outcome::Failed(why) => {
+                tracing::debug!(reason = %why, "upload failed; will retry later");
+                (UploadResult::Failed, why.clone())
+            }
+        }
+    }
+}
+
+/// The wait after `failures` consecutive failures: the interval doubled per
+/// failure, at most 16 intervals and at most a day.
+pub(crate) fn backoff(interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(4);
+    interval.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// `at` plus `wait`.
+pub(crate) fn later(at: Timestamp, wait: Duration) -> Timestamp {
+    let millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    Timestamp::from_unix_millis(at.unix_millis().saturating_add(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_https_unless_loopback() {
+        for ok in [
+            "https://telemetry.example.org",
+            "http://127.0.0.1:8750",
+            "http://127.3.2.1",
+            "http://[::1]:80/",
+            "http://localhost:9000",
+        ] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://telemetry.example.org",
+            "http://10.0.0.1",
+            "http://[::2]",
+            "ftp://localhost",
+            "not a url",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(backoff(hour, 1), hour);
+        assert_eq!(backoff(hour, 2), hour * 2);
+        assert_eq!(backoff(hour, 5), hour * 16);
+        assert_eq!(backoff(hour, 50), hour * 16);
+        assert_eq!(backoff(hour * 6, 50), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::from_secs(2), 30), Duration::from_secs(32));
+    }
+}

@@ -1,0 +1,185 @@
+//! Failure modes of the collector: blackholed, refused, 500, 429, 4xx, and an
+//! endpoint that is not allowed. Data must stay queued (or, for a 4xx, be
+//! dropped with a logged reason), and the host must never wait.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use telemetry_client::state::ToolState;
+use telemetry_client::upload_log::UploadResult;
+use telemetry_client::{Error, Tier};
+use telemetry_protocol::Timestamp;
+
+use crate::support::{Collector, Home, MANIFEST, Mode, PROBE_MANIFEST, wait_until};
+
+fn now() -> Timestamp {
+    use telemetry_client::Clock;
+    telemetry_client::SystemClock.now()
+}
+
+/// A listener that accepts connections and never answers; counts them.
+fn blackhole() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+            // Read nothing back; keep the socket open so the client waits.
+            let _ = held.last_mut().map(|s| s.read(&mut [0u8; 0]));
+        }
+    });
+    (url, accepted)
+}
+
+fn recorded(home: &Home, endpoint: &str) -> telemetry_client::Telemetry {
+    home.consent(MANIFEST, Tier::Anonymous);
+    let t = home.telemetry(MANIFEST, endpoint);
+    t.track("command", [("name", "greet".into())]);
+    t.persist();
+    t
+}
+
+#[test]
+fn a_blackholed_collector_times_out_and_keeps_the_data() {
+    let (url, accepted) = blackhole();
+    let home = Home::new();
+    let t = recorded(&home, &url);
+    let control = t.control().unwrap();
+    let pending = control.status().unwrap().pending;
+    assert_eq!(pending, 3);
+    let err = control.flush(Duration::from_millis(800)).unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout(_) | Error::Unreachable(_)),
+        "{err}"
+    );
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "the request did reach the blackhole"
+    );
+    assert_eq!(control.status().unwrap().pending, pending);
+}
+
+#[test]
+fn hosts_never_wait_on_a_blackholed_collector_and_start_one_uploader() {
+    let (url, accepted) = blackhole();
+    let home = Home::new();
+    home.consent(PROBE_MANIFEST, Tier::Anonymous);
+    for _ in 0..20 {
+        let out = home
+            .command()
+            .args(["track", "1"])
+            .env("PROBE_CLI_TELEMETRY_ENDPOINT", &url)
+            .env("PROBE_INTERVAL_MS", "600000")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_until("the uploader to connect", Duration::from_secs(30), || {
+        accepted.load(Ordering::SeqCst) >= 1
+    });
+    // Twenty quick runs within one interval: one uploader, one connection.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let paths = home.folders().tool_state("probe-cli");
+    let locked = std::fs::File::open(paths.uploader_lock()).unwrap();
+    assert!(
+        locked.try_lock().is_err(),
+        "the one uploader is still waiting"
+    );
+}
+
+#[test]
+fn a_refused_connection_backs_off_and_keeps_the_data() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let home = Home::new();
+    let t = recorded(&home, &format!("http://127.0.0.1:{port}"));
+    let control = t.control().unwrap();
+    let before = now();
+    let err = control.flush(Duration::from_secs(20)).unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err}");
+    assert_eq!(control.status().unwrap().pending, 3);
+    let log = control.upload_log().unwrap();
+    assert_eq!(log.last().unwrap().result, UploadResult::Failed);
+    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    assert_eq!(state.failures, 1);
+    assert!(state.next_attempt.unwrap() >= before);
+}
+
+#[test]
+fn a_500_keeps_the_data_for_a_later_attempt() {
+    let collector = Collector::start(Mode::Status(500));
+    let home = Home::new();
+    let t = recorded(&home, &collector.url);
+    let control = t.control().unwrap();
+    let err = control.flush(Duration::from_secs(20)).unwrap_err();
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+    assert_eq!(collector.requests(), 1, "stops at the first failure");
+    collector.set_mode(Mode::Ok);
+    control.flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(collector.unique_events("command"), 1);
+    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    assert_eq!(state.failures, 0);
+}
+
+#[test]
+fn a_429_honours_retry_after() {
+    let collector = Collector::start(Mode::RetryAfter(600));
+    let home = Home::new();
+    let t = recorded(&home, &collector.url);
+    let control = t.control().unwrap();
+    let before = now();
+    assert!(control.flush(Duration::from_secs(20)).is_err());
+    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    let wait = state.next_attempt.unwrap().unix_millis() - before.unix_millis();
+    assert!(wait >= 600_000, "next attempt only {wait} ms later");
+    assert_eq!(
+        control.upload_log().unwrap().last().unwrap().result,
+        UploadResult::Deferred
+    );
+    assert_eq!(control.status().unwrap().pending, 3);
+}
+
+#[test]
+fn a_4xx_drops_the_payload_and_logs_why() {
+    let collector = Collector::start(Mode::Status(422));
+    let home = Home::new();
+    let t = recorded(&home, &collector.url);
+    let control = t.control().unwrap();
+    let report = control.flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(report.rejected, 1);
+    assert_eq!(control.status().unwrap().pending, 0);
+    let last = control.upload_log().unwrap().pop().unwrap();
+    assert_eq!(last.result, UploadResult::Rejected);
+    assert!(
+        last.detail.contains("422") && last.detail.contains("policy_violation"),
+        "{}",
+        last.detail
+    );
+}
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused() {
+    let home = Home::new();
+    let t = recorded(&home, "http://192.0.2.1:80");
+    let err = t
+        .control()
+        .unwrap()
+        .flush(Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(err, Error::Endpoint(_)), "{err}");
+    assert_eq!(t.control().unwrap().status().unwrap().pending, 3);
+}

@@ -1,0 +1,9 @@
+//! Integration tests of telemetry-client: real HTTP on 127.0.0.1:0, real
+//! files in isolated folders, and real processes (the `telemetry-client-probe`
+//! binary) for concurrency, the detached uploader and kill -9.
+
+mod failures;
+mod files;
+mod http;
+mod processes;
+mod support;
