@@ -136,3 +136,146 @@ async fn stats_and_backup_read_a_real_database() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no database at"));
     assert!(!missing.exists(), "stats never creates a database");
 }
+
+/// Starts `serve` with `args` and `env`, returns the first stdout line (or
+/// stderr if it failed), then stops the process.
+fn first_line_of_serve(args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_telemetry-collector"));
+    command
+        .arg("serve")
+        .args(args)
+        .env_remove("TELEMETRY_COLLECTOR_DB")
+        .env_remove("TELEMETRY_COLLECTOR_LISTEN")
+        .env_remove("TELEMETRY_COLLECTOR_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if line.is_empty() {
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!status.success());
+        Err(err)
+    } else {
+        Ok(line)
+    }
+}
+
+#[test]
+fn flags_override_env_which_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "listen = \"not-an-address\"");
+    let config = config.to_str().unwrap();
+    // The file alone: its invalid address is used and refused.
+    let err = first_line_of_serve(&["--config", config], &[]).unwrap_err();
+    assert!(err.contains("not-an-address"), "{err}");
+    // The env var beats the file.
+    let line = first_line_of_serve(
+        &["--config", config],
+        &[("TELEMETRY_COLLECTOR_LISTEN", "127.0.0.1:0")],
+    )
+    .unwrap();
+    assert!(
+        line.starts_with("telemetry-collector listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    // The flag beats the env var.
+    let line = first_line_of_serve(
+        &["--config", config, "--listen", "127.0.0.1:0"],
+        &[("TELEMETRY_COLLECTOR_LISTEN", "also-not-an-address")],
+    )
+    .unwrap();
+    assert!(
+        line.starts_with("telemetry-collector listening on"),
+        "{line}"
+    );
+    // The config file itself can come from the environment.
+    let line = first_line_of_serve(
+        &["--listen", "127.0.0.1:0"],
+        &[("TELEMETRY_COLLECTOR_CONFIG", config)],
+    )
+    .unwrap();
+    assert!(
+        line.starts_with("telemetry-collector listening on"),
+        "{line}"
+    );
+    assert!(
+        dir.path().join("telemetry.db").exists(),
+        "the db from the config file is used"
+    );
+}
+
+#[test]
+fn zero_config_start_prints_where_things_are_and_warns_about_open_mode() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env_remove("TELEMETRY_COLLECTOR_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("admin token:");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+
+    let token_path = dir.path().join("fresh.db.admin-token");
+    let text = banner.join("\n");
+    assert!(text.contains("dashboard: http://127.0.0.1:"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "admin token: generated into {}",
+            token_path.display()
+        )),
+        "{text}"
+    );
+    assert!(stderr.contains("OPEN MODE"), "{stderr}");
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert!(token.trim().len() >= 32);
+    assert!(
+        !text.contains(token.trim()),
+        "the token itself is never printed"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in [&token_path, &dir.path().join("fresh.db.pseudonym-key")] {
+            let mode = std::fs::metadata(file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+    }
+}
