@@ -974,3 +974,75 @@ min_tier = "anonymous"
         assert!(matches!(t.control(), Err(Error::Manifest(_))));
     }
 }
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+
+    #[test]
+    fn aggregate_notice_run_sends_nothing_and_the_next_interactive_run_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::new(dir.path().join("c"), dir.path().join("s"));
+        let build = |interactive: bool| {
+            Telemetry::builder(tests::MANIFEST)
+                .folders(folders.clone())
+                .system_policy(None)
+                .interactive(interactive)
+                .detached_upload(false)
+                .default_level(DefaultLevel::AggregateNotice)
+                .build()
+        };
+        let paths = folders.tool_state("demo-cli");
+
+        // Without a terminal: no notice, nothing stored, off.
+        let t = build(false);
+        assert_eq!(t.level(), Tier::Off);
+        drop(t);
+        assert!(!ToolState::load(&paths).notice_shown);
+
+        // First interactive run: the notice, and still nothing recorded.
+        let t = build(true);
+        assert_eq!(t.level(), Tier::Off);
+        t.track("command", [("name", "greet".into())]);
+        let status = t.control().unwrap().status().unwrap();
+        assert_eq!(status.level, Tier::Off, "the notice run stays off");
+        drop(t);
+        assert!(ToolState::load(&paths).notice_shown);
+        assert!(spool::is_empty(&paths));
+
+        // Next interactive run: aggregate counts start.
+        let t = build(true);
+        assert_eq!(t.level(), Tier::Aggregate);
+        assert_eq!(
+            t.control().unwrap().status().unwrap().source,
+            Source::Default
+        );
+        t.track("command", [("name", "greet".into())]);
+        drop(t);
+        assert!(!spool::is_empty(&paths));
+    }
+
+    #[test]
+    fn the_prompt_is_due_only_on_a_terminal_without_a_stored_choice() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::new(dir.path().join("c"), dir.path().join("s"));
+        let build = |interactive: bool| {
+            Telemetry::builder(tests::MANIFEST)
+                .folders(folders.clone())
+                .system_policy(None)
+                .interactive(interactive)
+                .detached_upload(false)
+                .build()
+        };
+        assert!(!build(false).control().unwrap().should_prompt());
+        let t = build(true);
+        let control = t.control().unwrap();
+        assert!(control.should_prompt());
+        control
+            .store_prompt_answer(Tier::Off, BTreeMap::new())
+            .unwrap();
+        assert!(!control.should_prompt(), "answered once, never again");
+        let status = control.status().unwrap();
+        assert_eq!((status.level, status.source), (Tier::Off, Source::ToolFile));
+    }
+}

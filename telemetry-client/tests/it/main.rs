@@ -5,5 +5,6 @@
 mod failures;
 mod files;
 mod http;
+mod machine;
 mod processes;
 mod support;
