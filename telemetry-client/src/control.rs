@@ -312,9 +312,19 @@ impl<'a> Control<'a> {
         } else {
             upload::check_endpoint(&self.core.endpoint).map_err(Error::Endpoint)?;
             let left = deadline.saturating_duration_since(Instant::now());
-            let http = Http::new(&self.core.endpoint, left.min(upload::REQUEST_TIMEOUT))
-                .map_err(Error::Unreachable)?;
-            job.send(&http, Some(deadline))
+            // Its own thread: the blocking HTTP client must not run inside a
+            // host's async runtime.
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let http =
+                            Http::new(&self.core.endpoint, left.min(upload::REQUEST_TIMEOUT))
+                                .map_err(std::io::Error::other)?;
+                        job.send(&http, Some(deadline))
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the upload thread failed")))
+            })
         }
         .map_err(Error::io("update", paths.dir.clone()))?;
         match &report.failure {

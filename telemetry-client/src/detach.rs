@@ -45,7 +45,9 @@ pub(crate) fn after_run(core: &Core) {
         // in-process is the only way they reach this terminal.
         let job = core.job(paths);
         let result = (|| {
-            let _guard = Lock::try_acquire(&paths.uploader_lock())?;
+            let Some(_guard) = Lock::try_acquire(&paths.uploader_lock())? else {
+                return Ok(upload::UploadReport::default());
+            };
             if core.level() > Tier::Off {
                 job.stage()?;
             }
@@ -126,6 +128,15 @@ const MAX_ROUNDS: u32 = 5;
 /// it checks the lock, and this checks the spool after releasing it, so one
 /// of the two always notices.
 pub(crate) fn run_uploader(core: &Core) {
+    // A host with `#[tokio::main]` calls `build()` inside its runtime, where
+    // the blocking HTTP client must not be created or dropped; a plain thread
+    // of our own is always a safe place for it.
+    std::thread::scope(|scope| {
+        let _ = scope.spawn(|| upload_rounds(core)).join();
+    });
+}
+
+fn upload_rounds(core: &Core) {
     let Some(paths) = &core.paths else { return };
     if let Err(why) = upload::check_endpoint(&core.endpoint) {
         tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");

@@ -186,10 +186,15 @@ pub fn append(paths: &ToolPaths, records: &[Record], limits: SpoolLimits) -> io:
         bytes.extend(encode(r)?);
     }
     file.write_all(&bytes)?;
+    let before = len;
     let len = len + bytes.len() as u64;
     drop(file);
-    if len > limits.max_bytes || len > (limits.max_records as u64).saturating_mul(MIN_RECORD_BYTES)
-    {
+    // The record count is only known by reading the file, so it is checked
+    // when the size says the count *could* be over, and then only once per
+    // `step` bytes appended, so a large spool is not re-read on every run.
+    let could_be_over = (limits.max_records as u64).saturating_mul(MIN_RECORD_BYTES);
+    let step = (could_be_over / 8).clamp(1, 64 * 1024);
+    if len > limits.max_bytes || (len > could_be_over && before / step != len / step) {
         return compact(paths, limits);
     }
     Ok(0)

@@ -236,3 +236,23 @@ fn identity_is_checked_against_the_manifest() {
     // Nothing was stored by the refused calls.
     assert_eq!(control.status().unwrap().choice, None);
 }
+
+#[test]
+fn flush_works_inside_a_host_async_runtime() {
+    // A blocking HTTP client panics when created or dropped on a runtime
+    // thread; hosts with `#[tokio::main]` must still be able to flush.
+    let collector = Collector::start(Mode::Ok);
+    let home = Home::new();
+    home.consent(MANIFEST, Tier::Anonymous);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let t = home.telemetry(MANIFEST, &collector.url);
+        t.track("command", [("name", "greet".into())]);
+        t.persist();
+        t.control().unwrap().flush(FLUSH).unwrap();
+    });
+    assert_eq!(collector.unique_events("command"), 1);
+}
