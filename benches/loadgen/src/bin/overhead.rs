@@ -23,20 +23,20 @@ use loadgen::overhead::{self, CommandSpec, OverheadConfig, OverheadReport};
 #[command(name = "overhead", version)]
 struct Args {
     /// Command A (with telemetry), words separated by spaces.
-    #[arg(long)]
-    a: String,
+    #[arg(long, required_unless_present = "header")]
+    a: Option<String>,
     /// Extra KEY=VALUE environment for A; repeatable.
     #[arg(long = "a-env")]
     a_env: Vec<String>,
     /// Command B (the reference), words separated by spaces.
-    #[arg(long)]
-    b: String,
+    #[arg(long, required_unless_present = "header")]
+    b: Option<String>,
     /// Extra KEY=VALUE environment for B; repeatable.
     #[arg(long = "b-env")]
     b_env: Vec<String>,
     /// up=URL, stub, refused, blackhole or blackhole-noaccept.
-    #[arg(long)]
-    endpoint: String,
+    #[arg(long, required_unless_present = "header")]
+    endpoint: Option<String>,
     /// Timed A/B pairs, at most.
     #[arg(long, default_value_t = 200)]
     runs: usize,
@@ -65,7 +65,7 @@ struct Args {
     #[arg(long)]
     row: bool,
     /// Print the Markdown table header for `--row` and exit.
-    #[arg(long, exclusive = true)]
+    #[arg(long)]
     header: bool,
     /// Print one JSON line instead of text.
     #[arg(long)]
@@ -82,10 +82,14 @@ fn main() -> anyhow::Result<()> {
         println!("{HEADER}");
         return Ok(());
     }
+    // clap makes these required unless `--header` is given.
+    let (Some(a), Some(b), Some(endpoint)) = (&args.a, &args.b, &args.endpoint) else {
+        anyhow::bail!("--a, --b and --endpoint are required");
+    };
     let config = OverheadConfig {
-        a: CommandSpec::parse(&args.a, &args.a_env).context("parsing command a")?,
-        b: CommandSpec::parse(&args.b, &args.b_env).context("parsing command b")?,
-        endpoint: args.endpoint.parse::<EndpointMode>()?,
+        a: CommandSpec::parse(a, &args.a_env).context("parsing command a")?,
+        b: CommandSpec::parse(b, &args.b_env).context("parsing command b")?,
+        endpoint: endpoint.parse::<EndpointMode>()?,
         runs: args.runs,
         warmup: args.warmup,
         max_time: secs(args.max_secs, "max time")?,

@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# The benchmark suite of issue 8 in one command: builds everything in release,
+# then measures
+#   1. binary size: baseline vs the peer CLIs vs demo-cli with/without telemetry;
+#   2. wall time added per invocation: the peer CLIs (posthog-rs, rtb-telemetry)
+#      against the baseline CLI, and demo-cli at each tier against itself with
+#      telemetry off, with the endpoint up, refusing and blackholed, plus how long
+#      one invocation keeps any process alive;
+#   3. collector ingest throughput with the loadgen load generator, batches of
+#      1/10/100 at each tier, and the collector's peak RSS.
+# It prints one results table (also written to $BENCH_OUT/results.md).
+#
+# Usage: scripts/bench.sh [--no-build]
+#
+# Everything runs on loopback, and every loop is bounded in count and time, so
+# the whole suite (builds cached) finishes well under 15 minutes on 2 cores.
+# Parts whose binaries do not exist yet are skipped with the reason printed.
+#
+# Knobs (environment variables, all optional):
+#   BENCH_RUNS            A/B pairs per overhead cell                  [200]
+#   BENCH_MAX_SECS        time limit of one fast overhead cell, s      [20]
+#   BENCH_SLOW_MAX_SECS   time limit of one blackholed peer cell, s    [30]
+#   BENCH_LOAD_REQUESTS   request cap of one ingest cell               [20000]
+#   BENCH_LOAD_SECS       time limit of one ingest cell, s             [10]
+#   BENCH_CONCURRENCY     concurrent connections of the load generator [8]
+#   BENCH_OUT             where results go      [target/bench-results/<time>]
+#   DEMO_CLI              demo-cli with telemetry [$CARGO_TARGET_DIR/release/demo-cli]
+#   DEMO_CLI_NO_TELEMETRY demo-cli built without the client, for the size row
+#   DEMO_CLI_CONSENT      the demo-cli words that set a level, the tier appended
+#                                                           ["telemetry enable"]
+#   COLLECTOR             the collector binary [$CARGO_TARGET_DIR/release/telemetry-collector]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PEERS_DIR="$ROOT/benches/peers"
+PEERS_BIN="$PEERS_DIR/target/release"
+RELEASE_BIN="$CARGO_TARGET_DIR/release"
+
+RUNS="${BENCH_RUNS:-200}"
+MAX_SECS="${BENCH_MAX_SECS:-20}"
+SLOW_MAX_SECS="${BENCH_SLOW_MAX_SECS:-30}"
+LOAD_REQUESTS="${BENCH_LOAD_REQUESTS:-20000}"
+LOAD_SECS="${BENCH_LOAD_SECS:-10}"
+CONCURRENCY="${BENCH_CONCURRENCY:-8}"
+OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
+DEMO_CLI="${DEMO_CLI:-$RELEASE_BIN/demo-cli}"
+DEMO_CLI_NO_TELEMETRY="${DEMO_CLI_NO_TELEMETRY:-}"
+DEMO_CLI_CONSENT="${DEMO_CLI_CONSENT:-telemetry enable}"
+COLLECTOR="${COLLECTOR:-$RELEASE_BIN/telemetry-collector}"
+OVERHEAD="$RELEASE_BIN/overhead"
+LOADGEN="$RELEASE_BIN/loadgen"
+
+mkdir -p "$OUT"
+RESULTS="$OUT/results.md"
+: >"$RESULTS"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")"
+COLLECTOR_PID=""
+
+cleanup() {
+    # Only the collector this script started, by its pid.
+    if [[ -n "$COLLECTOR_PID" ]]; then
+        kill "$COLLECTOR_PID" 2>/dev/null || true
+        wait "$COLLECTOR_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '==> %s\n' "$*" >&2; }
+out() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
+skip() { out "_skipped: $*_"; out ""; }
+
+machine_info() {
+    out "## Machine"
+    out ""
+    out '```'
+    out "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    out "nproc: $(nproc)"
+    lscpu | head -n 15 | tee -a "$RESULTS"
+    free -h | tee -a "$RESULTS"
+    out "kernel: $(uname -sr)"
+    out "rustc: $(rustc --version)"
+    out '```'
+    out ""
+}
+
+build_all() {
+    log "building loadgen, collector and demo-cli (release) into $CARGO_TARGET_DIR"
+    cargo build --release --manifest-path "$ROOT/Cargo.toml" -p loadgen
+    # The collector and demo-cli are built too when they compile; their bench
+    # sections check for the binaries and say why they skip.
+    cargo build --release --manifest-path "$ROOT/Cargo.toml" -p telemetry-collector \
+        || log "telemetry-collector did not build; its sections will skip"
+    cargo build --release --manifest-path "$ROOT/Cargo.toml" -p demo-cli \
+        || log "demo-cli did not build; its sections will skip"
+    log "building the peer CLIs (release, stripped) in $PEERS_DIR (a separate workspace)"
+    # The peers use rustls, so no system OpenSSL is needed. Their target dir is
+    # theirs alone (gitignored), whatever CARGO_TARGET_DIR says.
+    CARGO_TARGET_DIR="$PEERS_DIR/target" \
+        cargo build --release --manifest-path "$PEERS_DIR/Cargo.toml"
+}
+
+# binary_sizes NAME=PATH...: the stripped size of each binary and what it adds
+# to the first one. Each is copied and stripped (strip --strip-all), so
+# binaries built without `strip = true` compare fairly.
+binary_sizes() {
+    out "## Binary size (stripped release)"
+    out ""
+    out "| binary | bytes | MiB | added vs $(printf '%s' "${1%%=*}") |"
+    out "|---|---|---|---|"
+    local first="" entry name path copy size
+    for entry in "$@"; do
+        name="${entry%%=*}"
+        path="${entry#*=}"
+        if [[ ! -x "$path" ]]; then
+            out "| $name | - | - | not built ($path) |"
+            continue
+        fi
+        copy="$WORK/size-$name"
+        cp "$path" "$copy"
+        strip --strip-all "$copy" 2>/dev/null || true
+        size=$(stat -c %s "$copy")
+        [[ -z "$first" ]] && first="$size"
+        out "$(awk -v n="$name" -v s="$size" -v f="$first" \
+            'BEGIN { printf "| %s | %d | %.2f | %+.2f MiB |", n, s, s / 1048576, (s - f) / 1048576 }')"
+    done
+    out ""
+}
+
+# overhead LABEL MODE MAX_SECS WARMUP LINGER_LIMIT -- overhead-args...: one row.
+overhead_row() {
+    local label="$1" mode="$2" max_secs="$3" warmup="$4" linger_limit="$5"
+    shift 6
+    log "overhead: $label, endpoint $mode"
+    # The harness bounds itself; `timeout` is a last resort if it ever did not.
+    local hard=$((max_secs * 3 + linger_limit * 2 + 120))
+    timeout "$hard" "$OVERHEAD" --endpoint "$mode" --runs "$RUNS" --max-secs "$max_secs" \
+        --warmup "$warmup" --run-timeout-secs 60 --hold-secs 90 \
+        --linger-runs 1 --linger-limit-secs "$linger_limit" \
+        --label "$label" --row "$@" | tee -a "$RESULTS" \
+        || out "| $label | $mode | failed or timed out (exit $?) |"
+}
+
+overhead_peers() {
+    out "## Wall time added per invocation: peer CLIs vs the baseline CLI"
+    out ""
+    out "A = peer CLI sending one event, B = baseline-cli (no telemetry); Δ = A − B per pair, median."
+    out "\`stub\` is a loopback HTTP server answering 200 to every request (no collector for peers)."
+    out ""
+    local baseline="$PEERS_BIN/baseline-cli" mode max warmup
+    if [[ ! -x "$baseline" || ! -x "$PEERS_BIN/posthog-cli" || ! -x "$PEERS_BIN/rtb-cli" ]]; then
+        skip "peer CLIs not built in $PEERS_BIN"
+        return
+    fi
+    "$OVERHEAD" --header | tee -a "$RESULTS"
+    for mode in stub refused blackhole blackhole-noaccept; do
+        # Blackholed peers take their full request timeout per run (tens of
+        # seconds), so those cells get a separate time limit and no warm-up.
+        if [[ "$mode" == blackhole* ]]; then max="$SLOW_MAX_SECS" warmup=0; else max="$MAX_SECS" warmup=3; fi
+        overhead_row "posthog-rs" "$mode" "$max" "$warmup" 60 -- \
+            --a "$PEERS_BIN/posthog-cli {endpoint}" --b "$baseline"
+        overhead_row "rtb-telemetry" "$mode" "$max" "$warmup" 60 -- \
+            --a "$PEERS_BIN/rtb-cli {endpoint}/v1/events" --b "$baseline"
+    done
+    out ""
+}
+
+# demo_cli_home TIER: an isolated HOME with the user's consent at TIER, made by
+# demo-cli itself ($DEMO_CLI_CONSENT TIER). Prints the HOME.
+demo_cli_home() {
+    local tier="$1" home="$WORK/home-$1"
+    mkdir -p "$home/.config" "$home/.local/state" "$home/.local/share" "$home/.cache"
+    # shellcheck disable=SC2086 # DEMO_CLI_CONSENT is words on purpose
+    env -u DO_NOT_TRACK HOME="$home" XDG_CONFIG_HOME="$home/.config" \
+        XDG_STATE_HOME="$home/.local/state" XDG_DATA_HOME="$home/.local/share" \
+        XDG_CACHE_HOME="$home/.cache" \
+        "$DEMO_CLI" $DEMO_CLI_CONSENT "$tier" </dev/null >"$WORK/consent-$tier.log" 2>&1 \
+        || { log "setting consent $tier failed: $(cat "$WORK/consent-$tier.log")"; return 1; }
+    printf '%s' "$home"
+}
+
+# overhead_demo_cli COLLECTOR_URL: demo-cli greet at each tier vs the same
+# binary with telemetry off (DEMO_CLI_TELEMETRY=off), in every endpoint mode.
+overhead_demo_cli() {
+    local collector_url="$1"
+    out "## Wall time added per invocation: demo-cli greet, telemetry on vs off"
+    out ""
+    out "A = \`demo-cli greet\` at the tier, B = the same binary with DEMO_CLI_TELEMETRY=off; same HOME."
+    out ""
+    if [[ ! -x "$DEMO_CLI" ]]; then
+        skip "demo-cli not found at $DEMO_CLI (set DEMO_CLI)"
+        return
+    fi
+    local modes=(refused blackhole blackhole-noaccept)
+    if [[ -n "$collector_url" ]]; then
+        modes=("up=$collector_url" "${modes[@]}")
+    else
+        out "_no collector running: the \`up\` column is skipped_"
+    fi
+    "$OVERHEAD" --header | tee -a "$RESULTS"
+    local tier home mode env
+    for tier in aggregate anonymous full; do
+        if ! home="$(demo_cli_home "$tier")"; then
+            out "| demo-cli $tier | - | consent could not be set; see the log above |"
+            continue
+        fi
+        env=(HOME="$home" XDG_CONFIG_HOME="$home/.config" XDG_STATE_HOME="$home/.local/state"
+            XDG_DATA_HOME="$home/.local/share" XDG_CACHE_HOME="$home/.cache"
+            "DEMO_CLI_TELEMETRY_ENDPOINT={endpoint}")
+        for mode in "${modes[@]}"; do
+            local args=(--a "$DEMO_CLI greet" --b "$DEMO_CLI greet")
+            for e in "${env[@]}"; do args+=(--a-env "$e" --b-env "$e"); done
+            args+=(--b-env DEMO_CLI_TELEMETRY=off)
+            overhead_row "demo-cli $tier" "$mode" "$MAX_SECS" 3 30 -- "${args[@]}"
+        done
+    done
+    out ""
+}
+
+# collector_start: starts $COLLECTOR in open mode on a free loopback port with
+# a fresh database and the rate limit off; sets COLLECTOR_URL and COLLECTOR_PID
+# (globals, so it must not run in a subshell).
+COLLECTOR_URL=""
+collector_start() {
+    COLLECTOR_URL=""
+    local port dir
+    dir="$(mktemp -d "$WORK/collector.XXXXXX")"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat >"$dir/config.toml" <<EOF
+listen = "127.0.0.1:$port"
+db = "$dir/telemetry.db"
+[rate_limit]
+requests_per_minute = 0
+EOF
+    "$COLLECTOR" --config "$dir/config.toml" serve >"$dir/collector.log" 2>&1 &
+    COLLECTOR_PID=$!
+    local i
+    for i in $(seq 1 100); do
+        if curl -fsS --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+            COLLECTOR_URL="http://127.0.0.1:$port"
+            log "collector up at $COLLECTOR_URL (pid $COLLECTOR_PID)"
+            return 0
+        fi
+        kill -0 "$COLLECTOR_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "collector did not become healthy: $(tail -n 5 "$dir/collector.log")"
+    collector_stop
+    return 1
+}
+
+collector_stop() {
+    if [[ -n "$COLLECTOR_PID" ]]; then
+        kill -TERM "$COLLECTOR_PID" 2>/dev/null || true
+        wait "$COLLECTOR_PID" 2>/dev/null || true
+        COLLECTOR_PID=""
+    fi
+}
+
+# collector_peak_rss_mib: the running collector's peak resident set (VmHWM).
+collector_peak_rss_mib() {
+    awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$COLLECTOR_PID/status" 2>/dev/null || printf '?'
+}
+
+# ingest_throughput URL: loadgen at every tier and batch size against URL.
+ingest_throughput() {
+    local url="$1"
+    out "## Collector ingest throughput (loadgen, $CONCURRENCY connections, loopback)"
+    out ""
+    out "Each cell: at most $LOAD_REQUESTS requests or ${LOAD_SECS}s. Open mode, rate limit off, fresh database."
+    out ""
+    out "| tier | batch | events/s | requests/s | p50 ms | p99 ms | 2xx | non-2xx | transport errors | unfinished |"
+    out "|---|---|---|---|---|---|---|---|---|---|"
+    local tier batch json
+    for tier in aggregate anonymous full; do
+        for batch in 1 10 100; do
+            log "ingest: $tier, batch $batch"
+            if json=$(timeout $((LOAD_SECS + 60)) "$LOADGEN" --url "$url" --tier "$tier" \
+                --batch "$batch" --concurrency "$CONCURRENCY" --requests "$LOAD_REQUESTS" \
+                --duration-secs "$LOAD_SECS" --project loadgen --json); then
+                out "$(jq -r '"| \(.tier) | \(.batch) | \(.events_per_sec | floor) | \(.requests_per_sec | floor) | \(.latency_p50_ms * 100 | round / 100) | \(.latency_p99_ms * 100 | round / 100) | \(.ok) | \(.non_2xx | to_entries | map("\(.key)×\(.value)") | join(" ") | if . == "" then "0" else . end) | \(.transport_errors) | \(.unfinished) |"' <<<"$json")"
+            else
+                out "| $tier | $batch | loadgen failed | | | | | | | |"
+            fi
+        done
+    done
+    out ""
+    out "Collector peak RSS (VmHWM) after the ingest runs: $(collector_peak_rss_mib) MiB"
+    out ""
+}
+
+main() {
+    local build=1
+    [[ "${1:-}" == "--no-build" ]] && build=0
+    local start=$SECONDS
+    [[ $build -eq 1 ]] && build_all
+    log "results go to $RESULTS"
+    out "# Benchmark results"
+    out ""
+    machine_info
+
+    local demo_sizes=()
+    [[ -x "$DEMO_CLI" ]] && demo_sizes+=("demo-cli=$DEMO_CLI")
+    [[ -n "$DEMO_CLI_NO_TELEMETRY" ]] && demo_sizes+=("demo-cli-no-telemetry=$DEMO_CLI_NO_TELEMETRY")
+    binary_sizes "baseline-cli=$PEERS_BIN/baseline-cli" "posthog-cli=$PEERS_BIN/posthog-cli" \
+        "rtb-cli=$PEERS_BIN/rtb-cli" "${demo_sizes[@]}"
+    [[ -z "$DEMO_CLI_NO_TELEMETRY" ]] \
+        && out "_demo-cli without telemetry: set DEMO_CLI_NO_TELEMETRY to a build without the client to add its row_" && out ""
+
+    overhead_peers
+
+    local url=""
+    if [[ -x "$COLLECTOR" ]]; then
+        collector_start || true
+        url="$COLLECTOR_URL"
+    else
+        out "_collector not found at $COLLECTOR (set COLLECTOR): ingest and \`up\` cells skip_"
+        out ""
+    fi
+    overhead_demo_cli "$url"
+    if [[ -n "$url" ]]; then
+        # A fresh collector, so demo-cli's uploads do not share its database.
+        collector_stop
+        collector_start || true
+        url="$COLLECTOR_URL"
+    fi
+    if [[ -n "$url" ]]; then
+        ingest_throughput "$url"
+        collector_stop
+    else
+        out "## Collector ingest throughput"
+        out ""
+        skip "no collector running"
+    fi
+    out "Suite time: $((SECONDS - start)) s"
+    log "done; results in $RESULTS"
+    printf '\n' >&2
+    cat "$RESULTS" >&2
+}
+
+main "$@"
