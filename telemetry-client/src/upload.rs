@@ -146,7 +146,7 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
 }
 
 /// What one upload run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UploadReport {
     /// Payloads the collector acknowledged (or that were printed in debug mode).
     pub delivered_payloads: u64,
