@@ -48,6 +48,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// The projects accepted. None means open mode.
     pub projects: Vec<ProjectConfig>,
+    /// The web dashboard's public pages and cookie settings.
+    pub dashboard: crate::dashboard::DashboardSettings,
 }
 
 /// Per-source rate limiting: a token bucket per client address, kept in memory only.
@@ -108,6 +110,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             queue: QueueConfig::default(),
             projects: Vec::new(),
+            dashboard: crate::dashboard::DashboardSettings::default(),
         }
     }
 }
@@ -148,6 +151,7 @@ impl fmt::Debug for Config {
             .field("rate_limit", &self.rate_limit)
             .field("queue", &self.queue)
             .field("projects", &self.projects)
+            .field("dashboard", &self.dashboard)
             .finish()
     }
 }
@@ -340,6 +344,18 @@ burst = 60
 capacity = 1024
 # Most writes committed together in one transaction (group commit).
 max_batch = 256
+
+# The web dashboard at /dashboard (sign in with the admin token).
+[dashboard]
+# Projects whose numbers are published read-only, without sign-in, at
+# /public/<project> and /public/<project>/stats.json. Off for every project
+# unless listed here. Public pages never show identity fields or install ids.
+public_projects = []
+# On public pages, any count below this is shown as "< 10".
+public_min_count = 10
+# The session cookie is marked Secure when the request came through a proxy
+# that sent `X-Forwarded-Proto: https`. Set this to always mark it Secure.
+secure_cookies = false
 
 # Projects. With none listed the collector runs in OPEN MODE: it accepts any
 # project and checks payloads against the generic tier policy only. List your

@@ -12,6 +12,7 @@
 //! - [`state`]: [`AppState`], the shared server state, built from a config.
 //! - [`ingest`]: `POST /v1/ingest` and `POST /v1/delete`, with every check.
 //! - [`admin`]: the bearer-token check, `/metrics` and the stats API.
+//! - [`dashboard`]: the maintainer dashboard (HTML, SVG charts, sign-in) and public pages.
 //! - [`store`]: the [`store::Store`] trait and its SQLite backend ([`store::sqlite`]).
 //! - [`stats`]: turns stored counters into a [`report::ProjectStats`].
 //! - [`report`]: the stats model every presentation shares.
@@ -32,6 +33,7 @@ use telemetry_protocol::wire::{DELETE_PATH, INGEST_PATH};
 
 pub mod admin;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod export;
 pub mod ingest;
@@ -70,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(client)
         .merge(admin)
+        .merge(dashboard::routes(&state, state.dashboard()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

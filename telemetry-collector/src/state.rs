@@ -49,6 +49,8 @@ struct Inner {
     body_limit: usize,
     /// How often the retention purge runs.
     purge_interval: std::time::Duration,
+    /// The dashboard's `[dashboard]` settings.
+    dashboard: crate::dashboard::DashboardSettings,
 }
 
 /// What start-up found, for the messages the binary prints.
@@ -147,6 +149,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 body_limit: config.body_limit,
                 purge_interval: std::time::Duration::from_secs(config.purge_interval_secs.max(1)),
+                dashboard: config.dashboard.clone(),
             }),
         };
         Ok((
@@ -220,5 +223,10 @@ impl AppState {
     /// How often the retention purge runs.
     pub fn purge_interval(&self) -> std::time::Duration {
         self.inner.purge_interval
+    }
+
+    /// The dashboard's settings.
+    pub fn dashboard(&self) -> &crate::dashboard::DashboardSettings {
+        &self.inner.dashboard
     }
 }

@@ -127,10 +127,10 @@ pub fn time_chart(chart: &TimeChart<'_>) -> String {
     for i in 0..=Y_TICKS {
         let v = step * i;
         let y = y_of(v);
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
-             <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+             <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             LEFT + plot_w,
             LEFT - 8.0,
             y + 4.0,
@@ -150,9 +150,9 @@ pub fn time_chart(chart: &TimeChart<'_>) -> String {
         Esc(chart.x_title),
     );
     if n == 0 {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<text class=\"empty\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">No data in this range</text>\n",
+            "<text class=\"empty\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">No data in this range</text>",
             LEFT + plot_w / 2.0,
             TOP + plot_h / 2.0
         );
@@ -161,9 +161,9 @@ pub fn time_chart(chart: &TimeChart<'_>) -> String {
     let every = n.div_ceil(MAX_X_LABELS).max(1);
     for (i, label) in chart.x_labels.iter().enumerate() {
         if i % every == 0 {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+                "<text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
                 x_of(i),
                 TOP + plot_h + 18.0,
                 Esc(label)
@@ -188,10 +188,10 @@ pub fn time_chart(chart: &TimeChart<'_>) -> String {
         for (i, &v) in series.values.iter().enumerate().take(n) {
             let x = x_of(i) - slot * 0.36 + bar_w * b as f64;
             let y = y_of(v);
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 "<rect class=\"bar {}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bar_w:.1}\" height=\"{:.1}\">\
-                 <title>{}: {} {}</title></rect>\n",
+                 <title>{}: {} {}</title></rect>",
                 series.class,
                 (TOP + plot_h - y).max(0.0),
                 Esc(full(i)),
@@ -216,10 +216,10 @@ pub fn time_chart(chart: &TimeChart<'_>) -> String {
         );
         // Dots make single points visible and give each value a tooltip.
         for (i, &v) in series.values.iter().enumerate().take(n) {
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 "<circle class=\"dot {}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\">\
-                 <title>{}: {} {}</title></circle>\n",
+                 <title>{}: {} {}</title></circle>",
                 series.class,
                 x_of(i),
                 y_of(v),
@@ -249,7 +249,12 @@ pub fn time_chart(chart: &TimeChart<'_>) -> String {
 ///
 /// `series` names each value of a row and its CSS class; `unit` is appended to
 /// the axis note.
-pub fn bar_rows(title: &str, unit: &str, series: &[(&str, &'static str)], rows: &[(String, Vec<u64>)]) -> String {
+pub fn bar_rows(
+    title: &str,
+    unit: &str,
+    series: &[(&str, &'static str)],
+    rows: &[(String, Vec<u64>)],
+) -> String {
     const LABEL_W: f64 = 170.0;
     const ROW_H: f64 = 16.0;
     const ROW_GAP: f64 = 10.0;
@@ -282,9 +287,9 @@ pub fn bar_rows(title: &str, unit: &str, series: &[(&str, &'static str)], rows: 
     for (r, (label, values)) in rows.iter().enumerate() {
         let y0 = 4.0 + per_row * r as f64;
         let mid = y0 + ROW_H * series.len() as f64 / 2.0;
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\"><title>{}</title>{}</text>\n",
+            "<text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\"><title>{}</title>{}</text>",
             LABEL_W - 8.0,
             mid + 4.0,
             Esc(label),
@@ -294,11 +299,11 @@ pub fn bar_rows(title: &str, unit: &str, series: &[(&str, &'static str)], rows: 
             let v = values.get(s).copied().unwrap_or(0);
             let w = (v as f64 / max as f64 * bar_room).max(if v > 0 { 1.0 } else { 0.0 });
             let y = y0 + ROW_H * s as f64;
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 "<rect class=\"bar {class}\" x=\"{LABEL_W}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\">\
                  <title>{}: {} {}</title></rect>\
-                 <text class=\"value\" x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+                 <text class=\"value\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
                 ROW_H - 3.0,
                 Esc(label),
                 num(v),
@@ -329,7 +334,12 @@ pub fn funnel(installs: u64, started: u64, completed: u64) -> String {
     const VALUE_W: f64 = 230.0;
     let steps = [
         ("Installs", "s1", installs, None),
-        ("Setup started", "s2", started, Some(ratio(started, installs))),
+        (
+            "Setup started",
+            "s2",
+            started,
+            Some(ratio(started, installs)),
+        ),
         (
             "Setup completed",
             "s3",
@@ -357,12 +367,12 @@ pub fn funnel(installs: u64, started: u64, completed: u64) -> String {
             None => String::new(),
             Some(r) => format!(" · {} of previous step", pct(*r)),
         };
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{name}</text>\
              <rect class=\"bar {class}\" x=\"{LABEL_W}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\">\
              <title>{name}: {}</title></rect>\
-             <text class=\"value\" x=\"{:.1}\" y=\"{:.1}\">{}{note}</text>\n",
+             <text class=\"value\" x=\"{:.1}\" y=\"{:.1}\">{}{note}</text>",
             LABEL_W - 8.0,
             y + ROW_H / 2.0 + 2.0,
             ROW_H - 12.0,
@@ -590,6 +600,9 @@ mod tests {
     #[test]
     fn sparkline_has_one_point_per_value() {
         let svg = sparkline(&[0, 2, 4], "installs");
-        assert!(svg.contains("points=\"0.0,30.0 60.0,16.0 120.0,2.0\""), "{svg}");
+        assert!(
+            svg.contains("points=\"0.0,30.0 60.0,16.0 120.0,2.0\""),
+            "{svg}"
+        );
     }
 }

@@ -63,7 +63,7 @@ pub fn num(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -154,7 +154,10 @@ mod tests {
     fn escapes_every_character_that_matters_in_html() {
         let table = [
             ("plain", "plain"),
-            ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+            (
+                "<script>alert(1)</script>",
+                "&lt;script&gt;alert(1)&lt;/script&gt;",
+            ),
             (
                 "<img src=x onerror=alert(1)>",
                 "&lt;img src=x onerror=alert(1)&gt;",

@@ -1,5 +1,5 @@
 //! The maintainer dashboard: server-rendered HTML pages with inline SVG charts,
-//! sign-in with the admin token, CSV exports, and the opt-in public pages.
+//! sign-in with the admin token, CSV downloads, and the opt-in public pages.
 //!
 //! Every number shown comes from one [`ProjectStats`], the same type the
 //! stats command and the JSON API print, so the page, the JSON and the CSV
@@ -13,8 +13,8 @@
 //! - [`charts`]: the SVG charts.
 //! - [`session`]: sign-in sessions and the session cookie.
 //! - [`public`]: opt-in public pages with small-count suppression.
-//! - [`csv`]: CSV exports.
 //! - [`range`]: the `from`/`to`/`by` query.
+//! - `backend`: the [`Backend`] implementation over the collector's `AppState`.
 //! - `assets/`: the stylesheet and icon, compiled into the binary.
 //!
 //! # Routes
@@ -52,10 +52,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use telemetry_protocol::{Day, ErrorBody, ErrorCode, Timestamp};
 
+use crate::export::{self, CsvTable};
 use crate::report::ProjectStats;
 
+mod backend;
 pub mod charts;
-pub mod csv;
 pub mod html;
 pub mod pages;
 pub mod public;
@@ -106,6 +107,48 @@ pub fn system_today() -> Day {
     Timestamp::from_unix_millis(millis).day()
 }
 
+/// The `[dashboard]` section of the collector's config file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// Projects whose numbers are published, read-only and without sign-in,
+    /// at `/public/{project}` and `/public/{project}/stats.json`. None by default.
+    pub public_projects: Vec<String>,
+    /// On public pages, counts below this are shown as `< k`.
+    pub public_min_count: u64,
+    /// Always mark the session cookie `Secure`; set it when the collector's
+    /// public URL is `https://` but the proxy does not send `X-Forwarded-Proto`.
+    pub secure_cookies: bool,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        DashboardSettings {
+            public_projects: Vec::new(),
+            public_min_count: public::DEFAULT_MIN_COUNT,
+            secure_cookies: false,
+        }
+    }
+}
+
+impl DashboardSettings {
+    /// The dashboard configuration these settings describe, on the system clock.
+    pub fn to_config(&self) -> DashboardConfig {
+        let project = PublicProject {
+            min_count: self.public_min_count,
+        };
+        DashboardConfig {
+            public: self
+                .public_projects
+                .iter()
+                .map(|name| (name.clone(), project))
+                .collect(),
+            secure_cookies: self.secure_cookies,
+            ..DashboardConfig::default()
+        }
+    }
+}
+
 /// How the dashboard is set up.
 #[derive(Clone)]
 pub struct DashboardConfig {
@@ -152,6 +195,14 @@ struct Ctx {
     sessions: Arc<Sessions>,
     /// The settings.
     config: Arc<DashboardConfig>,
+}
+
+/// The dashboard's routes over the collector's own state and its `[dashboard]` settings.
+pub fn routes(
+    state: &crate::state::AppState,
+    settings: &DashboardSettings,
+) -> axum::Router<crate::state::AppState> {
+    router(Arc::new(state.clone()), settings.to_config())
 }
 
 /// The Content-Security-Policy of every dashboard response.
@@ -269,7 +320,9 @@ fn to_login(uri: &Uri) -> Response {
 fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(n)
-            if (n == "/dashboard" || n.starts_with("/dashboard/") || n.starts_with("/dashboard?"))
+            if (n == "/dashboard"
+                || n.starts_with("/dashboard/")
+                || n.starts_with("/dashboard?"))
                 && !n.contains('\\')
                 && !n.chars().any(char::is_control) =>
         {
@@ -351,7 +404,10 @@ async fn export(
             "sign in or send the admin token as `Authorization: Bearer <token>`",
         );
     }
-    let Some(which) = csv::Export::from_file_name(&file) else {
+    let Some(table) = file
+        .strip_suffix(".csv")
+        .and_then(|name| name.parse::<CsvTable>().ok())
+    else {
         return json_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such export");
     };
     let range = match query.resolve(ctx.today()) {
@@ -373,7 +429,7 @@ async fn export(
                 .collect();
             let disposition = format!(
                 "attachment; filename=\"{safe}-{}-{}-{}.csv\"",
-                which.name(),
+                table.as_str(),
                 range.from,
                 range.to
             );
@@ -382,11 +438,15 @@ async fn export(
                     (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
                     (header::CONTENT_DISPOSITION, disposition),
                 ],
-                which.render(&stats),
+                export::csv(&stats, table),
             )
                 .into_response()
         }
-        Ok(None) => json_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such project"),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such project",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "dashboard could not read stats");
             json_error(
@@ -426,11 +486,19 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(ctx): State<Ctx>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     if !same_origin(&headers) {
         return html_response(
             StatusCode::FORBIDDEN,
-            message_page("Forbidden", Chrome::Plain, "Sign in from the collector's own page."),
+            message_page(
+                "Forbidden",
+                Chrome::Plain,
+                "Sign in from the collector's own page.",
+            ),
         );
     }
     let next = safe_next(form.next.as_deref());
@@ -461,7 +529,11 @@ async fn logout(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     if !same_origin(&headers) {
         return html_response(
             StatusCode::FORBIDDEN,
-            message_page("Forbidden", Chrome::Plain, "Sign out from the collector's own page."),
+            message_page(
+                "Forbidden",
+                Chrome::Plain,
+                "Sign out from the collector's own page.",
+            ),
         );
     }
     if let Some(id) = session::session_cookie(&headers) {
@@ -498,7 +570,11 @@ async fn public_page(State(ctx): State<Ctx>, Path(project): Path<String>) -> Res
 async fn public_json(State(ctx): State<Ctx>, Path(project): Path<String>) -> Response {
     match public_stats(&ctx, &project).await {
         Ok(Some(p)) => axum::Json(p).into_response(),
-        Ok(None) => json_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such public project"),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such public project",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "dashboard could not read stats");
             json_error(

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use telemetry_protocol::{Day, IsoWeek};
 
 use super::charts::{self, Mark, Series, TimeChart};
-use super::csv::Export;
 use super::html::{Chrome, Esc, esc, num, page, pct, ratio, url_component};
 use super::range::{Granularity, Range};
+use crate::export::CsvTable;
 use crate::report::{Breakdown, Cohort, ProjectStats};
 
 /// How many rows a breakdown chart shows before folding the rest into "other".
@@ -53,6 +53,17 @@ impl ProjectSummary {
             daily_installs: stats.daily.iter().map(|d| d.installs).collect(),
         }
     }
+}
+
+/// The URL of one CSV export of `project` over `range`.
+pub fn export_href(project: &str, table: CsvTable, range: &Range) -> String {
+    format!(
+        "/dashboard/projects/{}/export/{}.csv?from={}&to={}",
+        url_component(project),
+        table.as_str(),
+        range.from,
+        range.to
+    )
 }
 
 /// The link to a project's page.
@@ -163,10 +174,10 @@ fn range_form(project: &str, range: &Range) -> String {
 }
 
 fn kpi(out: &mut String, id: &str, label: &str, value: &str, note: &str) {
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<div class=\"kpi\"><div class=\"kpi-label\">{label}</div>\
-         <div class=\"kpi-value\" id=\"{id}\">{value}</div><div class=\"kpi-note\">{note}</div></div>\n"
+         <div class=\"kpi-value\" id=\"{id}\">{value}</div><div class=\"kpi-note\">{note}</div></div>"
     );
 }
 
@@ -434,7 +445,9 @@ pub fn render_project(stats: &ProjectStats, range: &Range) -> String {
         pct(ratio(stats.setup_completed, stats.installs)),
     );
 
-    body.push_str("<section id=\"platforms\"><h2>Versions and platforms</h2>\n<div class=\"cols\">\n");
+    body.push_str(
+        "<section id=\"platforms\"><h2>Versions and platforms</h2>\n<div class=\"cols\">\n",
+    );
     breakdown(&mut body, "versions", "Version", &stats.versions);
     breakdown(&mut body, "os", "OS", &stats.os);
     breakdown(&mut body, "arch", "Arch", &stats.arch);
@@ -477,13 +490,13 @@ pub fn render_project(stats: &ProjectStats, range: &Range) -> String {
     body.push_str("</tbody></table></div>\n</section>\n");
 
     body.push_str("<section id=\"export\"><h2>Export</h2>\n<p>CSV for this range: ");
-    let links: Vec<String> = Export::ALL
+    let links: Vec<String> = CsvTable::ALL
         .iter()
-        .map(|e| {
+        .map(|t| {
             format!(
                 "<a href=\"{}\">{}</a>",
-                esc(&e.href(&stats.project, range)),
-                e.name()
+                esc(&export_href(&stats.project, *t, range)),
+                t.as_str()
             )
         })
         .collect();
@@ -524,7 +537,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::report::{DailyPoint, EventTotal, TierShare, WeeklyPoint};
 
-    pub(crate) const HOSTILE: [&str; 2] = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"];
+    pub(crate) const HOSTILE: [&str; 2] =
+        ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"];
 
     fn day(s: &str) -> Day {
         s.parse().unwrap()
@@ -652,7 +666,9 @@ pub(crate) mod tests {
             let html = render_project(&stats, &range(&stats, by));
             assert_escaped(&html);
             assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-            assert!(html.contains("<td class=\"event-name\">&lt;img src=x onerror=alert(1)&gt;</td>"));
+            assert!(
+                html.contains("<td class=\"event-name\">&lt;img src=x onerror=alert(1)&gt;</td>")
+            );
             for (id, value) in [
                 ("stat-installs", "12"),
                 ("stat-installs-all-time", "40"),
@@ -675,7 +691,10 @@ pub(crate) mod tests {
         }
         let daily = render_project(&stats, &range(&stats, Granularity::Day));
         for d in &stats.daily {
-            assert!(daily.contains(&format!("<title>{}: {} installs</title>", d.day, d.installs)));
+            assert!(daily.contains(&format!(
+                "<title>{}: {} installs</title>",
+                d.day, d.installs
+            )));
         }
         let weekly = render_project(&stats, &range(&stats, Granularity::Week));
         assert!(weekly.contains("<title>2026-W47 (week of 2026-11-16): 7 new installs</title>"));
@@ -703,7 +722,9 @@ pub(crate) mod tests {
         assert!(html.contains("<td class=\"n installs-7d\">6</td>"));
         assert!(html.contains("<td class=\"n installs-all\">40</td>"));
         assert!(html.contains("<td class=\"n completion\">75.0%</td>"));
-        assert!(html.contains("href=\"/dashboard/projects/%3Cscript%3Ealert%281%29%3C%2Fscript%3E\""));
+        assert!(
+            html.contains("href=\"/dashboard/projects/%3Cscript%3Ealert%281%29%3C%2Fscript%3E\"")
+        );
         assert!(render_overview(&[], day("2026-11-21")).contains("No project has sent data yet"));
     }
 
@@ -723,9 +744,18 @@ pub(crate) mod tests {
 
     #[test]
     fn week_mondays() {
-        assert_eq!(week_monday("2026-W47".parse().unwrap()), Some(day("2026-11-16")));
-        assert_eq!(week_monday("2021-W01".parse().unwrap()), Some(day("2021-01-04")));
-        assert_eq!(week_monday("2020-W53".parse().unwrap()), Some(day("2020-12-28")));
+        assert_eq!(
+            week_monday("2026-W47".parse().unwrap()),
+            Some(day("2026-11-16"))
+        );
+        assert_eq!(
+            week_monday("2021-W01".parse().unwrap()),
+            Some(day("2021-01-04"))
+        );
+        assert_eq!(
+            week_monday("2020-W53".parse().unwrap()),
+            Some(day("2020-12-28"))
+        );
     }
 
     #[test]

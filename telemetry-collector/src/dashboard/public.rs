@@ -278,7 +278,11 @@ pub fn render_public(p: &PublicStats) -> String {
             "Weekly active installs",
             p.active_installs.text(),
         ),
-        ("stat-completion", "Setup completion", pct(p.setup_completion_rate)),
+        (
+            "stat-completion",
+            "Setup completion",
+            pct(p.setup_completion_rate),
+        ),
     ] {
         let _ = writeln!(
             body,
@@ -367,7 +371,9 @@ mod tests {
         let stats = sample_stats();
         let p = PublicStats::from_stats(&stats, 10);
         let json = serde_json::to_value(&p).unwrap();
-        assert_eq!(json["installs"], "< 10");
+        assert_eq!(json["installs"], 12);
+        assert_eq!(json["active_installs"], "< 10");
+        assert_eq!(json["setup_started"], "< 10");
         assert_eq!(json["installs_all_time"], 40);
         assert_eq!(json["setup_completion_rate"], serde_json::Value::Null);
         // Every number anywhere in the JSON is at least k, except the threshold itself.
@@ -393,7 +399,10 @@ mod tests {
         );
         assert_eq!(p.os.rows[0].key, "linux");
         assert_eq!(p.os.rows[0].installs, Cell::Count(12));
-        assert_eq!(p.os.rows[0].active_installs, Cell::Suppressed("< 10".to_owned()));
+        assert_eq!(
+            p.os.rows[0].active_installs,
+            Cell::Suppressed("< 10".to_owned())
+        );
     }
 
     #[test]
@@ -403,8 +412,14 @@ mod tests {
         let p = PublicStats::from_stats(&stats, 3);
         let html = render_public(&p);
         assert_escaped(&html);
-        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "a named version row");
-        assert!(!html.contains("alert(1)&lt;/script"), "event names are never published");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "a named version row"
+        );
+        assert!(
+            !html.contains("alert(1)&lt;/script"),
+            "event names are never published"
+        );
         assert!(!html.contains("Sign out"));
         assert!(html.contains("id=\"stat-installs\">12</div>"));
         assert!(html.contains("Counts below 3 are shown as"));

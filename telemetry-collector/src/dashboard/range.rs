@@ -141,7 +141,10 @@ mod tests {
     fn ranges_resolve_or_are_refused() {
         let today = day("2026-11-21");
         let ok = [
-            (q("", "", ""), ("2026-10-23", "2026-11-21", Granularity::Day)),
+            (
+                q("", "", ""),
+                ("2026-10-23", "2026-11-21", Granularity::Day),
+            ),
             (
                 q("2026-11-01", "2026-11-07", ""),
                 ("2026-11-01", "2026-11-07", Granularity::Day),
@@ -177,7 +180,9 @@ mod tests {
 
     #[test]
     fn errors_never_echo_the_input() {
-        let err = q("<script>", "", "").resolve(day("2026-11-21")).unwrap_err();
+        let err = q("<script>", "", "")
+            .resolve(day("2026-11-21"))
+            .unwrap_err();
         assert!(!err.to_string().contains("<script>"));
     }
 }

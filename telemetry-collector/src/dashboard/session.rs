@@ -211,7 +211,10 @@ mod tests {
             HeaderValue::from_static("a=1; telemetry_session=abc ; b=2"),
         );
         assert_eq!(session_cookie(&headers), Some("abc"));
-        headers.insert(header::COOKIE, HeaderValue::from_static("telemetry_session="));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("telemetry_session="),
+        );
         assert_eq!(session_cookie(&headers), None);
         assert_eq!(session_cookie(&HeaderMap::new()), None);
     }

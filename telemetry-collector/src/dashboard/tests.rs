@@ -147,7 +147,8 @@ async fn sign_in_with_the_admin_token_sets_a_strict_http_only_cookie() {
     assert!(headers.get(header::SET_COOKIE).is_none());
     assert!(body.contains("That is not the admin token."));
 
-    let (status, headers, _) = send(&app, login_request(TOKEN, "/dashboard/projects/demo-cli")).await;
+    let (status, headers, _) =
+        send(&app, login_request(TOKEN, "/dashboard/projects/demo-cli")).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[header::LOCATION], "/dashboard/projects/demo-cli");
     let cookie = headers[header::SET_COOKIE].to_str().unwrap();
@@ -155,28 +156,42 @@ async fn sign_in_with_the_admin_token_sets_a_strict_http_only_cookie() {
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
-    assert!(!cookie.contains("Secure"), "plain HTTP without a proxy: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP without a proxy: {cookie}"
+    );
 
     let mut behind_tls = login_request(TOKEN, "/dashboard");
     behind_tls
         .headers_mut()
         .insert("x-forwarded-proto", HeaderValue::from_static("https"));
     let (_, headers, _) = send(&app, behind_tls).await;
-    assert!(headers[header::SET_COOKIE].to_str().unwrap().ends_with("; Secure"));
+    assert!(
+        headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure")
+    );
 }
 
 #[tokio::test]
 async fn sign_in_refuses_other_sites_and_foreign_redirects() {
     let (app, _) = app_with(&[]);
     let mut cross = login_request(TOKEN, "/dashboard");
-    cross
-        .headers_mut()
-        .insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+    cross.headers_mut().insert(
+        header::ORIGIN,
+        HeaderValue::from_static("https://evil.example"),
+    );
     let (status, headers, _) = send(&app, cross).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(headers.get(header::SET_COOKIE).is_none());
 
-    for next in ["https://evil.example/", "//evil.example", "/dashboardx", "/\\evil"] {
+    for next in [
+        "https://evil.example/",
+        "//evil.example",
+        "/dashboardx",
+        "/\\evil",
+    ] {
         let (_, headers, _) = send(&app, login_request(TOKEN, next)).await;
         assert_eq!(headers[header::LOCATION], "/dashboard", "{next}");
     }
@@ -213,10 +228,16 @@ async fn signed_in_pages_show_the_numbers_escaped_under_a_strict_policy() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_escaped(&body);
-    assert!(body.contains(&format!("<td class=\"event-name\">{}</td>", html::esc(HOSTILE[0]))));
+    assert!(body.contains(&format!(
+        "<td class=\"event-name\">{}</td>",
+        html::esc(HOSTILE[0])
+    )));
     assert!(body.contains("id=\"stat-setup-completed\">6</div>"));
     assert!(!body.contains("<script"), "the dashboard uses no script");
-    assert!(!body.contains("http://") && !body.contains("https://"), "no external asset");
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "no external asset"
+    );
 }
 
 #[tokio::test]
@@ -225,10 +246,7 @@ async fn bad_ranges_and_unknown_projects_are_refused() {
     let cookie = sign_in(&app).await;
     let (status, _, body) = send(
         &app,
-        get_with_cookie(
-            "/dashboard/projects/demo-cli?from=%3Cscript%3E",
-            &cookie,
-        ),
+        get_with_cookie("/dashboard/projects/demo-cli?from=%3Cscript%3E", &cookie),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -248,9 +266,18 @@ async fn sign_out_ends_the_session() {
         .unwrap();
     let (status, headers, _) = send(&app, logout).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
     let (status, _, _) = send(&app, get_with_cookie("/dashboard", &cookie)).await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "the old cookie no longer works");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the old cookie no longer works"
+    );
 }
 
 #[tokio::test]
@@ -279,7 +306,7 @@ async fn csv_exports_need_the_admin_token_or_a_session() {
         headers[header::CONTENT_DISPOSITION],
         "attachment; filename=\"demo-cli-versions-2026-11-09-2026-11-21.csv\""
     );
-    assert_eq!(body, csv::Export::Versions.render(&sample_stats()));
+    assert_eq!(body, export::csv(&sample_stats(), CsvTable::Versions));
 
     let cookie = sign_in(&app).await;
     let (status, _, body) = send(
@@ -301,7 +328,11 @@ async fn csv_exports_need_the_admin_token_or_a_session() {
 async fn public_pages_exist_only_for_projects_that_opt_in() {
     let (closed, _) = app_with(&[]);
     for uri in ["/public/demo-cli", "/public/demo-cli/stats.json"] {
-        assert_eq!(send(&closed, get(uri)).await.0, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(
+            send(&closed, get(uri)).await.0,
+            StatusCode::NOT_FOUND,
+            "{uri}"
+        );
     }
 
     let (open, backend) = app_with(&[("demo-cli", 10)]);
@@ -309,11 +340,15 @@ async fn public_pages_exist_only_for_projects_that_opt_in() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-security-policy"], CONTENT_SECURITY_POLICY);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(json["installs"], "< 10");
+    assert_eq!(json["installs"], 12);
+    assert_eq!(json["active_installs"], "< 10");
     assert_eq!(json["installs_all_time"], 40);
     assert_eq!(json["min_count"], 10);
     assert!(!body.contains("install_id") && !body.contains("identity"));
-    assert!(!body.contains("alert(1)</script>"), "event names are not published");
+    assert!(
+        !body.contains("alert(1)</script>"),
+        "event names are not published"
+    );
     assert_eq!(
         backend.asked.lock().unwrap().last().unwrap().1,
         "2026-08-31".parse().unwrap(),
@@ -323,7 +358,7 @@ async fn public_pages_exist_only_for_projects_that_opt_in() {
     let (status, _, body) = send(&open, get("/public/demo-cli")).await;
     assert_eq!(status, StatusCode::OK);
     assert_escaped(&body);
-    assert!(body.contains("id=\"stat-installs\">&lt; 10</div>"));
+    assert!(body.contains("id=\"stat-active\">&lt; 10</div>"));
     assert!(!body.contains("Sign out"));
     // Another project stays private even when one is public.
     assert_eq!(
@@ -342,5 +377,8 @@ async fn assets_are_served_locally() {
     assert!(!css.contains("url("), "the stylesheet loads nothing else");
     assert!(!css.contains("@import"));
     assert_eq!(send(&app, get("/assets/icon.svg")).await.0, StatusCode::OK);
-    assert_eq!(send(&app, get("/assets/../Cargo.toml")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&app, get("/assets/../Cargo.toml")).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
