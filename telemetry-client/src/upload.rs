@@ -58,21 +58,26 @@ pub(crate) trait Transport {
 
 /// The real thing: HTTPS (or loopback HTTP) with timeouts.
 pub(crate) struct Http {
-    client: reqwest::blocking::Client,
+    agent: ureq::Agent,
     base: String,
 }
 
 impl Http {
     /// A client for `endpoint`, whose requests give up after `total`.
     pub(crate) fn new(endpoint: &str, total: Duration) -> Result<Http, String> {
-        let client = reqwest::blocking::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT.min(total))
-            .timeout(total)
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(CONNECT_TIMEOUT.min(total)))
+            .timeout_global(Some(total))
+            // Statuses are outcomes here, not errors.
+            .http_status_as_error(false)
+            // A redirect could move a payload off HTTPS or off the
+            // configured host; the collector never redirects.
+            .max_redirects(0)
             .user_agent(concat!("telemetry-toolkit/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| e.to_string())?;
+            .into();
         Ok(Http {
-            client,
+            agent,
             base: endpoint.trim_end_matches('/').to_owned(),
         })
     }
@@ -81,35 +86,42 @@ impl Http {
 impl Transport for Http {
     fn post(&self, path: &str, body: &[u8]) -> Outcome {
         let response = self
-            .client
+            .agent
             .post(format!("{}{path}", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
-            .send();
-        let response = match response {
+            .header("content-type", "application/json")
+            .send(body);
+        let mut response = match response {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Outcome::Failed("timed out".into()),
-            Err(e) if e.is_connect() => return Outcome::Failed("cannot connect".into()),
+            Err(ureq::Error::Timeout(_)) => return Outcome::Failed("timed out".into()),
+            Err(ureq::Error::ConnectionFailed | ureq::Error::HostNotFound) => {
+                return Outcome::Failed("cannot connect".into());
+            }
+            Err(ureq::Error::Io(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Outcome::Failed("cannot connect".into());
+            }
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let status = response.status();
-        if status.is_success() {
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
             return Outcome::Delivered;
         }
         let retry_after = response
             .headers()
-            .get(reqwest::header::RETRY_AFTER)
+            .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let code = response
-            .bytes()
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_vec()
             .ok()
             .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
             .map(|b| format!(" {}: {}", b.error, b.message))
             .unwrap_or_default();
-        let detail = format!("HTTP {}{code}", status.as_u16());
-        match status.as_u16() {
+        let detail = format!("HTTP {status}{code}");
+        match status {
             429 | 503 => Outcome::RetryAfter(retry_after, detail),
             400..=499 => Outcome::Rejected(detail),
             _ => Outcome::Failed(detail),
@@ -132,12 +144,14 @@ impl Transport for Printer {
 
 /// Checks that `endpoint` may carry payloads: HTTPS, or HTTP to a loopback host.
 pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("invalid endpoint: {e}"))?;
-    let host = url.host_str().unwrap_or_default();
+    let url: ureq::http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("invalid endpoint: {e}"))?;
+    let host = url.host().unwrap_or_default();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
+    match url.scheme_str().unwrap_or_default() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
         "http" => Err("refusing plain http:// to a non-loopback host; use https://".into()),
