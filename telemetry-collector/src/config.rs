@@ -27,7 +27,8 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 pub struct Config {
     /// The address to listen on.
     pub listen: String,
-    /// The SQLite database file.
+    /// The SQLite database file, or a `postgres://` URL to share one
+    /// PostgreSQL database between several collectors.
     pub db: String,
     /// The admin token itself. Prefer [`Config::admin_token_file`].
     pub admin_token: Option<String>,
@@ -226,8 +227,22 @@ impl Config {
                 self.listen
             ));
         }
-        if self.db.starts_with("postgres://") || self.db.starts_with("postgresql://") {
-            return invalid("PostgreSQL storage is not available in this build yet".to_owned());
+        if crate::store::postgres::is_url(&self.db) {
+            // Collectors sharing a database must hash install ids with one key
+            // and accept one admin token; a path beside a URL means nothing.
+            if self.pseudonym_key_file.is_none() {
+                return invalid(
+                    "a PostgreSQL db needs pseudonym_key_file: every collector on one database \
+                     must read the same key file"
+                        .to_owned(),
+                );
+            }
+            if self.admin_token.is_none() && self.admin_token_file.is_none() {
+                return invalid(
+                    "a PostgreSQL db needs admin_token or admin_token_file, shared by every collector"
+                        .to_owned(),
+                );
+            }
         }
         if self.body_limit < 1024 {
             return invalid("body_limit must be at least 1024 bytes".to_owned());
@@ -306,6 +321,11 @@ listen = "127.0.0.1:8750"
 # up with it: `<db>.pseudonym-key` and, unless configured below,
 # `<db>.admin-token`.
 db = "./telemetry.db"
+# Or a PostgreSQL database that several collectors share. It then needs
+# pseudonym_key_file and an admin token, the same on every collector; use TLS
+# (sslmode is not built in: keep the server on loopback or a Unix socket, or
+# tunnel it) and keep the password out of shared files where you can.
+# db = "postgres://telemetry@127.0.0.1:5432/telemetry"
 
 # The admin token for /metrics, the stats API and the dashboard. Either give a
 # file holding it (created with a random token, mode 0600, if missing) or the

@@ -16,7 +16,7 @@ use telemetry_collector::config::{self, Config};
 use telemetry_collector::export::{self, CsvTable};
 use telemetry_collector::ingest::today;
 use telemetry_collector::secrets::TokenSource;
-use telemetry_collector::store::sqlite;
+use telemetry_collector::store::{self, sqlite};
 use telemetry_collector::store::{RetentionPolicy, Store};
 use telemetry_collector::{AppState, stats};
 
@@ -36,7 +36,7 @@ struct Common {
     /// TOML config file.
     #[arg(long, env = "TELEMETRY_COLLECTOR_CONFIG")]
     config: Option<PathBuf>,
-    /// SQLite database file [default: ./telemetry.db].
+    /// SQLite database file or postgres:// URL [default: ./telemetry.db].
     #[arg(long, env = "TELEMETRY_COLLECTOR_DB")]
     db: Option<String>,
 }
@@ -76,11 +76,25 @@ enum Command {
         common: Common,
     },
     /// Copy the database to FILE with SQLite's online backup API (safe while serving).
+    /// SQLite only: back up PostgreSQL with pg_dump.
     Backup {
         #[command(flatten)]
         common: Common,
         /// Where to write the copy; must not exist.
         file: PathBuf,
+    },
+    /// Copy a SQLite database into an empty PostgreSQL database.
+    Migrate {
+        /// The source, as `sqlite:PATH`.
+        #[arg(long)]
+        from: String,
+        /// The target, as `postgres://...`.
+        #[arg(long)]
+        to: String,
+        /// The SQLite deployment's pseudonym key [default: PATH.pseudonym-key].
+        /// Its fingerprint is recorded so collectors with another key refuse to start.
+        #[arg(long)]
+        pseudonym_key: Option<PathBuf>,
     },
 }
 
@@ -168,6 +182,9 @@ fn main() -> Result<()> {
         }
         Command::Backup { common, file } => {
             let config = load_config(&common, None)?;
+            if store::postgres::is_url(&config.db) {
+                bail!("backup works on SQLite databases only; back up PostgreSQL with pg_dump");
+            }
             let db = config.db_path();
             if !db.exists() {
                 bail!("no database at {}", db.display());
@@ -180,6 +197,52 @@ fn main() -> Result<()> {
             println!(
                 "also keep a copy of {}: without it, deletion requests for existing installs cannot be matched",
                 config.pseudonym_key_path().display()
+            );
+            Ok(())
+        }
+        Command::Migrate {
+            from,
+            to,
+            pseudonym_key,
+        } => {
+            let Some(source) = from.strip_prefix("sqlite:") else {
+                bail!("--from must be sqlite:PATH");
+            };
+            if !store::postgres::is_url(&to) {
+                bail!("--to must be a postgres:// URL");
+            }
+            let source = PathBuf::from(source);
+            let key = pseudonym_key.unwrap_or_else(|| {
+                let mut name = source.clone().into_os_string();
+                name.push(".pseudonym-key");
+                PathBuf::from(name)
+            });
+            // Only an existing key is fingerprinted: migrating must not invent one.
+            let fingerprint = if key.exists() {
+                let hasher = telemetry_collector::secrets::InstallHasher::load_or_create(&key)
+                    .context("reading the pseudonym key")?;
+                Some(store::postgres::key_fingerprint(&hasher))
+            } else {
+                eprintln!(
+                    "warning: no pseudonym key at {}; its fingerprint is not recorded",
+                    key.display()
+                );
+                None
+            };
+            let out = runtime
+                .block_on(store::migrate::sqlite_to_postgres(
+                    &source,
+                    &to,
+                    fingerprint.as_deref(),
+                ))
+                .context("migrating to PostgreSQL")?;
+            for (table, rows) in &out.rows {
+                println!("{table}: {rows} rows");
+            }
+            println!(
+                "done. Point every collector at the database and set pseudonym_key_file = {:?} \
+                 (copy that file to each host) so install ids keep matching",
+                display(&key)
             );
             Ok(())
         }
@@ -198,7 +261,7 @@ fn load_config(common: &Common, listen: Option<String>) -> Result<Config> {
 
 fn open_existing(config: &Config) -> Result<Arc<dyn Store>> {
     let db = config.db_path();
-    if !db.exists() {
+    if !store::postgres::is_url(&config.db) && !db.exists() {
         bail!("no database at {}", db.display());
     }
     telemetry_collector::store::open(config).context("opening the database")
@@ -219,7 +282,12 @@ async fn serve(config: Config) -> Result<()> {
     }
     println!("telemetry-collector listening on http://{addr}");
     println!("dashboard: http://{addr}/");
-    println!("database: {}", display(&config.db_path()));
+    if store::postgres::is_url(&config.db) {
+        // The URL may hold a password; never print it.
+        println!("database: PostgreSQL");
+    } else {
+        println!("database: {}", display(&config.db_path()));
+    }
     match &startup.token {
         TokenSource::Config => println!("admin token: set in the config file"),
         TokenSource::File(path) => println!("admin token: in {}", display(path)),

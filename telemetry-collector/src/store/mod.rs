@@ -10,7 +10,8 @@
 //! - install ids arrive already pseudonymized ([`InstallHash`]); a backend
 //!   never sees a raw install id, an address or a header.
 //!
-//! [`sqlite`] is the only backend today.
+//! [`sqlite`] is the zero-config default; [`postgres`] lets several
+//! collectors share one database; [`migrate`] copies the first into the second.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,13 +21,35 @@ use telemetry_protocol::{Counter, Day, Event, Tier, Uuid};
 
 pub use crate::secrets::InstallHash;
 
+pub mod migrate;
+pub mod postgres;
 pub mod sqlite;
 
-/// Opens the store `config.db` names, running its migrations. Today that is
-/// always a SQLite file; a `postgres://` URL is refused by [`Config::validate`].
+/// Opens the store `config.db` names, running its migrations: a PostgreSQL
+/// database for a `postgres://` URL, otherwise a SQLite file.
 ///
-/// [`Config::validate`]: crate::config::Config::validate
+/// With PostgreSQL and a configured `pseudonym_key_file`, the key's
+/// fingerprint is checked against the one the database recorded, so that
+/// collectors with different keys cannot silently split install ids.
 pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if postgres::is_url(&config.db) {
+        let key_fingerprint = match &config.pseudonym_key_file {
+            Some(path) => Some(postgres::key_fingerprint(
+                &crate::secrets::InstallHasher::load_or_create(path)
+                    .map_err(|e| StoreError::Database(format!("pseudonym key: {e}")))?,
+            )),
+            None => None,
+        };
+        let store = postgres::PostgresStore::open(
+            &config.db,
+            postgres::PostgresOptions {
+                queue_capacity: config.queue.capacity,
+                max_batch: config.queue.max_batch,
+                key_fingerprint,
+            },
+        )?;
+        return Ok(std::sync::Arc::new(store));
+    }
     let store = sqlite::SqliteStore::open(
         &config.db_path(),
         sqlite::SqliteOptions {

@@ -1,0 +1,1230 @@
+//! The PostgreSQL backend, so that several collector processes can share one
+//! database behind a load balancer.
+//!
+//! Each collector keeps the same shape as the SQLite backend: one writer
+//! connection fed by a bounded queue, which drains every queued ingest into
+//! one transaction (group commit), and answers each request only after
+//! `COMMIT` returned. `synchronous_commit` is forced on for the writer's
+//! session, so a 2xx means the commit record reached the server's disk, whatever
+//! the server's default.
+//!
+//! Several collectors write at once, so the write path is built to be safe
+//! under concurrency rather than relying on a single writer:
+//! - every row is written with `INSERT ... ON CONFLICT`, and counters are only
+//!   incremented for the event and report ids the `RETURNING` clause says were
+//!   newly inserted, so a retry sent to another collector never counts twice;
+//! - a group transaction writes table by table, each table's rows sorted by key,
+//!   so two collectors always take row locks in the same order and cannot
+//!   deadlock; a deadlock or serialization failure is retried anyway;
+//! - each table gets one multi-row statement per transaction (`unnest` over
+//!   arrays), so a group of requests costs a handful of round trips.
+//!
+//! Strings are stored as text rather than through a dictionary table: a shared
+//! dictionary would be one more contended table for every writer.
+//!
+//! Every collector on one database must hash install ids with the same key.
+//! When the config names a `pseudonym_key_file`, a fingerprint of the key (a
+//! keyed hash of a fixed message, which reveals nothing about the key) is kept
+//! in the database and a collector with a different key refuses to start.
+//!
+//! All connections live on a small runtime of their own on a dedicated thread,
+//! so the store works the same from synchronous code (the CLI) and from any
+//! caller's runtime, like the SQLite writer thread.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use telemetry_protocol::{Day, Tier};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{
+    BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
+    RetentionPolicy, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+};
+use crate::secrets::InstallHasher;
+
+/// Days a report id is remembered; the same as SQLite's.
+pub const REPORT_ID_DAYS: i32 = super::sqlite::REPORT_ID_DAYS;
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
+
+/// The advisory lock every migration takes, so that collectors starting at the
+/// same moment apply each migration exactly once. The value spells "telemetr".
+const MIGRATION_LOCK: i64 = 0x7465_6c65_6d65_7472;
+
+/// The name under which the pseudonym key's fingerprint is kept in `deployment`.
+const KEY_FINGERPRINT: &str = "pseudonym_key_fingerprint";
+
+/// How often a failed transaction is retried when PostgreSQL reports a
+/// deadlock or a serialization failure, which a retry resolves.
+const RETRIES: u32 = 5;
+
+/// The versioned migrations, applied in order at start-up. Never edit a
+/// released entry; append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema, the same tables as SQLite's with text in place of
+    // dictionary ids.
+    r#"
+    CREATE TABLE projects (
+        name TEXT PRIMARY KEY
+    );
+    CREATE TABLE daily_counters (
+        project TEXT NOT NULL,
+        day     INTEGER NOT NULL,
+        event   TEXT NOT NULL,
+        props   TEXT NOT NULL,
+        version TEXT NOT NULL,
+        os      TEXT NOT NULL,
+        arch    TEXT NOT NULL,
+        tier    SMALLINT NOT NULL,
+        count   BIGINT NOT NULL,
+        PRIMARY KEY (project, day, event, props, version, os, arch, tier)
+    );
+    CREATE TABLE events (
+        project  TEXT NOT NULL,
+        event_id BYTEA NOT NULL,
+        install  BYTEA NOT NULL,
+        ts       BIGINT NOT NULL,
+        name     TEXT NOT NULL,
+        props    TEXT NOT NULL,
+        PRIMARY KEY (project, event_id)
+    );
+    CREATE INDEX events_by_install ON events (project, install);
+    CREATE INDEX events_by_time ON events (project, ts);
+    CREATE TABLE installs (
+        project        TEXT NOT NULL,
+        install        BYTEA NOT NULL,
+        first_seen_day INTEGER NOT NULL,
+        last_seen_day  INTEGER NOT NULL,
+        PRIMARY KEY (project, install)
+    );
+    CREATE TABLE install_weeks (
+        project TEXT NOT NULL,
+        install BYTEA NOT NULL,
+        week    INTEGER NOT NULL,
+        PRIMARY KEY (project, install, week)
+    );
+    CREATE TABLE identities (
+        project TEXT NOT NULL,
+        install BYTEA NOT NULL,
+        fields  TEXT NOT NULL,
+        PRIMARY KEY (project, install)
+    );
+    CREATE TABLE seen_reports (
+        project   TEXT NOT NULL,
+        report_id BYTEA NOT NULL,
+        day       INTEGER NOT NULL,
+        PRIMARY KEY (project, report_id)
+    );
+    CREATE INDEX seen_reports_by_day ON seen_reports (day);
+    CREATE TABLE deployment (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];
+
+/// The newest schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// The fingerprint of a pseudonym key: the keyed hash of a fixed message no
+/// install id can produce, in hex. Equal keys give equal fingerprints; the
+/// fingerprint reveals nothing about the key.
+pub fn key_fingerprint(hasher: &InstallHasher) -> String {
+    let hash = hasher.hash("\0key-fingerprint", &telemetry_protocol::Uuid::nil());
+    hash.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Tuning and checks of a [`PostgresStore`].
+#[derive(Debug, Clone, Default)]
+pub struct PostgresOptions {
+    /// Jobs that may wait for the writer.
+    pub queue_capacity: usize,
+    /// Most jobs committed in one transaction.
+    pub max_batch: usize,
+    /// The fingerprint ([`key_fingerprint`]) of the pseudonym key this
+    /// collector uses. Recorded by the first collector; any other must match.
+    pub key_fingerprint: Option<String>,
+}
+
+/// A PostgreSQL-backed [`Store`].
+pub struct PostgresStore {
+    /// The bounded queue into the writer task.
+    jobs: mpsc::Sender<Msg>,
+    /// The store's own runtime, which owns every connection.
+    runtime: tokio::runtime::Handle,
+    /// The connection stats read through, replaced when it breaks.
+    reader: Arc<Reader>,
+    /// Commit counters the writer updates.
+    timing: Arc<CommitTiming>,
+    /// The database size in bytes, refreshed in the background; `u64::MAX` until known.
+    size_bytes: Arc<AtomicU64>,
+    /// The thread running the store's runtime, joined on close.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct CommitTiming {
+    commits: AtomicU64,
+    nanos_sum: AtomicU64,
+    nanos_max: AtomicU64,
+}
+
+enum Op {
+    Ingest(IngestBatch),
+    Delete {
+        project: String,
+        install: InstallHash,
+    },
+    Purge {
+        policy: RetentionPolicy,
+        today: Day,
+    },
+}
+
+enum Done {
+    Ingest(IngestOutcome),
+    Delete,
+    Purge(PurgeOutcome),
+}
+
+type Reply = oneshot::Sender<Result<Done, StoreError>>;
+
+struct Job {
+    op: Op,
+    reply: Reply,
+}
+
+enum Msg {
+    Job(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A database error as text: SQLSTATE and message for server errors, never the URL.
+fn pg_err(e: &tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
+        None => StoreError::Database(e.to_string()),
+    }
+}
+
+/// Errors a retry of the whole transaction resolves.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+/// Parses a URL without echoing it, since it may hold a password.
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))?;
+    // Without a timeout, a blackholed server would hang start-up for minutes.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("telemetry-collector");
+    }
+    Ok(config)
+}
+
+/// Connects and spawns the connection's driver on the current runtime.
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_err(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`] and checks the key fingerprint,
+/// all inside one transaction holding [`MIGRATION_LOCK`], so that collectors
+/// starting together wait for each other instead of racing.
+pub async fn migrate(client: &mut Client, fingerprint: Option<&str>) -> Result<(), StoreError> {
+    let e = |e: tokio_postgres::Error| pg_err(&e);
+    let tx = client.transaction().await.map_err(e)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(e)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .await
+        .map_err(e)?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
+            &[],
+        )
+        .await
+        .map_err(e)?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql).await.map_err(e)?;
+        tx.execute("DELETE FROM schema_version", &[])
+            .await
+            .map_err(e)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&(i as i64 + 1)],
+        )
+        .await
+        .map_err(e)?;
+    }
+    if let Some(fingerprint) = fingerprint {
+        let stored: Option<String> = tx
+            .query_opt(
+                "SELECT value FROM deployment WHERE name = $1",
+                &[&KEY_FINGERPRINT],
+            )
+            .await
+            .map_err(e)?
+            .map(|r| r.get(0));
+        match stored {
+            Some(stored) if stored != fingerprint => {
+                return Err(StoreError::Database(
+                    "this database was written with a different pseudonym key; every collector \
+                     sharing a database must read the same pseudonym_key_file, or install ids \
+                     would be split"
+                        .to_owned(),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO deployment (name, value) VALUES ($1, $2)",
+                    &[&KEY_FINGERPRINT, &fingerprint],
+                )
+                .await
+                .map_err(e)?;
+            }
+        }
+    }
+    tx.commit().await.map_err(e)
+}
+
+/// Opens the database at `url` on the current runtime, runs the migrations and
+/// returns the connection; used by [`PostgresStore::open`] and by the
+/// SQLite-to-PostgreSQL migration.
+pub async fn connect_and_migrate(
+    url: &str,
+    fingerprint: Option<&str>,
+) -> Result<Client, StoreError> {
+    let config = parse_url(url)?;
+    let mut client = connect(&config).await?;
+    migrate(&mut client, fingerprint).await?;
+    Ok(client)
+}
+
+impl PostgresStore {
+    /// Connects to `url`, runs the migrations (waiting for any other collector
+    /// doing the same) and starts the writer. Blocks until the database is
+    /// ready; callable from inside or outside a Tokio runtime.
+    ///
+    /// The URL may carry `?options=-csearch_path%3D<schema>` to keep the
+    /// tables in a schema of their own.
+    pub fn open(url: &str, options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let config = parse_url(url)?;
+        let (jobs, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let max_batch = options.max_batch.max(1);
+        let timing = Arc::new(CommitTiming::default());
+        let size_bytes = Arc::new(AtomicU64::new(u64::MAX));
+        let (ready, wait_ready) = std::sync::mpsc::channel();
+        let writer_timing = timing.clone();
+        let writer_size = size_bytes.clone();
+        let thread = std::thread::Builder::new()
+            .name("postgres-store".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready.send(Err(StoreError::Database(format!(
+                            "starting the store runtime: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let setup = async {
+                        let mut writer = connect(&config).await?;
+                        migrate(&mut writer, options.key_fingerprint.as_deref()).await?;
+                        writer
+                            .batch_execute("SET synchronous_commit = on")
+                            .await
+                            .map_err(|e| pg_err(&e))?;
+                        let stmts = Statements::prepare(&writer).await?;
+                        let reader = connect(&config).await?;
+                        Ok::<_, StoreError>((
+                            WriterConn {
+                                client: writer,
+                                stmts,
+                            },
+                            reader,
+                        ))
+                    };
+                    let (conn, reader) = match setup.await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let reader = Arc::new(Reader {
+                        config: config.clone(),
+                        client: tokio::sync::Mutex::new(Some(Arc::new(reader))),
+                    });
+                    let sizes = tokio::spawn(refresh_size(reader.clone(), writer_size));
+                    let _ = ready.send(Ok((tokio::runtime::Handle::current(), reader)));
+                    let writer = Writer {
+                        config,
+                        conn: Some(conn),
+                        known_projects: HashSet::new(),
+                        timing: writer_timing,
+                    };
+                    writer.run(rx, max_batch).await;
+                    sizes.abort();
+                });
+            })
+            .map_err(|e| StoreError::Database(format!("starting the store thread: {e}")))?;
+        let (runtime, reader) = match wait_ready.recv() {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StoreError::Closed);
+            }
+        };
+        Ok(PostgresStore {
+            jobs,
+            runtime,
+            reader,
+            timing,
+            size_bytes,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn submit(&self, op: Op, wait_for_room: bool) -> StoreFuture<'_, Done> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let msg = Msg::Job(Job { op, reply });
+            if wait_for_room {
+                self.jobs.send(msg).await.map_err(|_| StoreError::Closed)?;
+            } else {
+                self.jobs.try_send(msg).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
+                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                })?;
+            }
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Runs `f` with the read connection on the store's runtime.
+    fn read<T, F, Fut>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Client>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        let task = self.runtime.spawn(async move {
+            let client = reader.client().await?;
+            f(client).await.map_err(|e| pg_err(&e))
+        });
+        Box::pin(async move { task.await.map_err(|_| StoreError::Closed)? })
+    }
+}
+
+/// The read connection, reconnected on demand if the server dropped it.
+struct Reader {
+    config: tokio_postgres::Config,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl Reader {
+    async fn client(&self) -> Result<Arc<Client>, StoreError> {
+        let mut slot = self.client.lock().await;
+        match &*slot {
+            Some(client) if !client.is_closed() => Ok(client.clone()),
+            _ => {
+                let client = Arc::new(connect(&self.config).await?);
+                *slot = Some(client.clone());
+                Ok(client)
+            }
+        }
+    }
+}
+
+/// Keeps the database size for `/metrics` fresh without a query per scrape.
+async fn refresh_size(reader: Arc<Reader>, size: Arc<AtomicU64>) {
+    loop {
+        if let Ok(client) = reader.client().await
+            && let Ok(row) = client
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await
+        {
+            size.store(row.get::<_, i64>(0).max(0) as u64, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
+fn tier_code(tier: Tier) -> i16 {
+    match tier {
+        Tier::Off => 0,
+        Tier::Aggregate => 1,
+        Tier::Anonymous => 2,
+        Tier::Full => 3,
+    }
+}
+
+fn tier_from_code(code: i16) -> Tier {
+    match code {
+        1 => Tier::Aggregate,
+        2 => Tier::Anonymous,
+        3 => Tier::Full,
+        _ => Tier::Off,
+    }
+}
+
+/// Props in their canonical JSON form, exactly as SQLite stores them.
+fn props_json(props: &telemetry_protocol::Props) -> String {
+    serde_json::to_string(props).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The writer's statements, prepared once per connection.
+struct Statements {
+    projects: Statement,
+    reports: Statement,
+    events: Statement,
+    counters: Statement,
+    installs: Statement,
+    weeks: Statement,
+    identities: Statement,
+    forget_identities: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Statements, StoreError> {
+        let p =
+            |sql: &'static str| async move { client.prepare(sql).await.map_err(|e| pg_err(&e)) };
+        Ok(Statements {
+            projects: p("INSERT INTO projects (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING")
+                .await?,
+            reports: p("INSERT INTO seen_reports (project, report_id, day)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[])
+                 ON CONFLICT DO NOTHING RETURNING project, report_id")
+            .await?,
+            events: p("INSERT INTO events (project, event_id, install, ts, name, props)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::text[], $6::text[])
+                 ON CONFLICT DO NOTHING RETURNING project, event_id")
+            .await?,
+            counters: p("INSERT INTO daily_counters (project, day, event, props, version, os, arch, tier, count)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::text[], $8::int2[], $9::int8[])
+                 ON CONFLICT (project, day, event, props, version, os, arch, tier)
+                 DO UPDATE SET count = daily_counters.count + excluded.count")
+            .await?,
+            installs: p("INSERT INTO installs (project, install, first_seen_day, last_seen_day)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::int4[])
+                 ON CONFLICT (project, install) DO UPDATE SET
+                   first_seen_day = LEAST(installs.first_seen_day, excluded.first_seen_day),
+                   last_seen_day = GREATEST(installs.last_seen_day, excluded.last_seen_day)")
+            .await?,
+            weeks: p("INSERT INTO install_weeks (project, install, week)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[])
+                 ON CONFLICT DO NOTHING")
+            .await?,
+            identities: p("INSERT INTO identities (project, install, fields)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
+                 ON CONFLICT (project, install) DO UPDATE SET fields = excluded.fields")
+            .await?,
+            forget_identities: p("DELETE FROM identities i
+                 USING unnest($1::text[], $2::bytea[]) AS d(project, install)
+                 WHERE i.project = d.project AND i.install = d.install")
+            .await?,
+        })
+    }
+}
+
+struct WriterConn {
+    client: Client,
+    stmts: Statements,
+}
+
+/// The writer task's state. Only this task writes, for this collector.
+struct Writer {
+    config: tokio_postgres::Config,
+    /// `None` after the connection broke; reconnected before the next job.
+    conn: Option<WriterConn>,
+    /// Project names known to be committed, so their insert can be skipped.
+    known_projects: HashSet<String>,
+    timing: Arc<CommitTiming>,
+}
+
+/// A key of `daily_counters`, in table order.
+type CounterKey<'a> = (
+    &'a str,
+    i32,
+    &'a str,
+    String,
+    &'a str,
+    &'a str,
+    &'a str,
+    i16,
+);
+
+/// What the last job of a group said about an install's identity.
+enum IdentityChange {
+    /// Store these fields (JSON).
+    Set(String),
+    /// Remove any stored identity.
+    Forget,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        while let Some(first) = rx.recv().await {
+            let mut jobs = Vec::new();
+            let mut push = |msg: Msg, jobs: &mut Vec<Job>| match msg {
+                Msg::Job(job) => jobs.push(job),
+                Msg::Shutdown(done) => shutdown = Some(done),
+            };
+            push(first, &mut jobs);
+            // Group commit: take whatever else is already waiting.
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(msg) => push(msg, &mut jobs),
+                    Err(_) => break,
+                }
+            }
+            // Consecutive ingests share a transaction; a delete or purge runs
+            // on its own, after the ingests queued before it, keeping order.
+            let mut group: Vec<(IngestBatch, Reply)> = Vec::new();
+            for job in jobs {
+                match job.op {
+                    Op::Ingest(batch) => group.push((batch, job.reply)),
+                    op => {
+                        self.ingest_group(std::mem::take(&mut group)).await;
+                        let result = self.single(&op).await;
+                        let _ = job.reply.send(result);
+                    }
+                }
+            }
+            self.ingest_group(group).await;
+            if shutdown.is_some() {
+                // Refuse new writes, but finish those already queued.
+                rx.close();
+            }
+        }
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+        }
+    }
+
+    async fn connection(&mut self) -> Result<&mut WriterConn, StoreError> {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            self.conn = None;
+            let client = connect(&self.config).await?;
+            client
+                .batch_execute("SET synchronous_commit = on")
+                .await
+                .map_err(|e| pg_err(&e))?;
+            let stmts = Statements::prepare(&client).await?;
+            self.conn = Some(WriterConn { client, stmts });
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    fn record_commit(&self, started: Instant) {
+        let nanos = started.elapsed().as_nanos() as u64;
+        self.timing.commits.fetch_add(1, Ordering::Relaxed);
+        self.timing.nanos_sum.fetch_add(nanos, Ordering::Relaxed);
+        self.timing.nanos_max.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// Commits a group of ingests together. If the group fails for a reason
+    /// a retry does not fix, each ingest is tried alone, so one bad request
+    /// cannot fail the others queued with it.
+    async fn ingest_group(&mut self, group: Vec<(IngestBatch, Reply)>) {
+        if group.is_empty() {
+            return;
+        }
+        let (batches, replies): (Vec<IngestBatch>, Vec<Reply>) = group.into_iter().unzip();
+        let refs: Vec<&IngestBatch> = batches.iter().collect();
+        match self.commit_ingests(&refs).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(Done::Ingest(outcome)));
+                }
+            }
+            Err(e) if refs.len() == 1 => {
+                tracing::error!(error = %e, "write transaction failed; nothing from it was stored");
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone_message()));
+                }
+            }
+            Err(_) => {
+                for (batch, reply) in refs.into_iter().zip(replies) {
+                    let result = self.commit_ingests(&[batch]).await;
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "write transaction failed; nothing from it was stored");
+                    }
+                    let _ = reply.send(result.map(|mut o| Done::Ingest(o.remove(0))));
+                }
+            }
+        }
+    }
+
+    async fn commit_ingests(
+        &mut self,
+        batches: &[&IngestBatch],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let known = std::mem::take(&mut self.known_projects);
+            let conn = match self.connection().await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.known_projects = known;
+                    return Err(e);
+                }
+            };
+            let result = ingest_tx(conn, batches, &known).await;
+            self.known_projects = known;
+            match result {
+                Ok(outcomes) => {
+                    self.record_commit(started);
+                    self.known_projects
+                        .extend(batches.iter().map(|b| b.project.clone()));
+                    return Ok(outcomes);
+                }
+                Err(e) if retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                }
+                Err(e) => return Err(pg_err(&e)),
+            }
+        }
+    }
+
+    /// Runs a delete or a purge in a transaction of its own.
+    async fn single(&mut self, op: &Op) -> Result<Done, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let conn = self.connection().await?;
+            let result = match op {
+                Op::Delete { project, install } => delete_tx(&mut conn.client, project, install)
+                    .await
+                    .map(|()| Done::Delete),
+                Op::Purge { policy, today } => purge_tx(&mut conn.client, policy, *today)
+                    .await
+                    .map(Done::Purge),
+                Op::Ingest(_) => unreachable!("ingests are grouped"),
+            };
+            match result {
+                Ok(done) => {
+                    self.record_commit(started);
+                    return Ok(done);
+                }
+                Err(e) if retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                }
+                Err(e) => return Err(pg_err(&e)),
+            }
+        }
+    }
+}
+
+impl StoreError {
+    /// A copy of a database error for each request of a failed group.
+    fn clone_message(&self) -> StoreError {
+        match self {
+            StoreError::QueueFull => StoreError::QueueFull,
+            StoreError::Closed => StoreError::Closed,
+            StoreError::SchemaTooNew { found, supported } => StoreError::SchemaTooNew {
+                found: *found,
+                supported: *supported,
+            },
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+/// Writes a group of ingests in one transaction, table by table with keys
+/// sorted (see the module doc), and returns each batch's outcome.
+async fn ingest_tx(
+    conn: &mut WriterConn,
+    batches: &[&IngestBatch],
+    known_projects: &HashSet<String>,
+) -> Result<Vec<IngestOutcome>, tokio_postgres::Error> {
+    let s = &conn.stmts;
+    let tx = conn.client.transaction().await?;
+
+    let new_projects: Vec<&str> = batches
+        .iter()
+        .map(|b| b.project.as_str())
+        .filter(|p| !known_projects.contains(*p))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !new_projects.is_empty() {
+        tx.execute(&s.projects, &[&new_projects]).await?;
+    }
+
+    // Report ids: the first batch in the group carrying one is its candidate.
+    let mut reports: BTreeMap<(&str, [u8; 16]), (usize, i32)> = BTreeMap::new();
+    // Event ids: the first occurrence in the group is the candidate.
+    let mut events: BTreeMap<(&str, [u8; 16]), (usize, usize)> = BTreeMap::new();
+    for (i, batch) in batches.iter().enumerate() {
+        match &batch.data {
+            BatchData::Aggregate { report_id, .. } => {
+                reports
+                    .entry((&batch.project, *report_id.as_bytes()))
+                    .or_insert((i, batch.received.days_since_epoch()));
+            }
+            BatchData::Events { events: list, .. } => {
+                for (j, e) in list.iter().enumerate() {
+                    events
+                        .entry((&batch.project, *e.id.as_bytes()))
+                        .or_insert((i, j));
+                }
+            }
+        }
+    }
+
+    let mut fresh_reports: HashSet<(String, Vec<u8>)> = HashSet::new();
+    if !reports.is_empty() {
+        let (mut p, mut ids, mut days) = (vec![], vec![], vec![]);
+        for ((project, id), (_, day)) in &reports {
+            p.push(*project);
+            ids.push(id.as_slice());
+            days.push(*day);
+        }
+        for row in tx.query(&s.reports, &[&p, &ids, &days]).await? {
+            fresh_reports.insert((row.get(0), row.get(1)));
+        }
+    }
+
+    let mut fresh_events: HashSet<(String, Vec<u8>)> = HashSet::new();
+    if !events.is_empty() {
+        let (mut p, mut ids, mut installs, mut ts, mut names, mut props) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for ((project, id), (i, j)) in &events {
+            let batch = batches[*i];
+            let BatchData::Events {
+                install,
+                events: list,
+                ..
+            } = &batch.data
+            else {
+                continue;
+            };
+            let e = &list[*j];
+            p.push(*project);
+            ids.push(id.as_slice());
+            installs.push(install.0.as_slice());
+            ts.push(e.timestamp.unix_millis());
+            names.push(e.name.as_str());
+            props.push(props_json(&e.props));
+        }
+        for row in tx
+            .query(&s.events, &[&p, &ids, &installs, &ts, &names, &props])
+            .await?
+        {
+            fresh_events.insert((row.get(0), row.get(1)));
+        }
+    }
+
+    let mut outcomes = Vec::with_capacity(batches.len());
+    let mut counters: BTreeMap<CounterKey<'_>, i64> = BTreeMap::new();
+    let mut installs: BTreeMap<(&str, [u8; 16]), (i32, i32)> = BTreeMap::new();
+    let mut weeks: BTreeSet<(&str, [u8; 16], i32)> = BTreeSet::new();
+    let mut identities: BTreeMap<(&str, [u8; 16]), IdentityChange> = BTreeMap::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let project = batch.project.as_str();
+        let ctx = &batch.context;
+        let tier = tier_code(batch.tier);
+        let mut outcome = IngestOutcome::default();
+        match &batch.data {
+            BatchData::Aggregate {
+                report_id,
+                counters: list,
+            } => {
+                let key = (project, *report_id.as_bytes());
+                let fresh = reports.get(&key).map(|(first, _)| *first) == Some(i)
+                    && fresh_reports.contains(&(project.to_owned(), key.1.to_vec()));
+                if !fresh {
+                    outcome.duplicates = list.len() as u64;
+                } else {
+                    for c in list {
+                        let key = (
+                            project,
+                            c.day.days_since_epoch(),
+                            c.event.as_str(),
+                            props_json(&c.props),
+                            ctx.version.as_str(),
+                            ctx.os.as_str(),
+                            ctx.arch.as_str(),
+                            tier,
+                        );
+                        *counters.entry(key).or_default() += c.count as i64;
+                        outcome.accepted += 1;
+                    }
+                }
+            }
+            BatchData::Events {
+                install,
+                events: list,
+                identity,
+            } => {
+                for (j, e) in list.iter().enumerate() {
+                    let id = *e.id.as_bytes();
+                    let fresh = events.get(&(project, id)) == Some(&(i, j))
+                        && fresh_events.contains(&(project.to_owned(), id.to_vec()));
+                    if !fresh {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    let day = e.timestamp.day();
+                    let key = (
+                        project,
+                        day.days_since_epoch(),
+                        e.name.as_str(),
+                        props_json(&e.props),
+                        ctx.version.as_str(),
+                        ctx.os.as_str(),
+                        ctx.arch.as_str(),
+                        tier,
+                    );
+                    *counters.entry(key).or_default() += 1;
+                    let n = day.days_since_epoch();
+                    let span = installs.entry((project, install.0)).or_insert((n, n));
+                    span.0 = span.0.min(n);
+                    span.1 = span.1.max(n);
+                    weeks.insert((project, install.0, day.week_start().days_since_epoch()));
+                    outcome.accepted += 1;
+                }
+                match (batch.tier, identity) {
+                    (Tier::Full, Some(fields)) => {
+                        let json = serde_json::to_string(fields).unwrap_or_else(|_| "{}".into());
+                        identities.insert((project, install.0), IdentityChange::Set(json));
+                    }
+                    (Tier::Full, None) => {}
+                    _ => {
+                        identities.insert((project, install.0), IdentityChange::Forget);
+                    }
+                }
+            }
+        }
+        outcomes.push(outcome);
+    }
+
+    if !counters.is_empty() {
+        let (mut projects, mut days, mut names, mut props) = (vec![], vec![], vec![], vec![]);
+        let (mut versions, mut oses, mut archs) = (vec![], vec![], vec![]);
+        let (mut tiers, mut counts) = (vec![], vec![]);
+        for ((project, day, event, prop, version, os, arch, tier), count) in &counters {
+            projects.push(*project);
+            days.push(*day);
+            names.push(*event);
+            props.push(prop.as_str());
+            versions.push(*version);
+            oses.push(*os);
+            archs.push(*arch);
+            tiers.push(*tier);
+            counts.push(*count);
+        }
+        tx.execute(
+            &s.counters,
+            &[
+                &projects, &days, &names, &props, &versions, &oses, &archs, &tiers, &counts,
+            ],
+        )
+        .await?;
+    }
+    if !installs.is_empty() {
+        let (mut p, mut ids, mut first, mut last) = (vec![], vec![], vec![], vec![]);
+        for ((project, install), (f, l)) in &installs {
+            p.push(*project);
+            ids.push(install.as_slice());
+            first.push(*f);
+            last.push(*l);
+        }
+        tx.execute(&s.installs, &[&p, &ids, &first, &last]).await?;
+    }
+    if !weeks.is_empty() {
+        let (mut p, mut ids, mut w) = (vec![], vec![], vec![]);
+        for (project, install, week) in &weeks {
+            p.push(*project);
+            ids.push(install.as_slice());
+            w.push(*week);
+        }
+        tx.execute(&s.weeks, &[&p, &ids, &w]).await?;
+    }
+    let (mut set_p, mut set_ids, mut set_fields) = (vec![], vec![], vec![]);
+    let (mut forget_p, mut forget_ids) = (vec![], vec![]);
+    for ((project, install), change) in &identities {
+        match change {
+            IdentityChange::Set(fields) => {
+                set_p.push(*project);
+                set_ids.push(install.as_slice());
+                set_fields.push(fields.as_str());
+            }
+            IdentityChange::Forget => {
+                forget_p.push(*project);
+                forget_ids.push(install.as_slice());
+            }
+        }
+    }
+    if !set_p.is_empty() {
+        tx.execute(&s.identities, &[&set_p, &set_ids, &set_fields])
+            .await?;
+    }
+    if !forget_p.is_empty() {
+        tx.execute(&s.forget_identities, &[&forget_p, &forget_ids])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn delete_tx(
+    client: &mut Client,
+    project: &str,
+    install: &InstallHash,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    for table in ["events", "installs", "install_weeks", "identities"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE project = $1 AND install = $2"),
+            &[&project, &install.0.as_slice()],
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
+async fn purge_tx(
+    client: &mut Client,
+    policy: &RetentionPolicy,
+    today: Day,
+) -> Result<PurgeOutcome, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let projects: Vec<String> = tx
+        .query("SELECT name FROM projects ORDER BY name", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = PurgeOutcome::default();
+    for name in projects {
+        let days = i32::try_from(policy.days_for(&name)).unwrap_or(i32::MAX / 2);
+        let cutoff = today.add_days(-days).days_since_epoch();
+        out.events += tx
+            .execute(
+                "DELETE FROM events WHERE project = $1 AND ts < $2",
+                &[&name, &(i64::from(cutoff) * MILLIS_PER_DAY)],
+            )
+            .await?;
+        // A week row goes once the whole week is older than the cutoff.
+        out.install_weeks += tx
+            .execute(
+                "DELETE FROM install_weeks WHERE project = $1 AND week + 6 < $2",
+                &[&name, &cutoff],
+            )
+            .await?;
+        tx.execute(
+            "DELETE FROM identities WHERE project = $1 AND install IN
+             (SELECT install FROM installs WHERE project = $1 AND last_seen_day < $2)",
+            &[&name, &cutoff],
+        )
+        .await?;
+        out.installs += tx
+            .execute(
+                "DELETE FROM installs WHERE project = $1 AND last_seen_day < $2",
+                &[&name, &cutoff],
+            )
+            .await?;
+    }
+    out.report_ids = tx
+        .execute(
+            "DELETE FROM seen_reports WHERE day < $1",
+            &[&today.add_days(-REPORT_ID_DAYS).days_since_epoch()],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn read_stats(
+    client: &Client,
+    project: &str,
+    from: Day,
+    to: Day,
+) -> Result<StatsInput, tokio_postgres::Error> {
+    let start = from.week_start().days_since_epoch();
+    let end = to.days_since_epoch();
+    let counters = client
+        .query(
+            "SELECT day, event, version, os, arch, tier, SUM(count)::BIGINT
+             FROM daily_counters
+             WHERE project = $1 AND day BETWEEN $2 AND $3
+             GROUP BY day, event, version, os, arch, tier",
+            &[&project, &start, &end],
+        )
+        .await?
+        .iter()
+        .map(|r| CounterRow {
+            day: Day::from_days_since_epoch(r.get(0)),
+            event: r.get(1),
+            version: r.get(2),
+            os: r.get(3),
+            arch: r.get(4),
+            tier: tier_from_code(r.get(5)),
+            count: r.get::<_, i64>(6).max(0) as u64,
+        })
+        .collect();
+    let installs_all_time: i64 = client
+        .query_one(
+            "SELECT COALESCE(SUM(count), 0)::BIGINT FROM daily_counters
+             WHERE project = $1 AND event = $2",
+            &[&project, &telemetry_protocol::manifest::builtin::INSTALL],
+        )
+        .await?
+        .get(0);
+    // (day + 3) % 7 is the ISO weekday minus one, because 1970-01-01 was a Thursday.
+    let cohorts = client
+        .query(
+            "SELECT i.first_seen_day - ((i.first_seen_day + 3) % 7) AS cohort, w.week, COUNT(*)
+             FROM installs i
+             JOIN install_weeks w ON w.project = i.project AND w.install = i.install
+             WHERE i.project = $1 AND i.first_seen_day BETWEEN $2 AND $3 AND w.week <= $3
+             GROUP BY cohort, w.week",
+            &[&project, &start, &end],
+        )
+        .await?
+        .iter()
+        .map(|r| CohortRow {
+            cohort: Day::from_days_since_epoch(r.get(0)),
+            active: Day::from_days_since_epoch(r.get(1)),
+            installs: r.get::<_, i64>(2).max(0) as u64,
+        })
+        .collect();
+    Ok(StatsInput {
+        counters,
+        installs_all_time: installs_all_time.max(0) as u64,
+        cohorts,
+    })
+}
+
+impl Store for PostgresStore {
+    fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome> {
+        let job = self.submit(Op::Ingest(batch), false);
+        Box::pin(async move {
+            match job.await? {
+                Done::Ingest(outcome) => Ok(outcome),
+                _ => Err(StoreError::Database("writer answered the wrong job".into())),
+            }
+        })
+    }
+
+    fn delete_install(&self, project: &str, install: InstallHash) -> StoreFuture<'_, ()> {
+        let job = self.submit(
+            Op::Delete {
+                project: project.to_owned(),
+                install,
+            },
+            false,
+        );
+        Box::pin(async move { job.await.map(|_| ()) })
+    }
+
+    fn purge(&self, policy: &RetentionPolicy, today: Day) -> StoreFuture<'_, PurgeOutcome> {
+        let job = self.submit(
+            Op::Purge {
+                policy: policy.clone(),
+                today,
+            },
+            true,
+        );
+        Box::pin(async move {
+            match job.await? {
+                Done::Purge(outcome) => Ok(outcome),
+                _ => Err(StoreError::Database("writer answered the wrong job".into())),
+            }
+        })
+    }
+
+    fn stats_input(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, StatsInput> {
+        let project = project.to_owned();
+        self.read(move |client| async move { read_stats(&client, &project, from, to).await })
+    }
+
+    fn projects(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read(|client| async move {
+            Ok(client
+                .query("SELECT name FROM projects ORDER BY name", &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+    }
+
+    fn status(&self) -> StoreStatus {
+        let capacity = self.jobs.max_capacity() as u64;
+        let size = self.size_bytes.load(Ordering::Relaxed);
+        StoreStatus {
+            queue_depth: capacity - self.jobs.capacity() as u64,
+            queue_capacity: capacity,
+            commits: self.timing.commits.load(Ordering::Relaxed),
+            commit_seconds_sum: self.timing.nanos_sum.load(Ordering::Relaxed) as f64 / 1e9,
+            commit_seconds_max: self.timing.nanos_max.load(Ordering::Relaxed) as f64 / 1e9,
+            size_bytes: (size != u64::MAX).then_some(size),
+        }
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, finished) = oneshot::channel();
+            if self.jobs.send(Msg::Shutdown(done)).await.is_ok() {
+                let _ = finished.await;
+            }
+            let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(handle) = handle {
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+            Ok(())
+        })
+    }
+}
