@@ -398,29 +398,9 @@ impl Writer {
 
     fn commit_batch(&mut self, jobs: Vec<Job>) {
         let started = Instant::now();
-        let mut results = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
-        let outcome = (|| -> Result<(), StoreError> {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
-            for job in jobs {
-                // A savepoint per job: one bad job fails alone, the rest commit.
-                self.conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
-                let result = self.apply(&job.op);
-                if result.is_ok() {
-                    self.conn.execute_batch("RELEASE job").map_err(db_err)?;
-                } else {
-                    self.forget_cache();
-                    self.conn
-                        .execute_batch("ROLLBACK TO job; RELEASE job")
-                        .map_err(db_err)?;
-                }
-                results.push(result);
-                replies.push(job.reply);
-            }
-            self.conn.execute_batch("COMMIT").map_err(db_err)
-        })();
-        match outcome {
-            Ok(()) => {
+        let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().map(|j| (j.op, j.reply)).unzip();
+        match self.transaction(&ops) {
+            Ok(results) => {
                 let nanos = started.elapsed().as_nanos() as u64;
                 self.timing.commits.fetch_add(1, Ordering::Relaxed);
                 self.timing.nanos_sum.fetch_add(nanos, Ordering::Relaxed);
@@ -440,6 +420,29 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Applies every op in one transaction and commits. A failing op is
+    /// rolled back to its savepoint and fails alone; an error of the
+    /// transaction itself fails the whole batch.
+    fn transaction(&mut self, ops: &[Op]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            self.conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
+            let result = self.apply(op);
+            if result.is_ok() {
+                self.conn.execute_batch("RELEASE job").map_err(db_err)?;
+            } else {
+                self.forget_cache();
+                self.conn
+                    .execute_batch("ROLLBACK TO job; RELEASE job")
+                    .map_err(db_err)?;
+            }
+            results.push(result);
+        }
+        self.conn.execute_batch("COMMIT").map_err(db_err)?;
+        Ok(results)
     }
 
     fn forget_cache(&mut self) {
@@ -989,6 +992,48 @@ mod tests {
         assert_eq!(by_tier(Tier::Anonymous), 3);
         assert_eq!(by_tier(Tier::Aggregate), 5);
         store.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_are_committed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Arc::new(
+            SqliteStore::open(
+                &path,
+                SqliteOptions {
+                    queue_capacity: 64,
+                    max_batch: 256,
+                },
+            )
+            .unwrap(),
+        );
+        // Hold the write lock so the writer stalls on its first job while the
+        // rest queue up; then every queued job must share one commit.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..50u128 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                store
+                    .ingest(events_batch(1, &[i], "2026-11-20T10:00:00Z"))
+                    .await
+            });
+        }
+        while store.status().queue_depth < 49 {
+            tokio::task::yield_now().await;
+        }
+        blocker.execute_batch("ROLLBACK").unwrap();
+        while let Some(result) = tasks.join_next().await {
+            assert_eq!(result.unwrap().unwrap().accepted, 1);
+        }
+        assert!(store.status().commits <= 2, "{:?}", store.status());
+        store.close().await.unwrap();
+        let n: i64 = blocker
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 50);
     }
 
     #[tokio::test]
