@@ -34,7 +34,11 @@
 //! - [`control`]: the management API behind the `telemetry` subcommand and
 //!   the machine-wide consent tool.
 //! - [`clock`]: the injectable clock.
+//! - `cli` (feature `cli`, on by default): the `telemetry` subcommand hosts
+//!   mount, the first-run prompt, and the `telemetry-consent` tool's commands.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod consent;
 pub mod control;

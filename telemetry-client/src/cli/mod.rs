@@ -1,0 +1,580 @@
+//! The `telemetry` subcommand a host mounts, the first-run prompt, and the
+//! commands of the machine-wide `telemetry-consent` tool.
+//!
+//! # Mounting the subcommand
+//!
+//! A clap-based host adds one variant to its subcommand enum, runs it, and
+//! asks the first-run question for every other command:
+//!
+//! ```no_run
+//! use clap::{Parser, Subcommand};
+//! use telemetry_client::Telemetry;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(subcommand)]
+//!     command: Command,
+//! }
+//!
+//! #[derive(Subcommand)]
+//! enum Command {
+//!     /// Print a greeting.
+//!     Greet,
+//!     /// See and change what this tool may send to its maintainers.
+//!     Telemetry(telemetry_client::cli::TelemetryArgs),
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//! #   const MANIFEST: &str = "";
+//!     let telemetry = Telemetry::builder(MANIFEST).build(); // include_str!("../telemetry.toml")
+//!     let cli = Cli::parse();
+//!     if !matches!(cli.command, Command::Telemetry(_)) {
+//!         telemetry_client::cli::prompt_if_needed(&telemetry);
+//!     }
+//!     match cli.command {
+//!         Command::Telemetry(args) => args.run(&telemetry),
+//!         Command::Greet => std::process::ExitCode::SUCCESS,
+//!     }
+//! }
+//! ```
+//!
+//! Users then type `<tool> telemetry enable`, `<tool> telemetry disable` and
+//! `<tool> telemetry show`. Exit codes: 0 success, 1 failure, 2 bad usage.
+//!
+//! # Layout
+//!
+//! - this module: [`TelemetryArgs`] and what each subcommand does;
+//! - `prompt`: the first-run prompt and the interactive questions;
+//! - `output`: aligned, optionally coloured output;
+//! - [`machine`]: the `telemetry-consent` tool.
+
+pub mod machine;
+mod output;
+mod prompt;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use telemetry_protocol::{Tier, Timestamp};
+
+use crate::consent::Source;
+use crate::control::{Control, Status};
+use crate::env::{self, EnvSnapshot};
+use crate::upload_log::{LogEntry, UploadResult};
+use crate::{Error, Telemetry};
+
+use output::{Stream, Style};
+pub use prompt::prompt_if_needed;
+
+/// Exit code for bad usage, the same as clap's.
+const USAGE: u8 = 2;
+
+/// The `telemetry` subcommand: mount it as
+/// `Telemetry(telemetry_client::cli::TelemetryArgs)` and call
+/// [`TelemetryArgs::run`]. Without a subcommand it shows the status.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Nothing is sent unless you opt in. `DO_NOT_TRACK=1` turns telemetry off for every tool."
+)]
+pub struct TelemetryArgs {
+    /// What to do; `status` when omitted.
+    #[command(subcommand)]
+    pub command: Option<TelemetryCommand>,
+}
+
+/// The subcommands of `telemetry`.
+#[derive(Debug, Clone, clap::Subcommand)]
+#[non_exhaustive]
+pub enum TelemetryCommand {
+    /// Show the level, what decided it, and what it sends.
+    Status {
+        /// Print one JSON object (level, source, config_file, install_id, pending, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Opt in: choose what to share (asks when no level is given).
+    Enable(EnableArgs),
+    /// Opt out: turn telemetry off, delete local data and ask the collector to delete the rest.
+    Disable,
+    /// Print exactly what would be sent next, as the JSON payloads.
+    Show,
+    /// List recent uploads and their results.
+    Log {
+        /// Print the entries as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new install id and ask the collector to delete data under the old one.
+    ResetId,
+    /// Send pending data now and report; fails if the collector cannot be reached.
+    Flush {
+        /// Give up after this many seconds; the data then stays queued.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+/// Arguments of `telemetry enable`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+Examples:
+  telemetry enable                  choose interactively
+  telemetry enable aggregate        daily counts only, no identifier
+  telemetry enable full --yes --identity email=me@example.org
+`telemetry status` lists this tool's identity fields.")]
+pub struct EnableArgs {
+    /// aggregate, anonymous or full; asks when omitted.
+    #[arg(value_name = "LEVEL", value_parser = parse_enable_level)]
+    pub level: Option<Tier>,
+    /// Do not ask for confirmation (for scripts); needed for `full` without a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// An identity field for `full`, as FIELD=VALUE; repeat it for each field.
+    #[arg(long = "identity", value_name = "FIELD=VALUE", value_parser = parse_identity)]
+    pub identity: Vec<(String, String)>,
+}
+
+fn parse_enable_level(s: &str) -> Result<Tier, String> {
+    match s.parse::<Tier>() {
+        Ok(Tier::Off) => Err("to turn telemetry off, use `telemetry disable`".to_owned()),
+        Ok(tier) => Ok(tier),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_identity(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "expected FIELD=VALUE, e.g. email=me@example.org, got `{s}`"
+        )),
+    }
+}
+
+/// A failed command: what to print and the exit code.
+struct Failure {
+    code: u8,
+    message: String,
+    hint: Option<String>,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let code = match e {
+            Error::UnknownIdentityField(_)
+            | Error::IdentityTooLong { .. }
+            | Error::IdentityNeedsFull
+            | Error::InvalidToolName(_) => USAGE,
+            _ => 1,
+        };
+        let hint = match &e {
+            Error::Io { path, .. } => Some(format!(
+                "check that {} can be written (permissions, disk space)",
+                path.parent().unwrap_or(path).display()
+            )),
+            Error::Unreachable(_) | Error::Timeout(_) => {
+                Some("the data stays queued and is sent on a later run".to_owned())
+            }
+            _ => None,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+            hint,
+        }
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn finish(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            output::error(&f.message, f.hint.as_deref());
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+impl TelemetryArgs {
+    /// Runs the subcommand against the host's handle. Prints results on
+    /// stdout, questions and errors on stderr; returns 0 on success, 1 on
+    /// failure and 2 on bad usage.
+    pub fn run(&self, telemetry: &Telemetry) -> ExitCode {
+        finish(self.execute(telemetry))
+    }
+
+    fn execute(&self, telemetry: &Telemetry) -> Outcome {
+        let control = telemetry.control()?;
+        let interactive = telemetry.core.as_ref().is_ok_and(|c| c.interactive);
+        match self
+            .command
+            .clone()
+            .unwrap_or(TelemetryCommand::Status { json: false })
+        {
+            TelemetryCommand::Status { json } => status(&control, json),
+            TelemetryCommand::Enable(args) => enable(&control, &args, interactive),
+            TelemetryCommand::Disable => disable(&control),
+            TelemetryCommand::Show => show(&control),
+            TelemetryCommand::Log { json } => log(&control, json),
+            TelemetryCommand::ResetId => reset_id(&control),
+            TelemetryCommand::Flush { timeout } => flush(&control, Duration::from_secs(timeout)),
+        }
+    }
+}
+
+/// The rule that decided the level, in words.
+fn source_words(source: Source, tool: &str, env: &EnvSnapshot, status: &Status) -> String {
+    let file = |p: Option<&std::path::Path>| p.map(|p| p.display().to_string()).unwrap_or_default();
+    match source {
+        Source::Environment if env.do_not_track() => "the environment (DO_NOT_TRACK)".to_owned(),
+        Source::Environment => format!("the environment ({})", env::level_var(tool)),
+        Source::SystemPolicy => {
+            format!("the system policy ({})", crate::folders::SYSTEM_POLICY_PATH)
+        }
+        Source::GlobalFile => {
+            "your global ceiling for every tool (lift it with `telemetry-consent global none`)"
+                .to_owned()
+        }
+        Source::ToolFile => format!("your choice ({})", file(status.config_file.as_deref())),
+        Source::Default if status.level == Tier::Off => {
+            "the default: you have not opted in".to_owned()
+        }
+        Source::Default => "the tool's default".to_owned(),
+    }
+}
+
+fn time_or_never(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "never".to_owned(), |t| t.to_string())
+}
+
+fn status(control: &Control<'_>, json: bool) -> Outcome {
+    let status = control.status()?;
+    if json {
+        let text = serde_json::to_string_pretty(&status)
+            .map_err(|e| Failure::new(1, format!("cannot encode the status: {e}")))?;
+        output::out(&text);
+        return Ok(());
+    }
+    let tool = control.tool();
+    let env = EnvSnapshot::capture(tool);
+    let style = Style::for_stream(Stream::Stdout);
+    let level = if status.level == Tier::Off {
+        style.bold(status.level.as_str())
+    } else {
+        style.green(&style.bold(status.level.as_str()))
+    };
+    let mut rows = vec![
+        ("level", level),
+        (
+            "decided by",
+            source_words(status.source, tool, &env, &status),
+        ),
+    ];
+    if let Some(choice) = status.choice.filter(|c| *c != status.level) {
+        rows.push((
+            "your choice",
+            style.yellow(&format!("{choice} (lowered by the rule above)")),
+        ));
+    }
+    if let Some(why) = &status.unreadable {
+        rows.push(("unreadable", style.yellow(why)));
+    }
+    let config = status
+        .config_file
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |p| p.display().to_string());
+    rows.push(("config file", config));
+    rows.push((
+        "install id",
+        status
+            .install_id
+            .map_or_else(|| "none".to_owned(), |id| id.to_string()),
+    ));
+    rows.push(("pending", format!("{} items", status.pending)));
+    rows.push(("last upload", time_or_never(status.last_upload)));
+    rows.push(("endpoint", status.endpoint.clone()));
+    rows.push(("sends", status.summary.clone()));
+    let identity: Vec<&str> = control
+        .manifest()
+        .identity
+        .keys()
+        .map(String::as_str)
+        .collect();
+    if !identity.is_empty() {
+        rows.push((
+            "identity fields",
+            format!("{} (asked for at full)", identity.join(", ")),
+        ));
+    }
+    let mut text = format!("{} telemetry\n", style.bold(tool));
+    text.push_str(&output::aligned(&style, &rows));
+    text.push_str(&style.dim(&format!(
+        "Opt in: `{tool} telemetry enable`. Opt out: `{tool} telemetry disable`. See what is sent: `{tool} telemetry show`.\n"
+    )));
+    output::write(Stream::Stdout, &text);
+    Ok(())
+}
+
+fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcome {
+    let tool = control.tool();
+    let identity: BTreeMap<String, String> = args.identity.iter().cloned().collect();
+    let err_style = Style::for_stream(Stream::Stderr);
+    let tier = match args.level {
+        Some(tier) => tier,
+        None if interactive => {
+            let mut stderr = std::io::stderr().lock();
+            let _ = std::io::Write::write_all(
+                &mut stderr,
+                prompt::levels(control.manifest(), &err_style, false).as_bytes(),
+            );
+            let chosen = prompt::choose(
+                "Level to enable [aggregate/anonymous/full]: ",
+                Tier::Off,
+                &mut std::io::stdin().lock(),
+                &mut stderr,
+            );
+            match chosen {
+                Some(Tier::Off) | None => {
+                    return Err(Failure::new(1, "nothing changed").hint(format!(
+                        "to turn telemetry off, run `{tool} telemetry disable`"
+                    )));
+                }
+                Some(tier) => tier,
+            }
+        }
+        None => {
+            return Err(
+                Failure::new(USAGE, "no level given and no terminal to ask on").hint(format!(
+                    "run `{tool} telemetry enable <aggregate|anonymous|full>`"
+                )),
+            );
+        }
+    };
+    let mut identity = control.check_identity(tier, identity).map_err(|e| {
+        let fields: Vec<&str> = control
+            .manifest()
+            .identity
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let hint = if fields.is_empty() {
+            "this tool asks for no identity fields".to_owned()
+        } else {
+            format!(
+                "identity fields of {tool} (with `full`): {}",
+                fields.join(", ")
+            )
+        };
+        Failure::from(e).hint(hint)
+    })?;
+    if tier == Tier::Full && !args.yes {
+        if !interactive {
+            let flags: Vec<String> = control
+                .manifest()
+                .identity
+                .keys()
+                .map(|f| format!("--identity {f}=..."))
+                .collect();
+            return Err(
+                Failure::new(USAGE, "`full` needs an explicit confirmation").hint(format!(
+                    "run it in a terminal, or confirm with `{tool} telemetry enable full --yes {}`",
+                    flags.join(" ")
+                )),
+            );
+        }
+        let confirmed = prompt::full_dialogue(
+            control.manifest(),
+            identity,
+            &err_style,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stderr().lock(),
+        );
+        identity = confirmed.ok_or_else(|| Failure::new(1, "not confirmed; nothing changed"))?;
+    }
+    control.set_level(tier, identity)?;
+    let style = Style::for_stream(Stream::Stdout);
+    let status = control.status()?;
+    let mut text = format!(
+        "Telemetry for {tool} is now {}.\n",
+        style.green(&style.bold(tier.as_str()))
+    );
+    if status.level < tier {
+        text.push_str(&style.yellow(&format!(
+            "Saved, but {} keeps it at {} for now.\n",
+            source_words(status.source, tool, &EnvSnapshot::capture(tool), &status),
+            status.level
+        )));
+    }
+    text.push_str(&format!(
+        "It sends: {}\n",
+        control.manifest().tier_summary(tier)
+    ));
+    text.push_str(&style.dim(&format!(
+        "See what would be sent with `{tool} telemetry show`; stop with `{tool} telemetry disable`.\n"
+    )));
+    output::write(Stream::Stdout, &text);
+    Ok(())
+}
+
+fn disable(control: &Control<'_>) -> Outcome {
+    let tool = control.tool();
+    let before = control.status()?;
+    control.set_level(Tier::Off, BTreeMap::new())?;
+    let style = Style::for_stream(Stream::Stdout);
+    let mut text = format!("Telemetry for {tool} is now {}.\n", style.bold("off"));
+    match before.install_id {
+        Some(id) => text.push_str(&format!(
+            "Deleted the local install id, identity and pending events. A request to delete everything stored under {id} is queued and goes out with the next upload.\n"
+        )),
+        None => text.push_str("Deleted pending data. Nothing more is recorded or sent.\n"),
+    }
+    output::write(Stream::Stdout, &text);
+    Ok(())
+}
+
+fn show(control: &Control<'_>) -> Outcome {
+    let payloads = control.pending_payloads()?;
+    let text = serde_json::to_string_pretty(&payloads)
+        .map_err(|e| Failure::new(1, format!("cannot encode the payloads: {e}")))?;
+    output::out(&text);
+    if payloads.is_empty() {
+        output::err("Nothing is waiting to be sent.");
+    }
+    Ok(())
+}
+
+fn result_word(style: &Style, result: UploadResult) -> String {
+    let word = serde_json::to_value(result)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match result {
+        UploadResult::Delivered | UploadResult::Printed => style.green(&word),
+        UploadResult::Deferred => style.yellow(&word),
+        _ => style.red(&word),
+    }
+}
+
+fn log(control: &Control<'_>, json: bool) -> Outcome {
+    let entries: Vec<LogEntry> = control.upload_log()?;
+    if json {
+        let text = serde_json::to_string_pretty(&entries)
+            .map_err(|e| Failure::new(1, format!("cannot encode the log: {e}")))?;
+        output::out(&text);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        output::out("No uploads yet.");
+        return Ok(());
+    }
+    let style = Style::for_stream(Stream::Stdout);
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            let kind = serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            vec![
+                e.time.to_string(),
+                kind,
+                e.tier.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                e.items.to_string(),
+                result_word(&style, e.result),
+                e.detail.clone(),
+            ]
+        })
+        .collect();
+    output::write(
+        Stream::Stdout,
+        &output::table(
+            &style,
+            &["TIME", "KIND", "TIER", "ITEMS", "RESULT", "DETAIL"],
+            &rows,
+        ),
+    );
+    Ok(())
+}
+
+fn reset_id(control: &Control<'_>) -> Outcome {
+    let tool = control.tool();
+    let old = control.status()?.install_id;
+    let fresh = control.reset_id().map_err(|e| match e {
+        Error::NoInstallId(_) => {
+            Failure::from(e).hint(format!("`{tool} telemetry enable anonymous` creates one"))
+        }
+        e => Failure::from(e),
+    })?;
+    let mut text = format!("New install id: {fresh}\n");
+    if let Some(old) = old {
+        text.push_str(&format!(
+            "A request to delete everything stored under {old} is queued.\n"
+        ));
+    }
+    output::write(Stream::Stdout, &text);
+    Ok(())
+}
+
+fn flush(control: &Control<'_>, timeout: Duration) -> Outcome {
+    let report = control.flush(timeout)?;
+    let mut text =
+        if report.delivered_payloads == 0 && report.deletions == 0 && report.rejected == 0 {
+            "Nothing to send.\n".to_owned()
+        } else {
+            format!(
+                "Sent {} payloads ({} items) and {} deletion requests.\n",
+                report.delivered_payloads, report.delivered_items, report.deletions
+            )
+        };
+    if report.rejected > 0 {
+        text.push_str(&format!(
+            "The collector refused {} and they were dropped; `{} telemetry log` says why.\n",
+            report.rejected,
+            control.tool()
+        ));
+    }
+    output::write(Stream::Stdout, &text);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enable_levels_exclude_off_and_list_the_valid_ones() {
+        assert_eq!(parse_enable_level("full"), Ok(Tier::Full));
+        assert!(parse_enable_level("off").unwrap_err().contains("disable"));
+        let e = parse_enable_level("max").unwrap_err();
+        assert!(e.contains("off, aggregate, anonymous, full"), "{e}");
+    }
+
+    #[test]
+    fn identity_flags_are_field_equals_value() {
+        assert_eq!(
+            parse_identity("email=a=b@c"),
+            Ok(("email".to_owned(), "a=b@c".to_owned()))
+        );
+        assert!(parse_identity("email").is_err());
+        assert!(parse_identity("=x").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! A host CLI for the command-line tests: it mounts the `telemetry`
+//! subcommand and asks the first-run question exactly as the crate docs tell
+//! tool authors to.
+//!
+//! Usage: `telemetry-client-host greet` or `telemetry-client-host telemetry ...`.
+//! Folders come from `HOME`/`XDG_*`. `HOST_DETACHED_UPLOAD=1` lets it start
+//! the detached uploader (off by default so tests stay deterministic).
+
+#![allow(clippy::print_stdout)] // `greet` prints its greeting, like a real tool.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use telemetry_client::Telemetry;
+
+#[derive(Parser)]
+#[command(name = "host-cli")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a greeting (and record one event).
+    Greet,
+    /// See and change what host-cli may send to its maintainers.
+    Telemetry(telemetry_client::cli::TelemetryArgs),
+}
+
+fn main() -> ExitCode {
+    let telemetry = Telemetry::builder(include_str!("telemetry.toml"))
+        .tool_version("1.0.0")
+        .system_policy(None)
+        .detached_upload(std::env::var_os("HOST_DETACHED_UPLOAD").is_some())
+        .build();
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Telemetry(_)) {
+        telemetry_client::cli::prompt_if_needed(&telemetry);
+    }
+    match cli.command {
+        Command::Telemetry(args) => args.run(&telemetry),
+        Command::Greet => {
+            telemetry.track("command", [("name", "greet".into())]);
+            println!("hello");
+            ExitCode::SUCCESS
+        }
+    }
+}

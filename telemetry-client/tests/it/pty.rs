@@ -1,0 +1,191 @@
+//! The first-run prompt and `enable full` in a real pseudo-terminal, with
+//! every wait bounded by rexpect's timeout.
+
+use rexpect::process::WaitStatus;
+use rexpect::session::{PtySession, spawn_command};
+
+use crate::cli::{HOST, isolated, status_json};
+use crate::support::Home;
+
+/// Every `exp_*` gives up after this long, so a missing prompt fails the test
+/// instead of hanging it.
+const TIMEOUT_MS: u64 = 30_000;
+
+fn spawn(home: &Home, args: &[&str], envs: &[(&str, &str)]) -> PtySession {
+    let mut cmd = isolated(home, HOST);
+    cmd.args(args).env("TERM", "xterm");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    spawn_command(cmd, Some(TIMEOUT_MS)).expect("spawn in a pty")
+}
+
+/// Reads to the end and returns the output and the exit code.
+fn finish(mut p: PtySession) -> (String, i32) {
+    let rest = p.exp_eof().expect("the process exits");
+    match p.process().wait().expect("wait") {
+        WaitStatus::Exited(_, code) => (rest, code),
+        other => panic!("unexpected exit: {other:?}"),
+    }
+}
+
+fn tool_file(home: &Home) -> std::path::PathBuf {
+    home.folders().tool_file("host-cli")
+}
+
+#[test]
+fn first_run_prompt_defaults_to_no_stores_off_and_is_shown_once() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["greet"], &[]);
+    let intro = p.exp_string("Share usage data?").unwrap();
+    // One line per tier, from the manifest.
+    for needle in [
+        "host-cli",
+        "Nothing is recorded or sent. (default)",
+        "Daily counts of the commands you run. No identifier, no times.",
+        "random install id you can reset",
+        "what you type in for: email, organization",
+    ] {
+        assert!(intro.contains(needle), "missing {needle:?} in {intro}");
+    }
+    p.send_line("").unwrap();
+    p.exp_string("Telemetry stays off").unwrap();
+    p.exp_string("hello").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    let stored = std::fs::read_to_string(tool_file(&home)).unwrap();
+    assert!(stored.contains("level = \"off\""), "{stored}");
+
+    // Never again.
+    let p = spawn(&home, &["greet"], &[]);
+    let (text, code) = finish(p);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("hello") && !text.contains("Share usage data"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_run_that_prompts_sends_nothing_and_the_choice_applies_next_run() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["greet"], &[]);
+    p.exp_string("Share usage data?").unwrap();
+    p.send_line("aggregate").unwrap();
+    p.exp_string("It starts with the next run").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    let paths = home.folders().tool_state("host-cli");
+    assert!(
+        !paths.spool().exists(),
+        "nothing recorded in the prompting run"
+    );
+    assert!(!paths.outbox().exists());
+    let v = status_json(&home, &[]);
+    assert_eq!(
+        (v["level"].as_str(), v["source"].as_str()),
+        (Some("aggregate"), Some("tool_file"))
+    );
+
+    // The next run records (and does not ask again).
+    let p = spawn(&home, &["greet"], &[]);
+    let (text, _) = finish(p);
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert!(paths.spool().exists());
+}
+
+#[test]
+fn no_prompt_in_ci_even_on_a_terminal() {
+    let home = Home::new();
+    let p = spawn(&home, &["greet"], &[("CI", "true")]);
+    let (text, code) = finish(p);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("hello") && !text.contains("Share usage data"),
+        "{text}"
+    );
+    assert!(!tool_file(&home).exists());
+}
+
+#[test]
+fn first_run_prompt_full_asks_identity_and_needs_yes() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["greet"], &[]);
+    p.exp_string("Share usage data?").unwrap();
+    p.send_line("full").unwrap();
+    p.exp_string("email").unwrap();
+    p.send_line("me@example.org").unwrap();
+    p.exp_string("organization").unwrap();
+    p.send_line("").unwrap();
+    p.exp_string("Type `yes` to confirm").unwrap();
+    p.send_line("no").unwrap();
+    p.exp_string("Not confirmed").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    assert_eq!(
+        status_json(&home, &[])["level"],
+        "off",
+        "unconfirmed full is a no"
+    );
+}
+
+#[test]
+fn enable_full_interactively_asks_each_identity_field_and_confirms() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["telemetry", "enable", "full"], &[]);
+    p.exp_string("email").unwrap();
+    p.exp_string("An address to write to, at most 64 characters")
+        .unwrap();
+    p.send_line("me@example.org").unwrap();
+    p.exp_string("organization").unwrap();
+    p.send_line("").unwrap();
+    let summary = p.exp_string("Type `yes` to confirm").unwrap();
+    assert!(summary.contains("email = \"me@example.org\""), "{summary}");
+    assert!(summary.contains("organization = (not sent)"), "{summary}");
+    p.send_line("yes").unwrap();
+    p.exp_regex(r"is now \S*full").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    let v = status_json(&home, &[]);
+    assert_eq!(v["level"], "full");
+
+    // A preset field is not asked again; anything but `yes` changes nothing.
+    let home = Home::new();
+    let mut p = spawn(
+        &home,
+        &["telemetry", "enable", "full", "--identity", "email=a@b.c"],
+        &[],
+    );
+    p.exp_string("organization").unwrap();
+    p.send_line("Acme").unwrap();
+    let summary = p.exp_string("Type `yes` to confirm").unwrap();
+    assert!(summary.contains("email = \"a@b.c\""), "{summary}");
+    p.send_line("sure").unwrap();
+    p.exp_string("not confirmed; nothing changed").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 1);
+    assert!(!tool_file(&home).exists());
+}
+
+#[test]
+fn enable_without_a_level_asks_for_one() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["telemetry", "enable"], &[]);
+    p.exp_string("Level to enable").unwrap();
+    p.send_line("anonymous").unwrap();
+    p.exp_regex(r"is now \S*anonymous").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    assert_eq!(status_json(&home, &[])["level"], "anonymous");
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let home = Home::new();
+    let (text, code) = finish(spawn(&home, &["telemetry", "status"], &[]));
+    assert_eq!(code, 0);
+    assert!(text.contains("\x1b["), "colour on a terminal: {text:?}");
+    let (text, _) = finish(spawn(&home, &["telemetry", "status"], &[("NO_COLOR", "1")]));
+    assert!(!text.contains("\x1b["), "NO_COLOR: {text:?}");
+    assert!(text.contains("level"), "{text}");
+}
