@@ -364,6 +364,8 @@ fn show_prints_exactly_what_flush_then_sends() {
     );
     assert!(show(&home).is_empty());
     assert_ne!(status_json(&home, &[])["last_upload"], Value::Null);
+    let text = stdout(&host(&home, &["telemetry", "status"]).assert().success());
+    assert!(!text.contains("last upload      never"), "{text}");
     let out = host(&home, &["telemetry", "flush"])
         .env("HOST_CLI_TELEMETRY_ENDPOINT", &collector.url)
         .assert()
@@ -700,4 +702,55 @@ fn consent_tool_where_prints_the_folders_in_use() {
     }
     assert!(text.contains("system policy"), "{text}");
     consent(&home, &["--help"]).assert().success();
+}
+
+#[test]
+fn a_corrupt_consent_file_fails_closed_with_one_warning() {
+    let home = Home::new();
+    let file = tool_file(&home);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "level = [not toml").unwrap();
+    let out = host(&home, &["telemetry", "status", "--json"])
+        .assert()
+        .success();
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (v["level"].as_str(), v["source"].as_str()),
+        (Some("off"), Some("tool_file"))
+    );
+    assert!(v["unreadable"].is_string(), "{v}");
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("telemetry is off"),
+        "{err}"
+    );
+    let text = stdout(&host(&home, &["telemetry", "status"]).assert().success());
+    assert!(text.contains("unreadable"), "{text}");
+    // Enabling again replaces the corrupt file.
+    host(&home, &["telemetry", "enable", "aggregate"])
+        .assert()
+        .success();
+    assert_eq!(status_json(&home, &[])["level"], "aggregate");
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let home = Home::new();
+    let help = stdout(&host(&home, &["telemetry", "--help"]).assert().success());
+    for sub in [
+        "status", "enable", "disable", "show", "log", "reset-id", "flush",
+    ] {
+        assert!(help.contains(sub), "{sub} missing from\n{help}");
+    }
+    let help = stdout(&consent(&home, &["--help"]).assert().success());
+    for sub in ["list", "set", "disable", "global", "where"] {
+        assert!(help.contains(sub), "{sub} missing from\n{help}");
+    }
+    let help = stdout(
+        &host(&home, &["telemetry", "flush", "--help"])
+            .assert()
+            .success(),
+    );
+    assert!(help.contains("--timeout <SECONDS>"), "{help}");
 }
