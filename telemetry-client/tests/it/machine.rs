@@ -103,3 +103,27 @@ fn reset_id_queues_deletion_of_the_old_id() {
             .all(|p| p.body["install_id"] == new.to_string())
     );
 }
+
+#[test]
+fn a_hand_edited_downgrade_is_completed_at_the_next_start() {
+    let home = Home::new();
+    home.consent(MANIFEST, Tier::Anonymous);
+    let t = home.telemetry(MANIFEST, "https://unused.invalid");
+    let id = t.control().unwrap().status().unwrap().install_id.unwrap();
+    drop(t);
+    // The user edits the file instead of running `disable`.
+    let file = home.folders().tool_file("it-cli");
+    std::fs::write(&file, "level = \"off\"\n").unwrap();
+    let t = home.telemetry(MANIFEST, "https://unused.invalid");
+    let control = t.control().unwrap();
+    assert_eq!(control.status().unwrap().install_id, None);
+    let state = telemetry_client::state::ToolState::load(&home.folders().tool_state("it-cli"));
+    assert_eq!(state.install_id, None);
+    assert_eq!(state.pending_deletions, [id]);
+    // Opting in again starts a fresh, unlinkable id.
+    drop(t);
+    home.consent(MANIFEST, Tier::Anonymous);
+    let t = home.telemetry(MANIFEST, "https://unused.invalid");
+    let fresh = t.control().unwrap().status().unwrap().install_id;
+    assert!(fresh.is_some() && fresh != Some(id));
+}
