@@ -54,12 +54,14 @@ pub fn prompt_if_needed(telemetry: &Telemetry) -> Option<Tier> {
     let mut output = std::io::stderr().lock();
     let style = Style::for_stream(Stream::Stderr);
     let (tier, identity) = first_run(&control, &style, &mut input, &mut output);
-    // Whatever the answer, this run records and sends nothing.
+    let tool = control.tool();
+    let stored = control.store_prompt_answer(tier, identity);
+    // Whatever the answer, this run records and sends nothing. After
+    // storing, because storing sets this run's ceiling to the answer.
     if let Ok(core) = &telemetry.core {
         core.changed(Some(Tier::Off));
     }
-    let tool = control.tool();
-    let _ = match control.store_prompt_answer(tier, identity) {
+    let _ = match stored {
         Ok(()) if tier == Tier::Off => writeln!(
             output,
             "Telemetry stays off. Opt in any time with `{tool} telemetry enable`."

@@ -3,6 +3,7 @@
 
 use rexpect::process::WaitStatus;
 use rexpect::session::{PtySession, spawn_command};
+use telemetry_client::spool::Record;
 
 use crate::cli::{HOST, isolated, status_json};
 use crate::support::Home;
@@ -188,4 +189,36 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let (text, _) = finish(spawn(&home, &["telemetry", "status"], &[("NO_COLOR", "1")]));
     assert!(!text.contains("\x1b["), "NO_COLOR: {text:?}");
     assert!(text.contains("level"), "{text}");
+}
+
+#[test]
+fn a_prompt_after_the_aggregate_notice_still_records_nothing_in_its_run() {
+    let home = Home::new();
+    let notice = [("HOST_AGGREGATE_NOTICE", "1")];
+    // An interactive run of the subcommand shows the author's notice (and
+    // no prompt, which is not asked for the telemetry subcommand).
+    let (text, code) = finish(spawn(&home, &["telemetry", "status"], &notice));
+    assert_eq!(code, 0);
+    assert!(text.contains("from the next run on"), "{text}");
+    assert!(!text.contains("Share usage data"), "{text}");
+
+    // The next interactive run counts at the default level when it starts,
+    // then asks; after the answer this run records nothing more.
+    let mut p = spawn(&home, &["greet"], &notice);
+    p.exp_string("Share usage data?").unwrap();
+    p.send_line("anonymous").unwrap();
+    p.exp_string("hello").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    let paths = home.folders().tool_state("host-cli");
+    let records = telemetry_client::spool::read(&paths).unwrap().records;
+    let commands = records
+        .iter()
+        .filter(|r| match r {
+            Record::Count { event, .. } => event == "command",
+            Record::Event { name, .. } => name == "command",
+        })
+        .count();
+    assert_eq!(commands, 0, "{records:?}");
+    assert_eq!(status_json(&home, &[])["level"], "anonymous");
 }
