@@ -288,7 +288,15 @@ fn status(control: &Control<'_>, json: bool) -> Outcome {
             source_words(status.source, tool, &env, &status),
         ),
     ];
-    if let Some(choice) = status.choice.filter(|c| *c != status.level) {
+    // The resolution stops at `DO_NOT_TRACK` without reading the tool file,
+    // so read the stored choice here: users should see what they chose.
+    let stored = status.choice.or_else(|| {
+        let file = status.config_file.as_deref()?;
+        crate::consent::file_level(&crate::consent::FileInput::read(file))
+            .ok()
+            .flatten()
+    });
+    if let Some(choice) = stored.filter(|c| *c != status.level) {
         rows.push((
             "your choice",
             style.yellow(&format!("{choice} (lowered by the rule above)")),

@@ -148,6 +148,7 @@ fn do_not_track_reports_off_from_the_environment() {
             .success(),
     );
     assert!(text.contains("the environment (DO_NOT_TRACK)"), "{text}");
+    assert!(text.contains("full (lowered by the rule above)"), "{text}");
 
     // The tool's own variable is a ceiling too.
     let v = status_json(&home, &[("HOST_CLI_TELEMETRY", "aggregate")]);
