@@ -24,7 +24,7 @@
 //! # Layout
 //!
 //! - [`consent`]: the resolution chain (a pure function) and consent files.
-//! - [`env`]: the environment variables the client reads.
+//! - [`env`](mod@env): the environment variables the client reads.
 //! - [`folders`]: where consent and state live.
 //! - [`state`]: the per-tool state file (install id, lifecycle flags, schedule).
 //! - [`spool`]: the append-only, checksummed, bounded record file.
@@ -383,12 +383,14 @@ impl Core {
         self.start_level.min(cap)
     }
 
-    /// Applies a level change made in this run: lowers the ceiling, drops
-    /// buffered events recorded under an id that no longer exists, and picks
-    /// up the current install id.
+    /// Applies a level change made in this run: lowers the ceiling (never
+    /// raises it), drops buffered events recorded under an id that no longer
+    /// exists, and picks up the current install id.
     pub(crate) fn changed(&self, new_level: Option<Tier>) {
         if let Some(tier) = new_level {
-            self.cap.store(tier_index(tier), Ordering::SeqCst);
+            // Only ever lowers: a raise takes effect from the next run, so a
+            // run that asks for consent never records under the new answer.
+            self.cap.fetch_min(tier_index(tier), Ordering::SeqCst);
         }
         let state = self.paths.as_ref().map(ToolState::load).unwrap_or_default();
         let mut buffer = lock(&self.buffer);
