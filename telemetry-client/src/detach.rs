@@ -95,6 +95,17 @@ fn spawn(tool: &str) {
             return;
         }
     };
+    // Cargo puts test harnesses in `target/<profile>/deps/`. Re-executing one
+    // would run the host's whole test suite again instead of an upload, so a
+    // host's own tests never start the uploader (they can call `flush`).
+    if exe
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .is_some_and(|name| name == "deps")
+    {
+        tracing::debug!("running inside a test harness; not starting the uploader");
+        return;
+    }
     let mut cmd = Command::new(exe);
     cmd.env(UPLOADER_MARKER, tool)
         .stdin(Stdio::null())
