@@ -65,7 +65,13 @@ pub(crate) struct Http {
 impl Http {
     /// A client for `endpoint`, whose requests give up after `total`.
     pub(crate) fn new(endpoint: &str, total: Duration) -> Result<Http, String> {
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if is_loopback(endpoint) {
+            // A proxy from HTTPS_PROXY cannot reach this machine's loopback
+            // collector; remote endpoints still honour the proxy variables.
+            config = config.proxy(None);
+        }
+        let agent = config
             .timeout_connect(Some(CONNECT_TIMEOUT.min(total)))
             .timeout_global(Some(total))
             // Statuses are outcomes here, not errors.
@@ -147,16 +153,29 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let url: ureq::http::Uri = endpoint
         .parse()
         .map_err(|e| format!("invalid endpoint: {e}"))?;
-    let host = url.host().unwrap_or_default();
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback = host_is_loopback(url.host().unwrap_or_default());
     match url.scheme_str().unwrap_or_default() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
         "http" => Err("refusing plain http:// to a non-loopback host; use https://".into()),
         other => Err(format!("unsupported endpoint scheme `{other}`")),
     }
+}
+
+/// Whether `host` (as in a URL, IPv6 in brackets) is this machine.
+fn host_is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `endpoint` points at this machine.
+fn is_loopback(endpoint: &str) -> bool {
+    endpoint
+        .parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(host_is_loopback))
+        .unwrap_or(false)
 }
 
 /// What one upload run did.
