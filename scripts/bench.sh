@@ -18,7 +18,7 @@
 #
 # Knobs (environment variables, all optional):
 #   BENCH_RUNS            A/B pairs per overhead cell                  [200]
-#   BENCH_MAX_SECS        time limit of one fast overhead cell, s      [20]
+#   BENCH_MAX_SECS        time limit of one fast overhead cell, s      [15]
 #   BENCH_SLOW_MAX_SECS   time limit of one blackholed peer cell, s    [30]
 #   BENCH_LOAD_REQUESTS   request cap of one ingest cell               [20000]
 #   BENCH_LOAD_SECS       time limit of one ingest cell, s             [10]
@@ -38,7 +38,7 @@ PEERS_BIN="$PEERS_DIR/target/release"
 RELEASE_BIN="$CARGO_TARGET_DIR/release"
 
 RUNS="${BENCH_RUNS:-200}"
-MAX_SECS="${BENCH_MAX_SECS:-20}"
+MAX_SECS="${BENCH_MAX_SECS:-15}"
 SLOW_MAX_SECS="${BENCH_SLOW_MAX_SECS:-30}"
 LOAD_REQUESTS="${BENCH_LOAD_REQUESTS:-20000}"
 LOAD_SECS="${BENCH_LOAD_SECS:-10}"
@@ -212,7 +212,7 @@ overhead_demo_cli() {
             local args=(--a "$DEMO_CLI greet" --b "$DEMO_CLI greet")
             for e in "${env[@]}"; do args+=(--a-env "$e" --b-env "$e"); done
             args+=(--b-env DEMO_CLI_TELEMETRY=off)
-            overhead_row "demo-cli $tier" "$mode" "$MAX_SECS" 3 30 -- "${args[@]}"
+            overhead_row "demo-cli $tier" "$mode" "$MAX_SECS" 3 15 -- "${args[@]}"
         done
     done
     out ""
@@ -233,7 +233,7 @@ db = "$dir/telemetry.db"
 [rate_limit]
 requests_per_minute = 0
 EOF
-    "$COLLECTOR" --config "$dir/config.toml" serve >"$dir/collector.log" 2>&1 &
+    TELEMETRY_COLLECTOR_CONFIG="$dir/config.toml" "$COLLECTOR" serve >"$dir/collector.log" 2>&1 &
     COLLECTOR_PID=$!
     local i
     for i in $(seq 1 100); do
@@ -268,21 +268,17 @@ ingest_throughput() {
     local url="$1"
     out "## Collector ingest throughput (loadgen, $CONCURRENCY connections, loopback)"
     out ""
-    out "Each cell: at most $LOAD_REQUESTS requests or ${LOAD_SECS}s. Open mode, rate limit off, fresh database."
+    out "Each cell: at most $LOAD_REQUESTS requests or ${LOAD_SECS}s. Open mode, rate limit off; one fresh database for all cells, in this order."
     out ""
-    out "| tier | batch | events/s | requests/s | p50 ms | p99 ms | 2xx | non-2xx | transport errors | unfinished |"
-    out "|---|---|---|---|---|---|---|---|---|---|"
-    local tier batch json
+    "$LOADGEN" --header | tee -a "$RESULTS"
+    local tier batch
     for tier in aggregate anonymous full; do
         for batch in 1 10 100; do
             log "ingest: $tier, batch $batch"
-            if json=$(timeout $((LOAD_SECS + 60)) "$LOADGEN" --url "$url" --tier "$tier" \
+            timeout $((LOAD_SECS + 60)) "$LOADGEN" --url "$url" --tier "$tier" \
                 --batch "$batch" --concurrency "$CONCURRENCY" --requests "$LOAD_REQUESTS" \
-                --duration-secs "$LOAD_SECS" --project loadgen --json); then
-                out "$(jq -r '"| \(.tier) | \(.batch) | \(.events_per_sec | floor) | \(.requests_per_sec | floor) | \(.latency_p50_ms * 100 | round / 100) | \(.latency_p99_ms * 100 | round / 100) | \(.ok) | \(.non_2xx | to_entries | map("\(.key)×\(.value)") | join(" ") | if . == "" then "0" else . end) | \(.transport_errors) | \(.unfinished) |"' <<<"$json")"
-            else
-                out "| $tier | $batch | loadgen failed | | | | | | | |"
-            fi
+                --duration-secs "$LOAD_SECS" --project loadgen --row | tee -a "$RESULTS" \
+                || out "| $tier | $batch | loadgen failed or timed out (exit $?) |"
         done
     done
     out ""

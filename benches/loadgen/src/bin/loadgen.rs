@@ -21,8 +21,8 @@ use telemetry_protocol::Tier;
 #[command(name = "loadgen", version)]
 struct Args {
     /// The collector's base URL (loopback only); `/v1/ingest` is appended.
-    #[arg(long)]
-    url: String,
+    #[arg(long, required_unless_present = "header")]
+    url: Option<String>,
     /// The tier every payload claims: aggregate, anonymous or full.
     #[arg(long, default_value = "anonymous")]
     tier: Tier,
@@ -60,6 +60,12 @@ struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Print one Markdown table row instead of text (see `--header`).
+    #[arg(long)]
+    row: bool,
+    /// Print the Markdown table header for `--row` and exit.
+    #[arg(long)]
+    header: bool,
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -68,8 +74,16 @@ fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.header {
+        println!("{HEADER}");
+        return Ok(());
+    }
+    // clap makes it required unless `--header` is given.
+    let Some(url) = args.url.clone() else {
+        anyhow::bail!("--url is required");
+    };
     let config = LoadConfig {
-        url: args.url.clone(),
+        url,
         spec: PayloadSpec {
             project: args.project.clone(),
             tier: args.tier,
@@ -95,10 +109,35 @@ fn main() -> anyhow::Result<()> {
             "{}",
             serde_json::to_string(&report).context("encoding the report")?
         );
+    } else if args.row {
+        println!("{}", row(&report));
     } else {
         print_text(&report);
     }
     Ok(())
+}
+
+const HEADER: &str = "| tier | batch | events/s | requests/s | p50 ms | p99 ms | 2xx | non-2xx | transport errors | unfinished at the time limit |\n|---|---|---|---|---|---|---|---|---|---|";
+
+fn row(r: &LoadReport) -> String {
+    let non_2xx = if r.non_2xx.is_empty() {
+        "0".to_owned()
+    } else {
+        let parts: Vec<_> = r.non_2xx.iter().map(|(s, n)| format!("{s}×{n}")).collect();
+        parts.join(" ")
+    };
+    format!(
+        "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {non_2xx} | {} | {} |",
+        r.tier,
+        r.batch,
+        r.events_per_sec,
+        r.requests_per_sec,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.ok,
+        r.transport_errors,
+        r.unfinished
+    )
 }
 
 fn print_text(r: &LoadReport) {
