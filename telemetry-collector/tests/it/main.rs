@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, and real collector processes for crash and privacy checks.
 //! Every test uses real SQLite files in its own temporary directory.
 
+mod backends;
 mod canary;
 mod cli;
 mod common;
@@ -9,5 +10,6 @@ mod crash;
 mod deletion;
 mod handlers;
 mod idempotency;
+mod multi_collector;
 mod retention;
 mod server;

@@ -1,0 +1,747 @@
+//! One behaviour suite, run against every storage backend: SQLite in a
+//! temporary folder and PostgreSQL in a fresh schema per test, so the tests
+//! run in parallel. Each test loops over [`backends`] rather than being copied.
+//!
+//! PostgreSQL is found at `TELEMETRY_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). With `CI=true` an unreachable
+//! server fails the tests; elsewhere they print why and run on SQLite only.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use telemetry_collector::AppState;
+use telemetry_collector::config::Config;
+use telemetry_collector::secrets::InstallHasher;
+use telemetry_collector::store::postgres::{self, PostgresOptions, PostgresStore};
+use telemetry_collector::store::{Store, StoreError};
+use tempfile::TempDir;
+
+use crate::common::*;
+
+/// The PostgreSQL server the tests use.
+pub(crate) fn postgres_base_url() -> String {
+    std::env::var("TELEMETRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Connects to `url` on the current runtime.
+pub(crate) async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A schema of its own on the test server, dropped when this is dropped.
+pub(crate) struct PgSchema {
+    /// The schema name, `t_<random>`.
+    pub(crate) name: String,
+    /// A URL whose connections use only this schema.
+    pub(crate) url: String,
+}
+
+impl PgSchema {
+    /// Creates a fresh schema, or says why PostgreSQL is unavailable. Under
+    /// `CI=true` an unavailable server is a test failure, not a skip.
+    // The skip must be visible in the test output, or a missing server
+    // would pass silently.
+    #[allow(clippy::print_stderr)]
+    pub(crate) async fn create() -> Option<PgSchema> {
+        let base = postgres_base_url();
+        let client = match pg_connect(&base).await {
+            Ok(client) => client,
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("CI=true but PostgreSQL at TELEMETRY_TEST_POSTGRES is unreachable: {e}");
+                }
+                eprintln!(
+                    "skipping the PostgreSQL backend: cannot connect ({e}); set TELEMETRY_TEST_POSTGRES"
+                );
+                return None;
+            }
+        };
+        let name = format!("t_{}", new_id().simple());
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-csearch_path%3D{name}");
+        Some(PgSchema { name, url })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // Drop runs outside any async context we can rely on, so use a
+        // runtime of our own on a thread of its own.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(client) = pg_connect(&postgres_base_url()).await {
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// One backend under test: its config (database in `dir` or in `pg`'s schema).
+pub(crate) struct Backend {
+    /// `sqlite` or `postgres`, for assertion messages.
+    pub(crate) name: &'static str,
+    /// The `demo` config pointing at this backend.
+    pub(crate) config: Config,
+    /// Holds the manifest, the key file and the SQLite database.
+    pub(crate) _dir: TempDir,
+    /// The PostgreSQL schema, for the PostgreSQL backend.
+    pub(crate) pg: Option<PgSchema>,
+}
+
+/// Every backend available: SQLite always, PostgreSQL when reachable (always under CI).
+pub(crate) async fn backends() -> Vec<Backend> {
+    let mut all = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    all.push(Backend {
+        name: "sqlite",
+        config: config(dir.path()),
+        _dir: dir,
+        pg: None,
+    });
+    if let Some(pg) = PgSchema::create().await {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.db = pg.url.clone();
+        cfg.pseudonym_key_file = Some(dir.path().join("pseudonym-key"));
+        all.push(Backend {
+            name: "postgres",
+            config: cfg,
+            _dir: dir,
+            pg: Some(pg),
+        });
+    }
+    all
+}
+
+impl Backend {
+    /// A fresh [`AppState`] over this backend.
+    pub(crate) fn state(&self) -> AppState {
+        state(&self.config)
+    }
+
+    /// `SELECT CAST((sql) AS BIGINT)` on a connection of its own, so it sees
+    /// exactly what is committed; NULL reads as 0.
+    pub(crate) async fn scalar(&self, sql: &str) -> i64 {
+        let sql = format!("SELECT CAST(({sql}) AS BIGINT)");
+        match &self.pg {
+            None => {
+                let conn = rusqlite::Connection::open(self.config.db_path()).unwrap();
+                conn.query_row(&sql, [], |r| r.get::<_, Option<i64>>(0))
+                    .unwrap()
+                    .unwrap_or(0)
+            }
+            Some(pg) => {
+                let client = pg_connect(&pg.url).await.unwrap();
+                client
+                    .query_one(&sql, &[])
+                    .await
+                    .unwrap()
+                    .get::<_, Option<i64>>(0)
+                    .unwrap_or(0)
+            }
+        }
+    }
+
+    /// A byte-string literal in this backend's SQL dialect.
+    pub(crate) fn bytes(&self, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match self.pg {
+            None => format!("X'{hex}'"),
+            Some(_) => format!("'\\x{hex}'::bytea"),
+        }
+    }
+
+    /// The pseudonym of `install` in project `demo` under this backend's key.
+    pub(crate) fn hash(&self, install: &telemetry_protocol::Uuid) -> [u8; 16] {
+        InstallHasher::load_or_create(&self.config.pseudonym_key_path())
+            .unwrap()
+            .hash("demo", install)
+            .0
+    }
+}
+
+/// A day relative to today, as `YYYY-MM-DD`.
+pub(crate) fn day_offset(days: i32) -> String {
+    telemetry_collector::ingest::today()
+        .add_days(days)
+        .to_string()
+}
+
+/// An event at noon, `days` from today.
+pub(crate) fn event_on(name: &str, days: i32) -> Value {
+    json!({"id": new_id(), "name": name, "timestamp": format!("{}T12:00:00Z", day_offset(days))})
+}
+
+/// A mixed load over three weeks, every tier, two versions and two OSes, with
+/// replays; the same numbers on any backend.
+pub(crate) async fn workload(state: &AppState) {
+    let mut replays = Vec::new();
+    for i in 0..6i32 {
+        let mut events = vec![event_on("install", -3 * i), event_on("active", -3 * i)];
+        if i % 2 == 0 {
+            events.push(event_on("setup_started", -3 * i));
+        }
+        if i % 3 == 0 {
+            events.push(event_on("setup_completed", -3 * i));
+        }
+        events.push(event_on("active", 0));
+        events.push(
+            json!({"id": new_id(), "name": "command", "timestamp": format!("{}T13:00:00Z", day_offset(-i)),
+                   "props": {"name": if i % 2 == 0 { "greet" } else { "init" }}}),
+        );
+        let mut payload = anonymous(new_id(), events);
+        if i % 2 == 1 {
+            payload["context"]["tool_version"] = json!("1.5.0");
+            payload["context"]["os"] = json!("macos");
+        }
+        let (status, body) = ingest(state, &payload).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        replays.push(payload);
+    }
+    let identity = full(
+        new_id(),
+        vec![event_on("install", -1), event_on("crash", -1)],
+        "someone@example.org",
+    );
+    assert_eq!(ingest(state, &identity).await.0, StatusCode::OK);
+    let report = aggregate(new_id(), "install", 4);
+    assert_eq!(ingest(state, &report).await.0, StatusCode::OK);
+    let mut command = aggregate(new_id(), "command", 9);
+    command["counters"][0]["props"] = json!({"name": "greet"});
+    assert_eq!(ingest(state, &command).await.0, StatusCode::OK);
+    // Retries of everything change nothing.
+    for payload in replays.iter().chain([&identity, &report, &command]) {
+        let (status, body) = ingest(state, payload).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["accepted"], 0, "{body}");
+    }
+}
+
+/// The stats of `demo` over the last four weeks, as JSON.
+pub(crate) async fn stats_json(store: &dyn Store) -> Value {
+    let to = telemetry_collector::ingest::today();
+    let stats = telemetry_collector::stats::project_stats(store, "demo", to.add_days(-27), to)
+        .await
+        .unwrap();
+    serde_json::to_value(stats).unwrap()
+}
+
+#[tokio::test]
+async fn tiers_are_enforced_end_to_end_on_every_backend() {
+    for b in backends().await {
+        let state = b.state();
+        let install = new_id();
+        let mut above = aggregate(new_id(), "command", 1);
+        above["install_id"] = json!(install);
+        let mut identity_at_anonymous = anonymous(install, vec![event(new_id(), "install")]);
+        identity_at_anonymous["identity"] = json!({"email": "a@example.org"});
+        let rejected = [
+            above,
+            identity_at_anonymous,
+            anonymous(install, vec![event(new_id(), "not_declared")]),
+            aggregate(new_id(), "crash", 1),
+        ];
+        for payload in &rejected {
+            let (status, body) = ingest(&state, payload).await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}: {body}",
+                b.name
+            );
+        }
+        for table in [
+            "events",
+            "daily_counters",
+            "installs",
+            "identities",
+            "seen_reports",
+        ] {
+            let n = b.scalar(&format!("SELECT COUNT(*) FROM {table}")).await;
+            assert_eq!(
+                n, 0,
+                "{}: a rejected request stored rows in {table}",
+                b.name
+            );
+        }
+
+        let (status, _) = ingest(
+            &state,
+            &full(install, vec![event(new_id(), "install")], "a@example.org"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM identities").await,
+            1,
+            "{}",
+            b.name
+        );
+        // Lowering the tier forgets the identity.
+        let (status, _) = ingest(&state, &anonymous(install, vec![event(new_id(), "crash")])).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM identities").await,
+            0,
+            "{}",
+            b.name
+        );
+        // Aggregate data leaves counters only: no event or install row.
+        let (status, _) = ingest(&state, &aggregate(new_id(), "command", 3)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM events").await,
+            2,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM installs").await,
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT SUM(count) FROM daily_counters").await,
+            5,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM daily_counters WHERE tier = 1")
+                .await,
+            1,
+            "{}",
+            b.name
+        );
+        state.store().close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn replays_count_once_on_every_backend() {
+    for b in backends().await {
+        let state = b.state();
+        let install = new_id();
+        let first = new_id();
+        let payload = anonymous(
+            install,
+            vec![event(first, "install"), event(new_id(), "active")],
+        );
+        let (_, body) = ingest(&state, &payload).await;
+        assert_eq!(body, json!({"accepted": 2, "duplicates": 0}), "{}", b.name);
+        let (_, body) = ingest(&state, &payload).await;
+        assert_eq!(body, json!({"accepted": 0, "duplicates": 2}), "{}", b.name);
+        let mixed = anonymous(
+            install,
+            vec![event(first, "install"), event(new_id(), "install")],
+        );
+        let (_, body) = ingest(&state, &mixed).await;
+        assert_eq!(body, json!({"accepted": 1, "duplicates": 1}), "{}", b.name);
+
+        // Concurrent retries of one report and of one event batch: exactly one counts.
+        let report = aggregate(new_id(), "install", 5);
+        let batch = anonymous(
+            new_id(),
+            vec![event(new_id(), "install"), event(new_id(), "crash")],
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let state = state.clone();
+            let payload = if i % 2 == 0 {
+                report.clone()
+            } else {
+                batch.clone()
+            };
+            tasks.spawn(async move { ingest(&state, &payload).await });
+        }
+        let mut accepted = 0;
+        while let Some(result) = tasks.join_next().await {
+            let (status, body) = result.unwrap();
+            assert_eq!(status, StatusCode::OK, "{}", b.name);
+            accepted += body["accepted"].as_u64().unwrap();
+        }
+        assert_eq!(accepted, 1 + 2, "{}", b.name);
+
+        let (_, stats) = admin_get(&state, "/api/v1/projects/demo/stats").await;
+        assert_eq!(stats["installs"], 2 + 5 + 1, "{}", b.name);
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM events").await,
+            5,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT SUM(count) FROM daily_counters").await,
+            5 + 5,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM seen_reports").await,
+            1,
+            "{}",
+            b.name
+        );
+        state.store().close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_delete_removes_every_row_of_the_install_on_every_backend() {
+    for b in backends().await {
+        let state = b.state();
+        let (gone, kept) = (new_id(), new_id());
+        for install in [gone, kept] {
+            let events = vec![event(new_id(), "install"), event(new_id(), "crash")];
+            let (status, _) = ingest(&state, &full(install, events, "x@example.org")).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let refs = |hash: [u8; 16]| {
+            let lit = b.bytes(&hash);
+            let b = &b;
+            async move {
+                let mut n = 0;
+                for table in ["events", "installs", "install_weeks", "identities"] {
+                    n += b
+                        .scalar(&format!(
+                            "SELECT COUNT(*) FROM {table} WHERE install = {lit}"
+                        ))
+                        .await;
+                }
+                n
+            }
+        };
+        let (gone_hash, kept_hash) = (b.hash(&gone), b.hash(&kept));
+        assert_eq!(refs(gone_hash).await, 5, "{}", b.name);
+
+        let delete = json!({"project": "demo", "install_id": gone}).to_string();
+        let (status, first) = send_json(&state, post("/v1/delete", delete.clone())).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            refs(gone_hash).await,
+            0,
+            "{}: rows of the deleted install remain",
+            b.name
+        );
+        assert_eq!(
+            refs(kept_hash).await,
+            5,
+            "{}: other installs are untouched",
+            b.name
+        );
+        let unknown = json!({"project": "demo", "install_id": new_id()}).to_string();
+        let (status, never) = send_json(&state, post("/v1/delete", unknown)).await;
+        assert_eq!((status, &never), (StatusCode::OK, &first), "{}", b.name);
+        // A delete for a project never seen creates nothing.
+        let other = json!({"project": "nobody", "install_id": gone}).to_string();
+        assert_eq!(
+            send_json(&state, post("/v1/delete", other)).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM projects").await,
+            1,
+            "{}",
+            b.name
+        );
+
+        let (_, stats) = admin_get(&state, "/api/v1/projects/demo/stats").await;
+        assert_eq!(
+            stats["installs"], 2,
+            "{}: counters carry no id and stay",
+            b.name
+        );
+        state.store().close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn retention_purges_raw_rows_and_keeps_counters_on_every_backend() {
+    for mut b in backends().await {
+        b.config.projects[0].retention_days = 30;
+        let state = b.state();
+        let old = full(new_id(), vec![event_on("install", -40)], "old@example.org");
+        assert_eq!(ingest(&state, &old).await.0, StatusCode::OK);
+        let recent = anonymous(new_id(), vec![event_on("install", -2)]);
+        assert_eq!(ingest(&state, &recent).await.0, StatusCode::OK);
+        let today = telemetry_collector::ingest::today();
+        let out = state
+            .store()
+            .purge(&state.retention(), today)
+            .await
+            .unwrap();
+        assert_eq!(
+            (out.events, out.installs, out.install_weeks),
+            (1, 1, 1),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM events").await,
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM installs").await,
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT COUNT(*) FROM identities").await,
+            0,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.scalar("SELECT SUM(count) FROM daily_counters").await,
+            2,
+            "{}: counters are kept",
+            b.name
+        );
+        // Report ids older than REPORT_ID_DAYS go; a purge twice removes nothing more.
+        let later = today.add_days(postgres::REPORT_ID_DAYS + 1);
+        assert_eq!(
+            ingest(&state, &aggregate(new_id(), "install", 1)).await.0,
+            StatusCode::OK
+        );
+        let out = state
+            .store()
+            .purge(&state.retention(), later)
+            .await
+            .unwrap();
+        assert_eq!(out.report_ids, 1, "{}", b.name);
+        state.store().close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn stats_are_identical_on_every_backend() {
+    let mut seen: Vec<(&str, Value)> = Vec::new();
+    for b in backends().await {
+        let state = b.state();
+        workload(&state).await;
+        let stats = stats_json(state.store()).await;
+        assert_eq!(stats["installs"], 6 + 1 + 4, "{}: {stats}", b.name);
+        assert_eq!(stats["setup_started"], 3, "{}", b.name);
+        assert_eq!(stats["setup_completed"], 2, "{}", b.name);
+        assert!(
+            stats["active_installs"].as_u64().unwrap() >= 6,
+            "{}",
+            b.name
+        );
+        seen.push((b.name, stats));
+        state.store().close().await.unwrap();
+    }
+    for (name, stats) in &seen[1..] {
+        assert_eq!(stats, &seen[0].1, "{name} differs from {}", seen[0].0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_means_committed_on_every_backend() {
+    for b in backends().await {
+        let state = b.state();
+        let b = Arc::new(b);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..24 {
+            let (state, b) = (state.clone(), b.clone());
+            tasks.spawn(async move {
+                let id = new_id();
+                let (status, _) =
+                    ingest(&state, &anonymous(new_id(), vec![event(id, "install")])).await;
+                assert_eq!(status, StatusCode::OK);
+                // Another connection must already see it: the answer came after COMMIT.
+                let lit = b.bytes(id.as_bytes());
+                let n = b
+                    .scalar(&format!(
+                        "SELECT COUNT(*) FROM events WHERE event_id = {lit}"
+                    ))
+                    .await;
+                assert_eq!(n, 1, "{}: acknowledged but not committed", b.name);
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap();
+        }
+        state.store().close().await.unwrap();
+        // A fresh store (as after a restart) counts all of them.
+        let reopened = b.state();
+        let stats = stats_json(reopened.store()).await;
+        assert_eq!(stats["installs"], 24, "{}", b.name);
+        reopened.store().close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn collectors_starting_together_migrate_once() {
+    let Some(pg) = PgSchema::create().await else {
+        return;
+    };
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        let url = pg.url.clone();
+        threads.push(std::thread::spawn(move || {
+            PostgresStore::open(&url, PostgresOptions::default()).map(|_| ())
+        }));
+    }
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let client = pg_connect(&pg.url).await.unwrap();
+    let rows = client
+        .query("SELECT version FROM schema_version", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), postgres::SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn a_collector_with_another_pseudonym_key_is_refused() {
+    let Some(pg) = PgSchema::create().await else {
+        return;
+    };
+    let fingerprint = |byte: u8| postgres::key_fingerprint(&InstallHasher::new([byte; 32]));
+    let open = |byte: u8| {
+        PostgresStore::open(
+            &pg.url,
+            PostgresOptions {
+                key_fingerprint: Some(fingerprint(byte)),
+                ..PostgresOptions::default()
+            },
+        )
+    };
+    open(1).unwrap().close().await.unwrap();
+    open(1).unwrap().close().await.unwrap();
+    match open(2) {
+        Err(StoreError::Database(message)) => {
+            assert!(message.contains("different pseudonym key"), "{message}")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a second key was accepted"),
+    }
+    assert_ne!(fingerprint(1), fingerprint(2));
+}
+
+/// Runs the collector binary; returns stdout, failing on a non-zero exit.
+pub(crate) fn run_cli(args: &[&str], dir: &Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TELEMETRY_COLLECTOR_DB")
+        .env_remove("TELEMETRY_COLLECTOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn migrate_moves_a_sqlite_database_and_stats_agree() {
+    let Some(pg) = PgSchema::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let state = state(&cfg);
+    workload(&state).await;
+    state.store().close().await.unwrap();
+    drop(state);
+
+    let db = cfg.db_path();
+    let db = db.to_str().unwrap();
+    let stats = |db: &str| -> Value {
+        let out = run_cli(
+            &[
+                "stats",
+                "--db",
+                db,
+                "--project",
+                "demo",
+                "--days",
+                "60",
+                "--format",
+                "json",
+            ],
+            dir.path(),
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let before = stats(db);
+    let out = run_cli(
+        &[
+            "migrate",
+            "--from",
+            &format!("sqlite:{db}"),
+            "--to",
+            &pg.url,
+        ],
+        dir.path(),
+    );
+    let events = query_i64(&cfg.db_path(), "SELECT COUNT(*) FROM events");
+    assert!(out.contains(&format!("events: {events} rows")), "{out}");
+    let after = stats(&pg.url);
+    assert_eq!(after, before);
+    assert_eq!(after["installs"], 11);
+
+    // The key of the SQLite deployment is now the only one the database accepts.
+    let mut pg_cfg = cfg.clone();
+    pg_cfg.db = pg.url.clone();
+    pg_cfg.pseudonym_key_file = Some(cfg.pseudonym_key_path());
+    let moved = state_result(&pg_cfg).expect("the migrated key is accepted");
+    // Retries of data sent before the move still count once.
+    let install = new_id();
+    let payload = anonymous(install, vec![event(new_id(), "install")]);
+    assert_eq!(ingest(&moved, &payload).await.1["accepted"], 1);
+    assert_eq!(ingest(&moved, &payload).await.1["accepted"], 0);
+    moved.store().close().await.unwrap();
+    pg_cfg.pseudonym_key_file = Some(dir.path().join("another-key"));
+    assert!(
+        state_result(&pg_cfg).is_err(),
+        "a different key must be refused"
+    );
+
+    // Migrating into a database that holds data is refused: it would count twice.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        .args([
+            "migrate",
+            "--from",
+            &format!("sqlite:{db}"),
+            "--to",
+            &pg.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already holds data"));
+    assert_eq!(stats(&pg.url)["installs"], 12);
+}
+
+fn state_result(config: &Config) -> Result<AppState, telemetry_collector::state::SetupError> {
+    AppState::from_config(config).map(|(s, _)| s)
+}
