@@ -161,7 +161,9 @@ macro_rules! number_input {
         }
     )*};
 }
-number_input!(f64, f32, u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
+number_input!(
+    f64, f32, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
 
 /// A manifest that could not be read, with the line and column of the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
