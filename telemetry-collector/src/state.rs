@@ -51,6 +51,8 @@ struct Inner {
     purge_interval: std::time::Duration,
     /// The dashboard's `[dashboard]` settings.
     dashboard: crate::dashboard::DashboardSettings,
+    /// Dashboard sign-ins, in memory only, shared by every router built from this state.
+    dashboard_sessions: Arc<crate::dashboard::session::Sessions>,
 }
 
 /// What start-up found, for the messages the binary prints.
@@ -150,6 +152,7 @@ impl AppState {
                 body_limit: config.body_limit,
                 purge_interval: std::time::Duration::from_secs(config.purge_interval_secs.max(1)),
                 dashboard: config.dashboard.clone(),
+                dashboard_sessions: Arc::default(),
             }),
         };
         Ok((
@@ -228,5 +231,10 @@ impl AppState {
     /// The dashboard's settings.
     pub fn dashboard(&self) -> &crate::dashboard::DashboardSettings {
         &self.inner.dashboard
+    }
+
+    /// The dashboard's live sign-in sessions.
+    pub fn dashboard_sessions(&self) -> &Arc<crate::dashboard::session::Sessions> {
+        &self.inner.dashboard_sessions
     }
 }

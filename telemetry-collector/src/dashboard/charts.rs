@@ -60,7 +60,10 @@ pub struct TimeChart<'a> {
 }
 
 const WIDTH: f64 = 720.0;
-const TIME_HEIGHT: f64 = 280.0;
+/// The time series is narrower than the other charts because two of them sit
+/// side by side on a wide screen; a smaller viewBox keeps their text readable.
+const TIME_WIDTH: f64 = 560.0;
+const TIME_HEIGHT: f64 = 260.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 14.0;
@@ -100,7 +103,7 @@ fn legend(out: &mut String, items: &[(&str, &str)]) {
 /// Renders a time-series chart as a `<figure>` with caption, SVG and legend.
 pub fn time_chart(chart: &TimeChart<'_>) -> String {
     let n = chart.x_labels.len();
-    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_w = TIME_WIDTH - LEFT - RIGHT;
     let plot_h = TIME_HEIGHT - TOP - BOTTOM;
     let max = chart
         .series
@@ -117,7 +120,7 @@ pub fn time_chart(chart: &TimeChart<'_>) -> String {
     let _ = write!(
         out,
         "<figure class=\"chart\">\n<figcaption>{}</figcaption>\n\
-         <svg viewBox=\"0 0 {WIDTH} {TIME_HEIGHT}\" role=\"img\" aria-label=\"{}: {} by {}\">\n",
+         <svg viewBox=\"0 0 {TIME_WIDTH} {TIME_HEIGHT}\" role=\"img\" aria-label=\"{}: {} by {}\">\n",
         Esc(chart.title),
         Esc(chart.title),
         Esc(chart.y_title),
@@ -255,10 +258,13 @@ pub fn bar_rows(
     series: &[(&str, &'static str)],
     rows: &[(String, Vec<u64>)],
 ) -> String {
-    const LABEL_W: f64 = 170.0;
+    // Narrower than the time series: breakdowns sit three to a row on a wide
+    // screen, and a smaller viewBox keeps their text readable there.
+    const WIDTH: f64 = 380.0;
+    const LABEL_W: f64 = 104.0;
     const ROW_H: f64 = 16.0;
     const ROW_GAP: f64 = 10.0;
-    const VALUE_W: f64 = 70.0;
+    const VALUE_W: f64 = 52.0;
     let per_row = ROW_H * series.len().max(1) as f64 + ROW_GAP;
     let height = (per_row * rows.len().max(1) as f64 + 28.0).ceil();
     let bar_room = WIDTH - LABEL_W - VALUE_W;
@@ -293,7 +299,7 @@ pub fn bar_rows(
             LABEL_W - 8.0,
             mid + 4.0,
             Esc(label),
-            Esc(&truncate(label, 22))
+            Esc(&truncate(label, 14))
         );
         for (s, (name, class)) in series.iter().enumerate() {
             let v = values.get(s).copied().unwrap_or(0);
@@ -447,8 +453,9 @@ pub fn sparkline(values: &[u64], label: &str) -> String {
     const W: f64 = 120.0;
     const H: f64 = 32.0;
     let max = values.iter().copied().max().unwrap_or(0).max(1);
+    // Two units of padding keep the line's stroke inside the box.
     let step = if values.len() > 1 {
-        W / (values.len() - 1) as f64
+        (W - 4.0) / (values.len() - 1) as f64
     } else {
         0.0
     };
@@ -458,7 +465,7 @@ pub fn sparkline(values: &[u64], label: &str) -> String {
         .map(|(i, &v)| {
             format!(
                 "{:.1},{:.1}",
-                step * i as f64,
+                2.0 + step * i as f64,
                 H - 2.0 - v as f64 / max as f64 * (H - 4.0)
             )
         })
@@ -601,7 +608,7 @@ mod tests {
     fn sparkline_has_one_point_per_value() {
         let svg = sparkline(&[0, 2, 4], "installs");
         assert!(
-            svg.contains("points=\"0.0,30.0 60.0,16.0 120.0,2.0\""),
+            svg.contains("points=\"2.0,30.0 60.0,16.0 118.0,2.0\""),
             "{svg}"
         );
     }

@@ -114,7 +114,7 @@ pub fn page(title: &str, chrome: Chrome, body: &str) -> String {
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"color-scheme\" content=\"light dark\">\n\
-         <meta name=\"referrer\" content=\"no-referrer\">\n\
+         <meta name=\"referrer\" content=\"same-origin\">\n\
          <title>{} · telemetry</title>\n\
          <link rel=\"stylesheet\" href=\"{STYLESHEET_PATH}\">\n\
          <link rel=\"icon\" href=\"{ICON_PATH}\" type=\"image/svg+xml\">\n\

@@ -159,8 +159,6 @@ pub struct DashboardConfig {
     /// URL is `https://`. Without it, the cookie is `Secure` only for requests
     /// that carry `X-Forwarded-Proto: https`.
     pub secure_cookies: bool,
-    /// How long a sign-in lasts.
-    pub session_ttl: Duration,
     /// Today's UTC day.
     pub clock: Clock,
 }
@@ -170,7 +168,6 @@ impl Default for DashboardConfig {
         DashboardConfig {
             public: BTreeMap::new(),
             secure_cookies: false,
-            session_ttl: session::SESSION_TTL,
             clock: Arc::new(system_today),
         }
     }
@@ -181,7 +178,6 @@ impl std::fmt::Debug for DashboardConfig {
         f.debug_struct("DashboardConfig")
             .field("public", &self.public)
             .field("secure_cookies", &self.secure_cookies)
-            .field("session_ttl", &self.session_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -202,7 +198,11 @@ pub fn routes(
     state: &crate::state::AppState,
     settings: &DashboardSettings,
 ) -> axum::Router<crate::state::AppState> {
-    router(Arc::new(state.clone()), settings.to_config())
+    router(
+        Arc::new(state.clone()),
+        settings.to_config(),
+        state.dashboard_sessions().clone(),
+    )
 }
 
 /// The Content-Security-Policy of every dashboard response.
@@ -213,10 +213,17 @@ const STYLESHEET: &str = include_str!("assets/dashboard.css");
 const ICON: &str = include_str!("assets/icon.svg");
 
 /// The dashboard's routes, ready to merge into the collector's router.
-pub fn router<S>(backend: Arc<dyn Backend>, config: DashboardConfig) -> Router<S> {
+///
+/// `sessions` must outlive any one router: the collector keeps them in its
+/// state, so every router built from that state knows the same sign-ins.
+pub fn router<S>(
+    backend: Arc<dyn Backend>,
+    config: DashboardConfig,
+    sessions: Arc<Sessions>,
+) -> Router<S> {
     let ctx = Ctx {
         backend,
-        sessions: Arc::new(Sessions::new(config.session_ttl)),
+        sessions,
         config: Arc::new(config),
     };
     Router::new()
@@ -236,11 +243,14 @@ pub fn router<S>(backend: Arc<dyn Backend>, config: DashboardConfig) -> Router<S
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
+    // `same-origin` rather than `no-referrer`: under `no-referrer` browsers
+    // send `Origin: null` with form posts, which the sign-in's origin check
+    // must refuse. Other sites still never see a dashboard URL.
     for (name, value) in [
         ("content-security-policy", CONTENT_SECURITY_POLICY),
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
     ] {
         if !headers.contains_key(name) {

@@ -182,7 +182,7 @@ fn kpi(out: &mut String, id: &str, label: &str, value: &str, note: &str) {
 }
 
 fn time_series(stats: &ProjectStats, range: &Range) -> String {
-    let mut out = String::new();
+    let mut out = String::from("<div class=\"cols\">\n");
     match range.by {
         Granularity::Day => {
             let x: Vec<String> = stats.daily.iter().map(|d| short_day(d.day)).collect();
@@ -254,6 +254,7 @@ fn time_series(stats: &ProjectStats, range: &Range) -> String {
             }));
         }
     }
+    out.push_str("</div>\n");
     out
 }
 

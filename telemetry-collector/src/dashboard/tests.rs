@@ -62,7 +62,10 @@ fn app_with(public: &[(&str, u64)]) -> (Router, Arc<FakeBackend>) {
         clock: Arc::new(today),
         ..DashboardConfig::default()
     };
-    (router(backend.clone(), config), backend)
+    (
+        router(backend.clone(), config, Arc::new(Sessions::default())),
+        backend,
+    )
 }
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
