@@ -3,10 +3,12 @@
 //! Every test uses real SQLite files in its own temporary directory.
 
 mod backends;
+mod browser;
 mod canary;
 mod cli;
 mod common;
 mod crash;
+mod dashboard;
 mod deletion;
 mod handlers;
 mod idempotency;
