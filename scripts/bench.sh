@@ -28,6 +28,8 @@
 #   DEMO_CLI_NO_TELEMETRY demo-cli built without the client, for the size row
 #   DEMO_CLI_CONSENT      the demo-cli words that set a level, the tier appended
 #                                                           ["telemetry enable"]
+#   DEMO_CLI_CONSENT_FULL extra words to confirm `full` without a terminal
+#                 ["--yes --identity email=bench@example.invalid --identity organization=bench"]
 #   COLLECTOR             the collector binary [$CARGO_TARGET_DIR/release/telemetry-collector]
 set -euo pipefail
 
@@ -47,6 +49,7 @@ OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
 DEMO_CLI="${DEMO_CLI:-$RELEASE_BIN/demo-cli}"
 DEMO_CLI_NO_TELEMETRY="${DEMO_CLI_NO_TELEMETRY:-}"
 DEMO_CLI_CONSENT="${DEMO_CLI_CONSENT:-telemetry enable}"
+DEMO_CLI_CONSENT_FULL="${DEMO_CLI_CONSENT_FULL:---yes --identity email=bench@example.invalid --identity organization=bench}"
 COLLECTOR="${COLLECTOR:-$RELEASE_BIN/telemetry-collector}"
 OVERHEAD="$RELEASE_BIN/overhead"
 LOADGEN="$RELEASE_BIN/loadgen"
@@ -169,13 +172,15 @@ overhead_peers() {
 # demo_cli_home TIER: an isolated HOME with the user's consent at TIER, made by
 # demo-cli itself ($DEMO_CLI_CONSENT TIER). Prints the HOME.
 demo_cli_home() {
-    local tier="$1" home="$WORK/home-$1"
+    local tier="$1" home="$WORK/home-$1" extra=""
+    # Without a terminal, `full` needs an explicit confirmation and identity.
+    [[ "$tier" == full ]] && extra="$DEMO_CLI_CONSENT_FULL"
     mkdir -p "$home/.config" "$home/.local/state" "$home/.local/share" "$home/.cache"
-    # shellcheck disable=SC2086 # DEMO_CLI_CONSENT is words on purpose
+    # shellcheck disable=SC2086 # DEMO_CLI_CONSENT and $extra are words on purpose
     env -u DO_NOT_TRACK HOME="$home" XDG_CONFIG_HOME="$home/.config" \
         XDG_STATE_HOME="$home/.local/state" XDG_DATA_HOME="$home/.local/share" \
         XDG_CACHE_HOME="$home/.cache" \
-        "$DEMO_CLI" $DEMO_CLI_CONSENT "$tier" </dev/null >"$WORK/consent-$tier.log" 2>&1 \
+        "$DEMO_CLI" $DEMO_CLI_CONSENT "$tier" $extra </dev/null >"$WORK/consent-$tier.log" 2>&1 \
         || { log "setting consent $tier failed: $(cat "$WORK/consent-$tier.log")"; return 1; }
     printf '%s' "$home"
 }
