@@ -61,6 +61,12 @@ pub struct RateLimitConfig {
     pub requests_per_minute: u32,
     /// Requests one source may send at once before the sustained rate applies.
     pub burst: u32,
+    /// Key the limit by the last address in `X-Forwarded-For` instead of the
+    /// peer address. Behind a reverse proxy every peer is the proxy, so without
+    /// this one busy client would throttle everyone. Enable it only when the
+    /// collector is reachable through the proxy alone, or clients can pick
+    /// their own key.
+    pub behind_proxy: bool,
 }
 
 /// The bounded write queue.
@@ -121,6 +127,7 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             requests_per_minute: 120,
             burst: 60,
+            behind_proxy: false,
         }
     }
 }
@@ -357,6 +364,11 @@ purge_interval_secs = 3600
 requests_per_minute = 120
 # Requests one address may send at once before the sustained rate applies.
 burst = 60
+# Behind a reverse proxy every request comes from the proxy's address. Set
+# this to key the limit by the last address in X-Forwarded-For (the one your
+# proxy appends) instead. Only do so if clients cannot reach the collector
+# except through the proxy. The address is still kept in memory only.
+behind_proxy = false
 
 # The bounded queue in front of the single database writer.
 [queue]

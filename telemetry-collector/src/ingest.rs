@@ -119,10 +119,15 @@ fn store_error(e: StoreError) -> ApiError {
 /// Checks the rate limit, content type, encoding and size, then parses the body.
 async fn read_json<T: DeserializeOwned>(state: &AppState, request: Request) -> Result<T, ApiError> {
     // Without a peer address (in-process tests), every request shares one bucket.
-    let source = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let source = if state.limiter().behind_proxy() {
+        crate::ratelimit::forwarded_source(request.headers()).unwrap_or(peer)
+    } else {
+        peer
+    };
     if let Err(wait) = state.limiter().check(source, Instant::now()) {
         return Err(
             ApiError::new(ErrorCode::RateLimited, "too many requests from this source")

@@ -12,6 +12,18 @@ use std::time::{Duration, Instant};
 
 use crate::config::RateLimitConfig;
 
+/// The address a reverse proxy appended to `X-Forwarded-For`: the last entry
+/// of the last such header. Entries before it were written by the client and
+/// cannot be trusted.
+pub fn forwarded_source(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// Buckets kept before idle ones are pruned.
 const PRUNE_AT: usize = 10_000;
 
@@ -22,6 +34,8 @@ pub struct RateLimiter {
     rate: f64,
     /// Bucket size.
     burst: f64,
+    /// Whether the source is taken from `X-Forwarded-For`.
+    behind_proxy: bool,
     /// Buckets by source; the address lives only here, in memory.
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
@@ -38,8 +52,14 @@ impl RateLimiter {
         RateLimiter {
             rate: f64::from(config.requests_per_minute) / 60.0,
             burst: f64::from(config.burst.max(1)),
+            behind_proxy: config.behind_proxy,
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether sources come from `X-Forwarded-For` (see [`RateLimitConfig::behind_proxy`]).
+    pub fn behind_proxy(&self) -> bool {
+        self.behind_proxy
     }
 
     /// Takes one token for `source` at `now`; `Err` holds how long to wait.
@@ -97,6 +117,7 @@ mod tests {
         RateLimiter::new(RateLimitConfig {
             requests_per_minute: per_minute,
             burst,
+            behind_proxy: false,
         })
     }
 
@@ -128,6 +149,27 @@ mod tests {
         assert!(l.check(a, t0).is_ok());
         assert!(l.check(same_64, t0).is_err());
         assert!(l.check(other, t0).is_ok());
+    }
+
+    #[test]
+    fn forwarded_source_takes_the_entry_the_proxy_appended() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let table: [(&[&str], Option<&str>); 6] = [
+            (&[], None),
+            (&["203.0.113.9"], Some("203.0.113.9")),
+            (&["1.1.1.1, 203.0.113.9"], Some("203.0.113.9")),
+            (&["1.1.1.1", "203.0.113.9"], Some("203.0.113.9")),
+            (&["[2001:db8::1]:443"], Some("2001:db8::1")),
+            (&["not an address"], None),
+        ];
+        for (values, expected) in table {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append("x-forwarded-for", HeaderValue::from_static(v));
+            }
+            let expected = expected.map(|e| e.parse::<IpAddr>().unwrap());
+            assert_eq!(forwarded_source(&headers), expected, "{values:?}");
+        }
     }
 
     #[test]

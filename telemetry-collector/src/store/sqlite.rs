@@ -998,35 +998,29 @@ mod tests {
     async fn queued_writes_are_committed_together() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let store = Arc::new(
-            SqliteStore::open(
-                &path,
-                SqliteOptions {
-                    queue_capacity: 64,
-                    max_batch: 256,
-                },
-            )
-            .unwrap(),
-        );
-        // Hold the write lock so the writer stalls on its first job while the
-        // rest queue up; then every queued job must share one commit.
+        let store = SqliteStore::open(
+            &path,
+            SqliteOptions {
+                queue_capacity: 64,
+                max_batch: 256,
+            },
+        )
+        .unwrap();
+        // Hold the write lock so the writer stalls on its first batch while
+        // the rest queue up; then everything queued must share one commit.
         let blocker = Connection::open(&path).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..50u128 {
-            let store = store.clone();
-            tasks.spawn(async move {
-                store
-                    .ingest(events_batch(1, &[i], "2026-11-20T10:00:00Z"))
-                    .await
-            });
-        }
-        while store.status().queue_depth < 49 {
-            tokio::task::yield_now().await;
+        let mut writes: Vec<_> = (0..50u128)
+            .map(|i| store.ingest(events_batch(1, &[i], "2026-11-20T10:00:00Z")))
+            .collect();
+        // Polling each write once enqueues it; none can finish while the lock is held.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for write in &mut writes {
+            assert!(write.as_mut().poll(&mut cx).is_pending());
         }
         blocker.execute_batch("ROLLBACK").unwrap();
-        while let Some(result) = tasks.join_next().await {
-            assert_eq!(result.unwrap().unwrap().accepted, 1);
+        for write in writes {
+            assert_eq!(write.await.unwrap().accepted, 1);
         }
         assert!(store.status().commits <= 2, "{:?}", store.status());
         store.close().await.unwrap();

@@ -313,6 +313,38 @@ async fn the_rate_limit_answers_429_with_retry_after_per_source() {
 }
 
 #[tokio::test]
+async fn behind_a_proxy_the_limit_is_keyed_by_the_forwarded_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.rate_limit.requests_per_minute = 1;
+    cfg.rate_limit.burst = 1;
+    cfg.rate_limit.behind_proxy = true;
+    let state = state(&cfg);
+    // Every request arrives from the proxy at 127.0.0.1.
+    let via_proxy = |forwarded: &str| {
+        let mut request = post("/v1/ingest", aggregate(new_id(), "command", 1).to_string());
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", forwarded.parse().unwrap());
+        let proxy: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(proxy));
+        request
+    };
+    assert_eq!(
+        send(&state, via_proxy("198.51.100.1")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&state, via_proxy("198.51.100.2")).await.0,
+        StatusCode::OK
+    );
+    // A client cannot escape its bucket by prepending addresses of its own.
+    let (status, _) = send(&state, via_proxy("10.9.9.9, 198.51.100.1")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    state.store().close().await.unwrap();
+}
+
+#[tokio::test]
 async fn admin_endpoints_need_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(&config(dir.path()));
