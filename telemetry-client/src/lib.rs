@@ -47,6 +47,7 @@ pub mod env;
 mod error;
 mod files;
 pub mod folders;
+mod ids;
 pub mod outbox;
 pub mod spool;
 pub mod state;
@@ -508,14 +509,14 @@ impl Core {
         match self.level() {
             Tier::Off => None,
             Tier::Aggregate => Some(Record::Count {
-                id: Uuid::new_v4(),
+                id: ids::next(),
                 day: now.day(),
                 event: name.to_owned(),
                 props,
                 n: 1,
             }),
             tier => Some(Record::Event {
-                id: Uuid::new_v4(),
+                id: ids::next(),
                 tier,
                 install_id: install_id?,
                 name: name.to_owned(),
@@ -630,7 +631,7 @@ impl Core {
             let mut records: Vec<Record> = counts
                 .into_iter()
                 .map(|((day, event, props), n)| Record::Count {
-                    id: Uuid::new_v4(),
+                    id: ids::next(),
                     day,
                     event,
                     props,
