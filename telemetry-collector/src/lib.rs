@@ -1,5 +1,6 @@
 //! The self-hosted telemetry collector: an HTTP server that accepts what each
-//! consent tier allows and nothing more, stores it durably in SQLite, and
+//! consent tier allows and nothing more, stores it durably in SQLite (or
+//! PostgreSQL, so several collectors can share one database), and
 //! answers stats for maintainers.
 //!
 //! The library holds everything; the `telemetry-collector` binary only reads
@@ -13,7 +14,8 @@
 //! - [`ingest`]: `POST /v1/ingest` and `POST /v1/delete`, with every check.
 //! - [`admin`]: the bearer-token check, `/metrics` and the stats API.
 //! - [`dashboard`]: the maintainer dashboard (HTML, SVG charts, sign-in) and public pages.
-//! - [`store`]: the [`store::Store`] trait and its SQLite backend ([`store::sqlite`]).
+//! - [`store`]: the [`store::Store`] trait, its SQLite ([`store::sqlite`]) and
+//!   PostgreSQL ([`store::postgres`]) backends, and [`store::migrate`].
 //! - [`stats`]: turns stored counters into a [`report::ProjectStats`].
 //! - [`report`]: the stats model every presentation shares.
 //! - [`export`]: CSV and terminal-table renderings of the stats.
