@@ -126,11 +126,16 @@ pub struct Contents {
 /// Reads every intact record. The caller holds the data lock if it means to
 /// rewrite the spool afterwards.
 pub fn read(paths: &ToolPaths) -> io::Result<Contents> {
-    let bytes = match std::fs::read(paths.spool()) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Contents::default()),
-        Err(e) => return Err(e),
-    };
+    match std::fs::read(paths.spool()) {
+        Ok(bytes) => Ok(parse(&bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Contents::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses spool bytes: every intact record, and a count of the lines that
+/// failed their checksum or did not parse. Never fails, whatever the bytes.
+pub fn parse(bytes: &[u8]) -> Contents {
     let mut contents = Contents::default();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         match decode(line) {
@@ -138,7 +143,7 @@ pub fn read(paths: &ToolPaths) -> io::Result<Contents> {
             None => contents.torn += 1,
         }
     }
-    Ok(contents)
+    contents
 }
 
 /// Replaces the spool with `records` atomically (fsync and rename). The
