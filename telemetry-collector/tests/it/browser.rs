@@ -5,7 +5,9 @@
 //! every tier. The browser signs in through the form, reads the numbers off
 //! the overview and project pages, checks that hostile client values are shown
 //! as text (no element, no dialog), uses the date-range form, signs out, and
-//! saves screenshots to `docs/images/` for the README.
+//! saves screenshots: into the test's temporary folder normally, and into
+//! `docs/images/` for the README when `UPDATE_SCREENSHOTS=1`, so an ordinary
+//! test run leaves the work tree clean.
 //!
 //! With `CI=true` the test fails when chromium is missing; elsewhere it is
 //! skipped with a message.
@@ -126,7 +128,15 @@ fn screenshot(tab: &Tab, path: &Path) {
 }
 
 fn docs_images() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images")
+    if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        return Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images");
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "telemetry-dashboard-screenshots-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[test]
