@@ -23,6 +23,7 @@ pub use crate::secrets::InstallHash;
 
 pub mod migrate;
 pub mod postgres;
+mod queue;
 pub mod sqlite;
 
 /// Opens the store `config.db` names, running its migrations: a PostgreSQL

@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
+use super::queue::{self, CommitTiming, Done, Job, Msg, Op, Reply};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
     RetentionPolicy, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
@@ -170,43 +171,6 @@ pub struct PostgresStore {
     size_bytes: Arc<AtomicU64>,
     /// The thread running the store's runtime, joined on close.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-#[derive(Default)]
-struct CommitTiming {
-    commits: AtomicU64,
-    nanos_sum: AtomicU64,
-    nanos_max: AtomicU64,
-}
-
-enum Op {
-    Ingest(IngestBatch),
-    Delete {
-        project: String,
-        install: InstallHash,
-    },
-    Purge {
-        policy: RetentionPolicy,
-        today: Day,
-    },
-}
-
-enum Done {
-    Ingest(IngestOutcome),
-    Delete,
-    Purge(PurgeOutcome),
-}
-
-type Reply = oneshot::Sender<Result<Done, StoreError>>;
-
-struct Job {
-    op: Op,
-    reply: Reply,
-}
-
-enum Msg {
-    Job(Job),
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// A database error as text: SQLSTATE and message for server errors, never the URL.
@@ -425,22 +389,6 @@ impl PostgresStore {
             timing,
             size_bytes,
             thread: Mutex::new(Some(thread)),
-        })
-    }
-
-    fn submit(&self, op: Op, wait_for_room: bool) -> StoreFuture<'_, Done> {
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            let msg = Msg::Job(Job { op, reply });
-            if wait_for_room {
-                self.jobs.send(msg).await.map_err(|_| StoreError::Closed)?;
-            } else {
-                self.jobs.try_send(msg).map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
-                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-                })?;
-            }
-            answer.await.map_err(|_| StoreError::Closed)?
         })
     }
 
@@ -1149,40 +1097,15 @@ async fn read_stats(
 
 impl Store for PostgresStore {
     fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome> {
-        let job = self.submit(Op::Ingest(batch), false);
-        Box::pin(async move {
-            match job.await? {
-                Done::Ingest(outcome) => Ok(outcome),
-                _ => Err(StoreError::Database("writer answered the wrong job".into())),
-            }
-        })
+        queue::ingest(&self.jobs, batch)
     }
 
     fn delete_install(&self, project: &str, install: InstallHash) -> StoreFuture<'_, ()> {
-        let job = self.submit(
-            Op::Delete {
-                project: project.to_owned(),
-                install,
-            },
-            false,
-        );
-        Box::pin(async move { job.await.map(|_| ()) })
+        queue::delete(&self.jobs, project, install)
     }
 
     fn purge(&self, policy: &RetentionPolicy, today: Day) -> StoreFuture<'_, PurgeOutcome> {
-        let job = self.submit(
-            Op::Purge {
-                policy: policy.clone(),
-                today,
-            },
-            true,
-        );
-        Box::pin(async move {
-            match job.await? {
-                Done::Purge(outcome) => Ok(outcome),
-                _ => Err(StoreError::Database("writer answered the wrong job".into())),
-            }
-        })
+        queue::purge(&self.jobs, policy, today)
     }
 
     fn stats_input(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, StatsInput> {

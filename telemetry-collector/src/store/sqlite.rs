@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use telemetry_protocol::{Day, Tier};
 use tokio::sync::{mpsc, oneshot};
 
+use super::queue::{self, CommitTiming, Done, Job, Msg, Op};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
     RetentionPolicy, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
@@ -133,41 +134,6 @@ pub struct SqliteStore {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-#[derive(Default)]
-struct CommitTiming {
-    commits: AtomicU64,
-    nanos_sum: AtomicU64,
-    nanos_max: AtomicU64,
-}
-
-enum Op {
-    Ingest(IngestBatch),
-    Delete {
-        project: String,
-        install: InstallHash,
-    },
-    Purge {
-        policy: RetentionPolicy,
-        today: Day,
-    },
-}
-
-enum Done {
-    Ingest(IngestOutcome),
-    Delete,
-    Purge(PurgeOutcome),
-}
-
-struct Job {
-    op: Op,
-    reply: oneshot::Sender<Result<Done, StoreError>>,
-}
-
-enum Msg {
-    Job(Job),
-    Shutdown(oneshot::Sender<()>),
-}
-
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
@@ -256,22 +222,6 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn submit(&self, op: Op, wait_for_room: bool) -> StoreFuture<'_, Done> {
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            let msg = Msg::Job(Job { op, reply });
-            if wait_for_room {
-                self.jobs.send(msg).await.map_err(|_| StoreError::Closed)?;
-            } else {
-                self.jobs.try_send(msg).map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
-                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-                })?;
-            }
-            answer.await.map_err(|_| StoreError::Closed)?
-        })
     }
 
     fn read<T: Send + 'static>(
@@ -788,40 +738,15 @@ fn read_stats(
 
 impl Store for SqliteStore {
     fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome> {
-        let job = self.submit(Op::Ingest(batch), false);
-        Box::pin(async move {
-            match job.await? {
-                Done::Ingest(outcome) => Ok(outcome),
-                _ => Err(StoreError::Database("writer answered the wrong job".into())),
-            }
-        })
+        queue::ingest(&self.jobs, batch)
     }
 
     fn delete_install(&self, project: &str, install: InstallHash) -> StoreFuture<'_, ()> {
-        let job = self.submit(
-            Op::Delete {
-                project: project.to_owned(),
-                install,
-            },
-            false,
-        );
-        Box::pin(async move { job.await.map(|_| ()) })
+        queue::delete(&self.jobs, project, install)
     }
 
     fn purge(&self, policy: &RetentionPolicy, today: Day) -> StoreFuture<'_, PurgeOutcome> {
-        let job = self.submit(
-            Op::Purge {
-                policy: policy.clone(),
-                today,
-            },
-            true,
-        );
-        Box::pin(async move {
-            match job.await? {
-                Done::Purge(outcome) => Ok(outcome),
-                _ => Err(StoreError::Database("writer answered the wrong job".into())),
-            }
-        })
+        queue::purge(&self.jobs, policy, today)
     }
 
     fn stats_input(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, StatsInput> {
