@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use e2e_tests::{Collector, User, wait_for};
+use e2e_tests::{Collector, User, event_count, wait_for};
 
 /// A loopback listener that counts every connection made to it.
 fn counting_listener() -> (String, Arc<AtomicUsize>) {
@@ -100,14 +100,9 @@ fn do_not_track_wins_over_a_stored_full() {
     // anything recorded under DNT. There must be nothing.
     user.run(&["telemetry", "flush"]);
     let stats = wait_for("stats", || Some(collector.stats()));
-    let commands = stats["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["event"] == "command")
-        .count();
     assert_eq!(
-        commands, 0,
+        event_count(&stats, "command"),
+        0,
         "nothing recorded under DO_NOT_TRACK: {stats:#}"
     );
 }

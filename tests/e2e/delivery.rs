@@ -3,16 +3,10 @@
 
 use std::process::Stdio;
 
-use e2e_tests::{Collector, User, free_port, wait_for};
+use e2e_tests::{Collector, User, event_count, free_port, wait_for};
 
 fn command_count(collector: &Collector) -> u64 {
-    collector.stats()["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["event"] == "command")
-        .and_then(|e| e["count"].as_u64())
-        .unwrap_or(0)
+    event_count(&collector.stats(), "command")
 }
 
 fn opt_out_removes_every_row(tier: &str) {

@@ -2,22 +2,12 @@
 //! `telemetry-collector stats --format json`, and a scan of the database that
 //! finds nothing above the tier.
 
-use e2e_tests::{Collector, User, wait_for};
+use e2e_tests::{Collector, User, event_count, wait_for};
 use serde_json::Value;
 
 /// A name given on the command line; it is free text and must never be stored.
 const NAME_CANARY: &str = "Zelda-name-canary-7f3a";
 const EMAIL: &str = "dev-canary@example.org";
-
-fn event_count(stats: &Value, event: &str) -> u64 {
-    stats["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["event"] == event)
-        .and_then(|e| e["count"].as_u64())
-        .unwrap_or(0)
-}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)

@@ -87,6 +87,17 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// An event's total in a `stats --format json` report (0 if absent).
+pub fn event_count(stats: &Value, event: &str) -> u64 {
+    stats["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["event"] == event)
+        .and_then(|e| e["count"].as_u64())
+        .unwrap_or(0)
+}
+
 /// A running collector process with its own database folder.
 pub struct Collector {
     child: Option<Child>,
