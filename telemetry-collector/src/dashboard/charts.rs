@@ -42,6 +42,37 @@ pub struct Series<'a> {
     pub values: &'a [u64],
 }
 
+/// New installs as bars and weekly active installs as a line, one point per
+/// ISO week: the chart the signed-in and the public project pages share.
+pub fn weekly_installs(
+    x_labels: &[String],
+    x_full: &[String],
+    installs: &[u64],
+    active: &[u64],
+) -> String {
+    time_chart(&TimeChart {
+        title: "Installs and weekly active installs per week",
+        x_title: "ISO week",
+        y_title: "installs per week",
+        x_labels,
+        x_full,
+        series: &[
+            Series {
+                name: "new installs",
+                class: "s1",
+                mark: Mark::Bars,
+                values: installs,
+            },
+            Series {
+                name: "weekly active installs",
+                class: "s2",
+                mark: Mark::Line,
+                values: active,
+            },
+        ],
+    })
+}
+
 /// A time-series chart: x is time, y is a count.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeChart<'a> {

@@ -231,27 +231,7 @@ fn time_series(stats: &ProjectStats, range: &Range) -> String {
             let full: Vec<String> = stats.weekly.iter().map(|w| week_full(w.week)).collect();
             let installs: Vec<u64> = stats.weekly.iter().map(|w| w.installs).collect();
             let active: Vec<u64> = stats.weekly.iter().map(|w| w.active_installs).collect();
-            out.push_str(&charts::time_chart(&TimeChart {
-                title: "Installs and weekly active installs per week",
-                x_title: "ISO week",
-                y_title: "installs per week",
-                x_labels: &x,
-                x_full: &full,
-                series: &[
-                    Series {
-                        name: "new installs",
-                        class: "s1",
-                        mark: Mark::Bars,
-                        values: &installs,
-                    },
-                    Series {
-                        name: "weekly active installs",
-                        class: "s2",
-                        mark: Mark::Line,
-                        values: &active,
-                    },
-                ],
-            }));
+            out.push_str(&charts::weekly_installs(&x, &full, &installs, &active));
         }
     }
     out.push_str("</div>\n");

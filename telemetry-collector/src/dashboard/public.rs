@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use telemetry_protocol::Day;
 
-use super::charts::{self, Mark, Series, TimeChart};
+use super::charts;
 use super::html::{Chrome, Esc, num, page, pct};
 use crate::report::{Breakdown, ProjectStats};
 
@@ -299,27 +299,7 @@ pub fn render_public(p: &PublicStats) -> String {
     let full: Vec<String> = p.weekly.iter().map(|w| w.week.to_string()).collect();
     let installs: Vec<u64> = p.weekly.iter().map(|w| w.installs.drawn()).collect();
     let active: Vec<u64> = p.weekly.iter().map(|w| w.active_installs.drawn()).collect();
-    body.push_str(&charts::time_chart(&TimeChart {
-        title: "Installs and weekly active installs per week",
-        x_title: "ISO week",
-        y_title: "installs per week",
-        x_labels: &x,
-        x_full: &full,
-        series: &[
-            Series {
-                name: "new installs",
-                class: "s1",
-                mark: Mark::Bars,
-                values: &installs,
-            },
-            Series {
-                name: "weekly active installs",
-                class: "s2",
-                mark: Mark::Line,
-                values: &active,
-            },
-        ],
-    }));
+    body.push_str(&charts::weekly_installs(&x, &full, &installs, &active));
     let _ = write!(
         body,
         "<p class=\"note\">Weeks below {} are drawn at zero; the table gives each week.</p>\n\
