@@ -62,16 +62,7 @@ fn without_consent_and_without_a_terminal_nothing_is_sent() {
 fn do_not_track_wins_over_a_stored_full() {
     let collector = Collector::start();
     let user = User::new(collector.url());
-    user.run(&[
-        "telemetry",
-        "enable",
-        "full",
-        "--yes",
-        "--identity",
-        "email=a@example.org",
-        "--identity",
-        "organization=Acme",
-    ]);
+    user.enable("full", "a@example.org");
     let out = user
         .demo(&["telemetry", "status", "--json"])
         .env("DO_NOT_TRACK", "1")

@@ -12,16 +12,7 @@ fn command_count(collector: &Collector) -> u64 {
 fn opt_out_removes_every_row(tier: &str) {
     let collector = Collector::start();
     let user = User::new(collector.url());
-    let mut enable = vec!["telemetry", "enable", tier, "--yes"];
-    if tier == "full" {
-        enable.extend([
-            "--identity",
-            "email=a@example.org",
-            "--identity",
-            "organization=Acme",
-        ]);
-    }
-    user.run(&enable);
+    user.enable(tier, "a@example.org");
     user.run(&["init", "--default-name", "Ada"]);
     user.run(&["telemetry", "flush"]);
     wait_for("events to arrive", || {

@@ -18,16 +18,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn run_session(tier: &str) -> (Collector, User, Option<String>) {
     let collector = Collector::start();
     let user = User::new(collector.url());
-    let mut enable = vec!["telemetry", "enable", tier, "--yes"];
-    if tier == "full" {
-        enable.extend([
-            "--identity",
-            "email=dev-canary@example.org",
-            "--identity",
-            "organization=Acme",
-        ]);
-    }
-    user.run(&enable);
+    user.enable(tier, EMAIL);
     user.run(&["init", "--default-name", "Ada"]);
     user.run(&["greet"]);
     user.run(&["greet", "--name", NAME_CANARY]);

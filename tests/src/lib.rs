@@ -270,6 +270,16 @@ impl User {
         out
     }
 
+    /// Opts in at `tier` from a script; at `full` with `email` and an organization.
+    pub fn enable(&self, tier: &str, email: &str) {
+        let email = format!("email={email}");
+        let mut args = vec!["telemetry", "enable", tier, "--yes"];
+        if tier == "full" {
+            args.extend(["--identity", &email, "--identity", "organization=Acme"]);
+        }
+        self.run(&args);
+    }
+
     /// `demo-cli telemetry status --json`, parsed.
     pub fn status(&self) -> Value {
         let out = self.run(&["telemetry", "status", "--json"]);
