@@ -21,6 +21,7 @@
 //!
 //! [`IngestPayload`]: telemetry_protocol::IngestPayload
 
+pub mod cli;
 pub mod endpoint;
 pub mod ingest;
 pub mod linger;

@@ -8,8 +8,6 @@
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout)]
 
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::Parser;
 use loadgen::ingest::{self, LoadConfig, LoadReport};
@@ -57,24 +55,13 @@ struct Args {
     /// Tokio worker threads; one keeps the generator off the collector's cores.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Print one JSON line instead of text.
-    #[arg(long)]
-    json: bool,
-    /// Print one Markdown table row instead of text (see `--header`).
-    #[arg(long)]
-    row: bool,
-    /// Print the Markdown table header for `--row` and exit.
-    #[arg(long)]
-    header: bool,
-}
-
-fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).with_context(|| format!("invalid {what}"))
+    #[command(flatten)]
+    output: loadgen::cli::OutputArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.header {
+    if args.output.header {
         println!("{HEADER}");
         return Ok(());
     }
@@ -93,8 +80,8 @@ fn main() -> anyhow::Result<()> {
         },
         requests: args.requests,
         concurrency: args.concurrency,
-        duration: secs(args.duration_secs, "duration")?,
-        request_timeout: secs(args.request_timeout_secs, "request timeout")?,
+        duration: loadgen::cli::secs(args.duration_secs, "duration")?,
+        request_timeout: loadgen::cli::secs(args.request_timeout_secs, "request timeout")?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -104,12 +91,12 @@ fn main() -> anyhow::Result<()> {
     let report = runtime
         .block_on(ingest::run(config))
         .context("running the load")?;
-    if args.json {
+    if args.output.json {
         println!(
             "{}",
             serde_json::to_string(&report).context("encoding the report")?
         );
-    } else if args.row {
+    } else if args.output.row {
         println!("{}", row(&report));
     } else {
         print_text(&report);

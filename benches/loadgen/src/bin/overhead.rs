@@ -11,8 +11,6 @@
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout)]
 
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::Parser;
 use loadgen::endpoint::EndpointMode;
@@ -61,24 +59,13 @@ struct Args {
     /// A label for the result row.
     #[arg(long, default_value = "A vs B")]
     label: String,
-    /// Print one Markdown table row instead of text (see `--header`).
-    #[arg(long)]
-    row: bool,
-    /// Print the Markdown table header for `--row` and exit.
-    #[arg(long)]
-    header: bool,
-    /// Print one JSON line instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).with_context(|| format!("invalid {what}"))
+    #[command(flatten)]
+    output: loadgen::cli::OutputArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.header {
+    if args.output.header {
         println!("{HEADER}");
         return Ok(());
     }
@@ -92,19 +79,19 @@ fn main() -> anyhow::Result<()> {
         endpoint: endpoint.parse::<EndpointMode>()?,
         runs: args.runs,
         warmup: args.warmup,
-        max_time: secs(args.max_secs, "max time")?,
-        run_timeout: secs(args.run_timeout_secs, "run timeout")?,
-        hold_limit: secs(args.hold_secs, "hold time")?,
+        max_time: loadgen::cli::secs(args.max_secs, "max time")?,
+        run_timeout: loadgen::cli::secs(args.run_timeout_secs, "run timeout")?,
+        hold_limit: loadgen::cli::secs(args.hold_secs, "hold time")?,
         linger_runs: args.linger_runs,
-        linger_limit: secs(args.linger_limit_secs, "linger limit")?,
+        linger_limit: loadgen::cli::secs(args.linger_limit_secs, "linger limit")?,
     };
     let report = overhead::run(&config).context("running the harness")?;
-    if args.json {
+    if args.output.json {
         println!(
             "{}",
             serde_json::to_string(&report).context("encoding the report")?
         );
-    } else if args.row {
+    } else if args.output.row {
         println!("{}", row(&args.label, &report));
     } else {
         print_text(&args.label, &report);
