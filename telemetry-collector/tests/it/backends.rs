@@ -137,6 +137,11 @@ impl Backend {
         state(&self.config)
     }
 
+    /// Asserts that [`Self::scalar`] of `sql` is `expected`, naming the backend.
+    pub(crate) async fn expect_scalar(&self, sql: &str, expected: i64) {
+        assert_eq!(self.scalar(sql).await, expected, "{}: {sql}", self.name);
+    }
+
     /// `SELECT CAST((sql) AS BIGINT)` on a connection of its own, so it sees
     /// exactly what is committed; NULL reads as 0.
     pub(crate) async fn scalar(&self, sql: &str) -> i64 {
@@ -289,42 +294,18 @@ async fn tiers_are_enforced_end_to_end_on_every_backend() {
         )
         .await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM identities").await,
-            1,
-            "{}",
-            b.name
-        );
+        b.expect_scalar("SELECT COUNT(*) FROM identities", 1).await;
         // Lowering the tier forgets the identity.
         let (status, _) = ingest(&state, &anonymous(install, vec![event(new_id(), "crash")])).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM identities").await,
-            0,
-            "{}",
-            b.name
-        );
+        b.expect_scalar("SELECT COUNT(*) FROM identities", 0).await;
         // Aggregate data leaves counters only: no event or install row.
         let (status, _) = ingest(&state, &aggregate(new_id(), "command", 3)).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM events").await,
-            2,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM installs").await,
-            1,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            b.scalar("SELECT SUM(count) FROM daily_counters").await,
-            5,
-            "{}",
-            b.name
-        );
+        b.expect_scalar("SELECT COUNT(*) FROM events", 2).await;
+        b.expect_scalar("SELECT COUNT(*) FROM installs", 1).await;
+        b.expect_scalar("SELECT SUM(count) FROM daily_counters", 5)
+            .await;
         assert_eq!(
             b.scalar("SELECT COUNT(*) FROM daily_counters WHERE tier = 1")
                 .await,
@@ -383,24 +364,11 @@ async fn replays_count_once_on_every_backend() {
 
         let (_, stats) = admin_get(&state, "/api/v1/projects/demo/stats").await;
         assert_eq!(stats["installs"], 2 + 5 + 1, "{}", b.name);
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM events").await,
-            5,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            b.scalar("SELECT SUM(count) FROM daily_counters").await,
-            5 + 5,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM seen_reports").await,
-            1,
-            "{}",
-            b.name
-        );
+        b.expect_scalar("SELECT COUNT(*) FROM events", 5).await;
+        b.expect_scalar("SELECT SUM(count) FROM daily_counters", 5 + 5)
+            .await;
+        b.expect_scalar("SELECT COUNT(*) FROM seen_reports", 1)
+            .await;
         state.store().close().await.unwrap();
     }
 }
@@ -457,12 +425,7 @@ async fn a_delete_removes_every_row_of_the_install_on_every_backend() {
             send_json(&state, post("/v1/delete", other)).await.0,
             StatusCode::OK
         );
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM projects").await,
-            1,
-            "{}",
-            b.name
-        );
+        b.expect_scalar("SELECT COUNT(*) FROM projects", 1).await;
 
         let (_, stats) = admin_get(&state, "/api/v1/projects/demo/stats").await;
         assert_eq!(
@@ -495,24 +458,9 @@ async fn retention_purges_raw_rows_and_keeps_counters_on_every_backend() {
             "{}",
             b.name
         );
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM events").await,
-            1,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM installs").await,
-            1,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            b.scalar("SELECT COUNT(*) FROM identities").await,
-            0,
-            "{}",
-            b.name
-        );
+        b.expect_scalar("SELECT COUNT(*) FROM events", 1).await;
+        b.expect_scalar("SELECT COUNT(*) FROM installs", 1).await;
+        b.expect_scalar("SELECT COUNT(*) FROM identities", 0).await;
         assert_eq!(
             b.scalar("SELECT SUM(count) FROM daily_counters").await,
             2,
