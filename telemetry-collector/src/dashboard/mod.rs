@@ -457,14 +457,7 @@ async fn export(
             ErrorCode::NotFound,
             "no such project",
         ),
-        Err(e) => {
-            tracing::error!(error = %e, "dashboard could not read stats");
-            json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::Internal,
-                "could not read stats",
-            )
-        }
+        Err(e) => stats_failed(&e),
     }
 }
 
@@ -585,14 +578,7 @@ async fn public_json(State(ctx): State<Ctx>, Path(project): Path<String>) -> Res
             ErrorCode::NotFound,
             "no such public project",
         ),
-        Err(e) => {
-            tracing::error!(error = %e, "dashboard could not read stats");
-            json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::Internal,
-                "could not read stats",
-            )
-        }
+        Err(e) => stats_failed(&e),
     }
 }
 
@@ -610,4 +596,14 @@ async fn asset(Path(file): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The JSON answer when stats cannot be read; the cause goes to the log only.
+fn stats_failed(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "dashboard could not read stats");
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        "could not read stats",
+    )
 }
