@@ -15,6 +15,7 @@
 //! - [`overhead`]: runs two commands alternately, many times, and reports the
 //!   median wall time of each and their median difference.
 //! - [`linger`]: finds the processes (children included) a run left behind.
+//! - [`raw`]: the raw-SQLite baseline: the collector's rows written directly.
 //! - [`stats`]: medians and percentiles.
 //!
 //! The binaries `loadgen` and `overhead` are thin command-line wrappers.
@@ -27,6 +28,7 @@ pub mod ingest;
 pub mod linger;
 pub mod overhead;
 pub mod payload;
+pub mod raw;
 pub mod stats;
 
 /// Everything that can stop a benchmark tool before it has a result.

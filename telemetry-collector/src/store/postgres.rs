@@ -127,6 +127,13 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: events keyed by (project, install, event_id), as in SQLite's
+    // migration 2: dedup is per install, and deletes use the primary key.
+    r#"
+    ALTER TABLE events DROP CONSTRAINT events_pkey;
+    ALTER TABLE events ADD PRIMARY KEY (project, install, event_id);
+    DROP INDEX events_by_install;
+    "#,
 ];
 
 /// The newest schema version this build writes.
@@ -490,7 +497,7 @@ impl Statements {
             .await?,
             events: p("INSERT INTO events (project, event_id, install, ts, name, props)
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::text[], $6::text[])
-                 ON CONFLICT DO NOTHING RETURNING project, event_id")
+                 ON CONFLICT DO NOTHING RETURNING project, install, event_id")
             .await?,
             counters: p("INSERT INTO daily_counters (project, day, event, props, version, os, arch, tier, count)
                  SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[],
@@ -751,8 +758,10 @@ async fn ingest_tx(
 
     // Report ids: the first batch in the group carrying one is its candidate.
     let mut reports: BTreeMap<(&str, [u8; 16]), (usize, i32)> = BTreeMap::new();
-    // Event ids: the first occurrence in the group is the candidate.
-    let mut events: BTreeMap<(&str, [u8; 16]), (usize, usize)> = BTreeMap::new();
+    // Event ids, per install: the first occurrence in the group is the
+    // candidate, found by (batch, position in the batch).
+    type EventKey<'a> = (&'a str, [u8; 16], [u8; 16]);
+    let mut events: BTreeMap<EventKey<'_>, (usize, usize)> = BTreeMap::new();
     for (i, batch) in batches.iter().enumerate() {
         match &batch.data {
             BatchData::Aggregate { report_id, .. } => {
@@ -760,10 +769,14 @@ async fn ingest_tx(
                     .entry((&batch.project, *report_id.as_bytes()))
                     .or_insert((i, batch.received.days_since_epoch()));
             }
-            BatchData::Events { events: list, .. } => {
+            BatchData::Events {
+                install,
+                events: list,
+                ..
+            } => {
                 for (j, e) in list.iter().enumerate() {
                     events
-                        .entry((&batch.project, *e.id.as_bytes()))
+                        .entry((&batch.project, install.0, *e.id.as_bytes()))
                         .or_insert((i, j));
                 }
             }
@@ -783,24 +796,18 @@ async fn ingest_tx(
         }
     }
 
-    let mut fresh_events: HashSet<(String, Vec<u8>)> = HashSet::new();
+    let mut fresh_events: HashSet<(String, Vec<u8>, Vec<u8>)> = HashSet::new();
     if !events.is_empty() {
         let (mut p, mut ids, mut installs, mut ts, mut names, mut props) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for ((project, id), (i, j)) in &events {
-            let batch = batches[*i];
-            let BatchData::Events {
-                install,
-                events: list,
-                ..
-            } = &batch.data
-            else {
+        for ((project, install, id), (i, j)) in &events {
+            let BatchData::Events { events: list, .. } = &batches[*i].data else {
                 continue;
             };
             let e = &list[*j];
             p.push(*project);
             ids.push(id.as_slice());
-            installs.push(install.0.as_slice());
+            installs.push(install.as_slice());
             ts.push(e.timestamp.unix_millis());
             names.push(e.name.as_str());
             props.push(props_json(&e.props));
@@ -809,7 +816,7 @@ async fn ingest_tx(
             .query(&s.events, &[&p, &ids, &installs, &ts, &names, &props])
             .await?
         {
-            fresh_events.insert((row.get(0), row.get(1)));
+            fresh_events.insert((row.get(0), row.get(1), row.get(2)));
         }
     }
 
@@ -857,8 +864,12 @@ async fn ingest_tx(
             } => {
                 for (j, e) in list.iter().enumerate() {
                     let id = *e.id.as_bytes();
-                    let fresh = events.get(&(project, id)) == Some(&(i, j))
-                        && fresh_events.contains(&(project.to_owned(), id.to_vec()));
+                    let fresh = events.get(&(project, install.0, id)) == Some(&(i, j))
+                        && fresh_events.contains(&(
+                            project.to_owned(),
+                            install.0.to_vec(),
+                            id.to_vec(),
+                        ));
                     if !fresh {
                         outcome.duplicates += 1;
                         continue;

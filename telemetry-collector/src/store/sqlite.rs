@@ -97,6 +97,28 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project, report_id)
     ) WITHOUT ROWID;
     "#,
+    // 2: events keyed by (project, install, event_id). A batch is one
+    // install's events, so its rows land side by side in one part of the
+    // tree instead of at random places keyed by a random event id, and the
+    // separate by-install index (used only by deletes) is no longer needed.
+    // Dedup is per install: a replay always comes from the install that sent
+    // the event, and one install can no longer shadow another's event ids.
+    r#"
+    CREATE TABLE events_v2 (
+        project  INTEGER NOT NULL,
+        install  BLOB NOT NULL,
+        event_id BLOB NOT NULL,
+        ts       INTEGER NOT NULL,
+        name     INTEGER NOT NULL,
+        props    INTEGER NOT NULL,
+        PRIMARY KEY (project, install, event_id)
+    ) WITHOUT ROWID;
+    INSERT INTO events_v2 (project, install, event_id, ts, name, props)
+        SELECT project, install, event_id, ts, name, props FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE INDEX events_by_time ON events (project, ts);
+    "#,
 ];
 
 /// The newest schema version this build writes.
@@ -138,9 +160,19 @@ fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
+/// Page cache of the writer's connection, in KiB. The default (2 MiB) is
+/// smaller than the hot parts of the trees once a database holds millions of
+/// events, and every miss is a read system call inside the write transaction.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+
+/// Prepared statements kept per connection. The writer uses about twenty;
+/// rusqlite's default of 16 would evict and re-parse some on every batch.
+const STATEMENT_CACHE: usize = 64;
+
 /// Opens a connection with the pragmas every connection needs.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(Duration::from_secs(30)).map_err(db_err)?;
     conn.execute_batch(
         // WAL lets stats read while the writer writes; FULL makes every
@@ -153,6 +185,18 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA foreign_keys = OFF;",
     )
     .map_err(db_err)?;
+    Ok(conn)
+}
+
+/// Opens the database at `path` (creating it if needed) as the writer thread
+/// does: the same pragmas and durability, the schema brought up to date.
+/// Public so benchmarks can measure raw inserts under exactly the collector's
+/// settings; a running collector must be the only writer of its file.
+pub fn writer_connection(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = connect(path)?;
+    migrate(&mut conn)?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        .map_err(db_err)?;
     Ok(conn)
 }
 
@@ -195,14 +239,17 @@ impl SqliteStore {
     /// starts the writer thread. Needs a Tokio runtime only for the async
     /// methods, not here.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        let mut conn = connect(path)?;
-        migrate(&mut conn)?;
+        let conn = writer_connection(path)?;
         let (jobs, rx) = mpsc::channel(options.queue_capacity.max(1));
         let timing = Arc::new(CommitTiming::default());
         let writer = Writer {
             conn,
             strings: HashMap::new(),
             projects: HashMap::new(),
+            known: HashMap::new(),
+            data_version: 0,
+            job_counts: Vec::new(),
+            txn_counts: HashMap::new(),
             timing: timing.clone(),
         };
         let max_batch = options.max_batch.max(1);
@@ -309,7 +356,65 @@ struct Writer {
     strings: HashMap<String, i64>,
     /// Committed `projects` ids by name; cleared like `strings`.
     projects: HashMap<String, i64>,
+    /// What is stored for installs written recently, by (project, install):
+    /// a repeat request from the same install then skips the statements that
+    /// would change nothing. Cleared like `strings`, and when another
+    /// connection wrote to the file, so it never claims more than is stored.
+    known: HashMap<(i64, [u8; 16]), KnownInstall>,
+    /// `PRAGMA data_version` when the caches were last known to be valid.
+    data_version: i64,
+    /// Counter increments of the job being applied; dropped if it fails.
+    job_counts: Vec<(CounterKey, u64)>,
+    /// Counter increments of the jobs applied so far in this transaction,
+    /// summed, and written as one upsert per key just before `COMMIT`.
+    /// A batch of 100 events of one command is one row update, not 100.
+    txn_counts: HashMap<CounterKey, u64>,
     timing: Arc<CommitTiming>,
+}
+
+/// Installs kept in the writer's cache; about 100 bytes each.
+const KNOWN_INSTALLS: usize = 50_000;
+
+/// What the database is known to hold for one install.
+#[derive(Debug, Default)]
+struct KnownInstall {
+    /// The stored first and last day seen, if known.
+    span: Option<(i64, i64)>,
+    /// Weeks known to be in `install_weeks`.
+    weeks: Vec<i64>,
+    /// The stored identity, if known.
+    identity: KnownIdentity,
+}
+
+/// What `identities` is known to hold for one install.
+#[derive(Debug, Default, PartialEq)]
+enum KnownIdentity {
+    /// Not known; the next request writes or deletes.
+    #[default]
+    Unknown,
+    /// No row.
+    Absent,
+    /// A row with these fields (as JSON).
+    Stored(String),
+}
+
+impl KnownInstall {
+    /// Whether the stored span already includes `first..=last`.
+    fn covers(&self, first: i64, last: i64) -> bool {
+        self.span.is_some_and(|(f, l)| f <= first && l >= last)
+    }
+}
+
+/// The primary key of a `daily_counters` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct CounterKey {
+    project: i64,
+    day: i64,
+    event: i64,
+    props: i64,
+    /// Version, OS and arch string ids.
+    context: [i64; 3],
+    tier: i64,
 }
 
 impl Writer {
@@ -376,28 +481,87 @@ impl Writer {
     /// rolled back to its savepoint and fails alone; an error of the
     /// transaction itself fails the whole batch.
     fn transaction(&mut self, ops: &[Op]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+        self.txn_counts.clear();
+        self.run_cached("BEGIN IMMEDIATE")?;
+        self.check_data_version()?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            self.conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
+            self.run_cached("SAVEPOINT job")?;
+            self.job_counts.clear();
             let result = self.apply(op);
             if result.is_ok() {
-                self.conn.execute_batch("RELEASE job").map_err(db_err)?;
+                self.run_cached("RELEASE job")?;
+                for (key, n) in self.job_counts.drain(..) {
+                    *self.txn_counts.entry(key).or_default() += n;
+                }
             } else {
                 self.forget_cache();
-                self.conn
-                    .execute_batch("ROLLBACK TO job; RELEASE job")
-                    .map_err(db_err)?;
+                self.run_cached("ROLLBACK TO job")?;
+                self.run_cached("RELEASE job")?;
             }
             results.push(result);
         }
-        self.conn.execute_batch("COMMIT").map_err(db_err)?;
+        self.write_counts().map_err(db_err)?;
+        self.run_cached("COMMIT")?;
         Ok(results)
+    }
+
+    /// Runs a parameterless statement through the statement cache, so the
+    /// per-job savepoints are not parsed again for every job.
+    fn run_cached(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    /// Adds the summed counter increments of this transaction, in key order
+    /// so neighbouring rows are updated together.
+    fn write_counts(&mut self) -> rusqlite::Result<()> {
+        let mut counts: Vec<_> = self.txn_counts.drain().collect();
+        counts.sort_unstable();
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO daily_counters (project, day, event, props, version, os, arch, tier, count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT DO UPDATE SET count = count + excluded.count",
+        )?;
+        for (k, n) in counts {
+            stmt.execute(params![
+                k.project,
+                k.day,
+                k.event,
+                k.props,
+                k.context[0],
+                k.context[1],
+                k.context[2],
+                k.tier,
+                n as i64
+            ])?;
+        }
+        Ok(())
     }
 
     fn forget_cache(&mut self) {
         self.strings.clear();
         self.projects.clear();
+        self.known.clear();
+    }
+
+    /// Drops the caches if another connection committed since this one last
+    /// looked (a `purge` or `migrate` command run beside the server, say).
+    /// Called inside the write transaction, so nothing can change after it.
+    fn check_data_version(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+            .map_err(db_err)?;
+        if version != self.data_version {
+            self.forget_cache();
+            self.data_version = version;
+        }
+        Ok(())
     }
 
     fn apply(&mut self, op: &Op) -> Result<Done, StoreError> {
@@ -454,35 +618,9 @@ impl Writer {
         Ok(Some(id))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn add_count(
-        &mut self,
-        project: i64,
-        day: Day,
-        event: i64,
-        props: i64,
-        context: [i64; 3],
-        tier: Tier,
-        count: u64,
-    ) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO daily_counters (project, day, event, props, version, os, arch, tier, count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT DO UPDATE SET count = count + excluded.count",
-            )?
-            .execute(params![
-                project,
-                day_num(day),
-                event,
-                props,
-                context[0],
-                context[1],
-                context[2],
-                tier_code(tier),
-                count as i64
-            ])?;
-        Ok(())
+    /// Notes a counter increment of the current job; see `write_counts`.
+    fn add_count(&mut self, key: CounterKey, count: u64) {
+        self.job_counts.push((key, count));
     }
 
     fn ingest(&mut self, batch: &IngestBatch) -> rusqlite::Result<IngestOutcome> {
@@ -495,6 +633,14 @@ impl Writer {
             self.string_id(&batch.context.arch)?,
         ];
         let mut outcome = IngestOutcome::default();
+        let key = |day: Day, event: i64, props: i64| CounterKey {
+            project,
+            day: day_num(day),
+            event,
+            props,
+            context,
+            tier: tier_code(batch.tier),
+        };
         match &batch.data {
             BatchData::Aggregate {
                 report_id,
@@ -519,7 +665,7 @@ impl Writer {
                 for c in counters {
                     let event = self.string_id(&c.event)?;
                     let props = self.string_id(&props_json(&c.props))?;
-                    self.add_count(project, c.day, event, props, context, batch.tier, c.count)?;
+                    self.add_count(key(c.day, event, props), c.count);
                     outcome.accepted += 1;
                 }
             }
@@ -535,13 +681,13 @@ impl Writer {
                     let fresh = self
                         .conn
                         .prepare_cached(
-                            "INSERT INTO events (project, event_id, install, ts, name, props)
+                            "INSERT INTO events (project, install, event_id, ts, name, props)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                         )?
                         .execute(params![
                             project,
-                            e.id.as_bytes().as_slice(),
                             install.0.as_slice(),
+                            e.id.as_bytes().as_slice(),
                             e.timestamp.unix_millis(),
                             name,
                             props
@@ -549,7 +695,7 @@ impl Writer {
                         == 1;
                     if fresh {
                         let day = e.timestamp.day();
-                        self.add_count(project, day, name, props, context, batch.tier, 1)?;
+                        self.add_count(key(day, name, props), 1);
                         days.insert(day);
                         outcome.accepted += 1;
                     } else {
@@ -557,53 +703,106 @@ impl Writer {
                     }
                 }
                 if let (Some(first), Some(last)) = (days.first(), days.last()) {
-                    self.conn
-                        .prepare_cached(
-                            "INSERT INTO installs (project, install, first_seen_day, last_seen_day)
-                             VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT DO UPDATE SET
-                               first_seen_day = min(first_seen_day, excluded.first_seen_day),
-                               last_seen_day = max(last_seen_day, excluded.last_seen_day)",
-                        )?
-                        .execute(params![
-                            project,
-                            install.0.as_slice(),
-                            day_num(*first),
-                            day_num(*last)
-                        ])?;
-                    let weeks: BTreeSet<Day> = days.iter().map(|d| d.week_start()).collect();
-                    for week in weeks {
-                        self.conn
-                            .prepare_cached(
-                                "INSERT INTO install_weeks (project, install, week) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT DO NOTHING",
-                            )?
-                            .execute(params![project, install.0.as_slice(), day_num(week)])?;
-                    }
+                    let weeks: BTreeSet<i64> =
+                        days.iter().map(|d| day_num(d.week_start())).collect();
+                    self.note_activity(project, install, (day_num(*first), day_num(*last)), weeks)?;
                 }
-                match (batch.tier, identity) {
-                    (Tier::Full, Some(fields)) => {
-                        let json = serde_json::to_string(fields)
-                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                        self.conn
-                            .prepare_cached(
-                                "INSERT INTO identities (project, install, fields) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT DO UPDATE SET fields = excluded.fields",
-                            )?
-                            .execute(params![project, install.0.as_slice(), json])?;
-                    }
-                    (Tier::Full, None) => {}
-                    _ => {
-                        self.conn
-                            .prepare_cached(
-                                "DELETE FROM identities WHERE project = ?1 AND install = ?2",
-                            )?
-                            .execute(params![project, install.0.as_slice()])?;
-                    }
-                }
+                self.note_identity(project, install, batch.tier, identity.as_ref())?;
             }
         }
         Ok(outcome)
+    }
+
+    /// Widens the install's first/last-seen span and records its active
+    /// weeks, skipping the statements the cache says would change nothing.
+    fn note_activity(
+        &mut self,
+        project: i64,
+        install: &InstallHash,
+        (first, last): (i64, i64),
+        weeks: BTreeSet<i64>,
+    ) -> rusqlite::Result<()> {
+        let key = (project, install.0);
+        let mut known = self.known.remove(&key).unwrap_or_default();
+        if !known.covers(first, last) {
+            // RETURNING gives the stored span, so the cache learns it.
+            let (stored_first, stored_last) = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO installs (project, install, first_seen_day, last_seen_day)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO UPDATE SET
+                       first_seen_day = min(first_seen_day, excluded.first_seen_day),
+                       last_seen_day = max(last_seen_day, excluded.last_seen_day)
+                     RETURNING first_seen_day, last_seen_day",
+                )?
+                .query_row(params![project, install.0.as_slice(), first, last], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            known.span = Some((stored_first, stored_last));
+        }
+        for week in weeks {
+            if known.weeks.contains(&week) {
+                continue;
+            }
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO install_weeks (project, install, week) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![project, install.0.as_slice(), week])?;
+            known.weeks.push(week);
+        }
+        self.remember(key, known);
+        Ok(())
+    }
+
+    /// Stores `full`'s identity fields, or at a lower tier removes any stored
+    /// before, so that lowering the tier also forgets who the user said they were.
+    fn note_identity(
+        &mut self,
+        project: i64,
+        install: &InstallHash,
+        tier: Tier,
+        identity: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> rusqlite::Result<()> {
+        let key = (project, install.0);
+        let mut known = self.known.remove(&key).unwrap_or_default();
+        match (tier, identity) {
+            (Tier::Full, Some(fields)) => {
+                let json = serde_json::to_string(fields)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                if !matches!(&known.identity, KnownIdentity::Stored(stored) if *stored == json) {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO identities (project, install, fields) VALUES (?1, ?2, ?3)
+                             ON CONFLICT DO UPDATE SET fields = excluded.fields",
+                        )?
+                        .execute(params![project, install.0.as_slice(), json])?;
+                    known.identity = KnownIdentity::Stored(json);
+                }
+            }
+            (Tier::Full, None) => {}
+            _ if known.identity == KnownIdentity::Absent => {}
+            _ => {
+                self.conn
+                    .prepare_cached("DELETE FROM identities WHERE project = ?1 AND install = ?2")?
+                    .execute(params![project, install.0.as_slice()])?;
+                known.identity = KnownIdentity::Absent;
+            }
+        }
+        self.remember(key, known);
+        Ok(())
+    }
+
+    /// Keeps what a job learned about an install, within a bounded cache.
+    fn remember(&mut self, key: (i64, [u8; 16]), known: KnownInstall) {
+        if self.known.len() >= KNOWN_INSTALLS && !self.known.contains_key(&key) {
+            // Starting over is simpler than an LRU and costs one statement per
+            // install on its next request.
+            self.known.clear();
+        }
+        self.known.insert(key, known);
     }
 
     fn delete(&mut self, project: &str, install: &InstallHash) -> rusqlite::Result<()> {
@@ -611,6 +810,7 @@ impl Writer {
         let Some(project) = self.project_id(project, false)? else {
             return Ok(());
         };
+        self.known.remove(&(project, install.0));
         for table in ["events", "installs", "install_weeks", "identities"] {
             self.conn
                 .prepare_cached(&format!(
@@ -622,6 +822,7 @@ impl Writer {
     }
 
     fn purge(&mut self, policy: &RetentionPolicy, today: Day) -> rusqlite::Result<PurgeOutcome> {
+        self.known.clear();
         let projects: Vec<(i64, String)> = self
             .conn
             .prepare_cached("SELECT id, name FROM projects")?
@@ -831,6 +1032,146 @@ mod tests {
                 identity: None,
             },
         }
+    }
+
+    fn scalar(path: &Path, sql: &str) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn with_tier(mut batch: IngestBatch, tier: Tier, fields: Option<&str>) -> IngestBatch {
+        batch.tier = tier;
+        if let BatchData::Events { identity, .. } = &mut batch.data {
+            *identity = fields.map(|email| [("email".to_owned(), email.to_owned())].into());
+        }
+        batch
+    }
+
+    #[tokio::test]
+    async fn the_install_cache_never_hides_a_change_made_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let ts = "2026-11-20T10:00:00Z";
+        store.ingest(events_batch(1, &[1], ts)).await.unwrap();
+        // Another connection removes the install's rows, as a `purge`
+        // command run beside the server would.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DELETE FROM installs; DELETE FROM install_weeks;")
+            .unwrap();
+        store.ingest(events_batch(1, &[2], ts)).await.unwrap();
+        assert_eq!(scalar(&path, "SELECT COUNT(*) FROM installs"), 1);
+        assert_eq!(scalar(&path, "SELECT COUNT(*) FROM install_weeks"), 1);
+
+        // A delete through the store drops the cache entry too.
+        store
+            .delete_install("p", InstallHash([1; 16]))
+            .await
+            .unwrap();
+        store.ingest(events_batch(1, &[3], ts)).await.unwrap();
+        assert_eq!(scalar(&path, "SELECT COUNT(*) FROM installs"), 1);
+        assert_eq!(scalar(&path, "SELECT COUNT(*) FROM install_weeks"), 1);
+
+        // A later day widens the span even though the install is cached.
+        store
+            .ingest(events_batch(1, &[4], "2026-11-27T10:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            scalar(&path, "SELECT last_seen_day - first_seen_day FROM installs"),
+            7
+        );
+        assert_eq!(scalar(&path, "SELECT COUNT(*) FROM install_weeks"), 2);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn identities_follow_every_change_of_tier_and_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let ts = "2026-11-20T10:00:00Z";
+        let stored = |path: &Path| -> Option<String> {
+            Connection::open(path)
+                .unwrap()
+                .query_row("SELECT fields FROM identities", [], |r| r.get(0))
+                .optional()
+                .unwrap()
+        };
+        let steps: [(u128, Tier, Option<&str>, Option<&str>); 6] = [
+            (
+                1,
+                Tier::Full,
+                Some("a@example.invalid"),
+                Some("a@example.invalid"),
+            ),
+            (
+                2,
+                Tier::Full,
+                Some("a@example.invalid"),
+                Some("a@example.invalid"),
+            ),
+            (
+                3,
+                Tier::Full,
+                Some("b@example.invalid"),
+                Some("b@example.invalid"),
+            ),
+            (4, Tier::Anonymous, None, None),
+            (5, Tier::Anonymous, None, None),
+            (
+                6,
+                Tier::Full,
+                Some("a@example.invalid"),
+                Some("a@example.invalid"),
+            ),
+        ];
+        for (id, tier, sent, expected) in steps {
+            let batch = with_tier(events_batch(1, &[id], ts), tier, sent);
+            store.ingest(batch).await.unwrap();
+            let expected = expected.map(|e| format!(r#"{{"email":"{e}"}}"#));
+            assert_eq!(stored(&path), expected, "after event {id}");
+        }
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn migration_2_keeps_every_event_under_its_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // A database at schema 1, with one event.
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO events (project, event_id, install, ts, name, props)
+                 VALUES (1, x'01', x'02', 5, 3, 4);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        store.close().await.unwrap();
+        assert_eq!(
+            scalar(
+                &path,
+                "SELECT COUNT(*) FROM events WHERE project = 1 AND install = x'02'
+                 AND event_id = x'01' AND ts = 5 AND name = 3 AND props = 4"
+            ),
+            1
+        );
+        assert_eq!(
+            scalar(
+                &path,
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'events_by_install'"
+            ),
+            0
+        );
     }
 
     #[tokio::test]
