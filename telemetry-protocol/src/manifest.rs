@@ -423,18 +423,20 @@ impl Manifest {
         }
     }
 
-    /// Checks one event's name and props at `tier`, appending violations under `path`.
+    /// Checks one event's name and props at `tier`, appending violations
+    /// under `path`, which is only called when there is one (so a valid
+    /// payload formats no paths).
     pub fn check_event(
         &self,
         tier: Tier,
-        path: &str,
+        path: impl Fn() -> String,
         name: &str,
         props: &Props,
         out: &mut Vec<Violation>,
     ) {
         let Some(spec) = self.events.get(name) else {
             out.push(Violation::new(
-                path,
+                path(),
                 ViolationCode::UnknownEvent,
                 format!(
                     "event `{}` is not declared in the manifest",
@@ -445,7 +447,7 @@ impl Manifest {
         };
         if spec.min_tier > tier {
             out.push(Violation::new(
-                path,
+                path(),
                 ViolationCode::EventAboveTier,
                 format!(
                     "event `{name}` needs tier `{}`; this payload is `{tier}`",
@@ -454,10 +456,10 @@ impl Manifest {
             ));
         }
         for (key, value) in props {
-            let prop_path = format!("{path}.props.{}", printable(key));
+            let prop_path = || format!("{}.props.{}", path(), printable(key));
             match spec.props.get(key) {
                 None => out.push(Violation::new(
-                    prop_path,
+                    prop_path(),
                     ViolationCode::UnknownProp,
                     format!(
                         "prop `{}` is not declared for event `{name}`",
@@ -466,7 +468,11 @@ impl Manifest {
                 )),
                 Some(prop) => {
                     if let Err(msg) = prop.check(value, tier) {
-                        out.push(Violation::new(prop_path, ViolationCode::InvalidValue, msg));
+                        out.push(Violation::new(
+                            prop_path(),
+                            ViolationCode::InvalidValue,
+                            msg,
+                        ));
                     }
                 }
             }
@@ -488,7 +494,7 @@ impl Manifest {
         for (i, c) in payload.counters.iter().flatten().enumerate() {
             self.check_event(
                 payload.tier,
-                &format!("counters[{i}]"),
+                || format!("counters[{i}]"),
                 &c.event,
                 &c.props,
                 &mut out,
@@ -497,7 +503,7 @@ impl Manifest {
         for (i, e) in payload.events.iter().flatten().enumerate() {
             self.check_event(
                 payload.tier,
-                &format!("events[{i}]"),
+                || format!("events[{i}]"),
                 &e.name,
                 &e.props,
                 &mut out,

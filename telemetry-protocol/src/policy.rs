@@ -347,19 +347,21 @@ fn check_shapes(payload: &IngestPayload, out: &mut Vec<Violation>) {
         }
         let mut keys = HashSet::new();
         for (i, c) in counters.iter().enumerate() {
-            let path = format!("counters[{i}]");
-            check_name(&format!("{path}.event"), &c.event, out);
-            check_props(&path, &c.props, out);
+            // Paths are formatted only for a violation: a valid payload of a
+            // hundred counters would otherwise allocate hundreds of strings.
+            let path = || format!("counters[{i}]");
+            check_name(|| format!("{}.event", path()), &c.event, out);
+            check_props(path, &c.props, out);
             if c.count == 0 || c.count > limits::MAX_COUNT {
                 out.push(Violation::new(
-                    format!("{path}.count"),
+                    format!("{}.count", path()),
                     ViolationCode::InvalidValue,
                     format!("count must be between 1 and {}", limits::MAX_COUNT),
                 ));
             }
             if !keys.insert((c.day, &c.event, &c.props)) {
                 out.push(Violation::new(
-                    path,
+                    path(),
                     ViolationCode::Duplicate,
                     "the same day, event and props appear twice; sum them into one counter",
                 ));
@@ -376,12 +378,12 @@ fn check_shapes(payload: &IngestPayload, out: &mut Vec<Violation>) {
         }
         let mut ids = HashSet::new();
         for (i, e) in events.iter().enumerate() {
-            let path = format!("events[{i}]");
-            check_name(&format!("{path}.name"), &e.name, out);
-            check_props(&path, &e.props, out);
+            let path = || format!("events[{i}]");
+            check_name(|| format!("{}.name", path()), &e.name, out);
+            check_props(path, &e.props, out);
             if !ids.insert(e.id) {
                 out.push(Violation::new(
-                    format!("{path}.id"),
+                    format!("{}.id", path()),
                     ViolationCode::Duplicate,
                     "event ids must be unique",
                 ));
@@ -397,11 +399,11 @@ fn check_shapes(payload: &IngestPayload, out: &mut Vec<Violation>) {
             ));
         }
         for (key, value) in identity {
-            let path = format!("identity.{}", printable(key));
-            check_name(&path, key, out);
+            let path = || format!("identity.{}", printable(key));
+            check_name(path, key, out);
             if value.chars().count() > limits::MAX_IDENTITY_VALUE_LEN {
                 out.push(Violation::new(
-                    path,
+                    path(),
                     ViolationCode::TooLarge,
                     format!(
                         "identity values are at most {} characters",
@@ -413,32 +415,33 @@ fn check_shapes(payload: &IngestPayload, out: &mut Vec<Violation>) {
     }
 }
 
-fn check_name(path: &str, name: &str, out: &mut Vec<Violation>) {
+/// `path` names the field in a violation; it is only called for one.
+fn check_name(path: impl Fn() -> String, name: &str, out: &mut Vec<Violation>) {
     if !is_identifier(name) {
         out.push(Violation::new(
-            path,
+            path(),
             ViolationCode::InvalidName,
             "names must match [a-z][a-z0-9_]* and be at most 64 bytes",
         ));
     }
 }
 
-fn check_props(path: &str, props: &Props, out: &mut Vec<Violation>) {
+fn check_props(path: impl Fn() -> String, props: &Props, out: &mut Vec<Violation>) {
     if props.len() > limits::MAX_PROPS {
         out.push(Violation::new(
-            format!("{path}.props"),
+            format!("{}.props", path()),
             ViolationCode::TooLarge,
             format!("at most {} props", limits::MAX_PROPS),
         ));
     }
     for (key, value) in props {
-        let prop_path = format!("{path}.props.{}", printable(key));
-        check_name(&prop_path, key, out);
+        let prop_path = || format!("{}.props.{}", path(), printable(key));
+        check_name(prop_path, key, out);
         if let PropValue::Token(token) = value
             && !is_token(token)
         {
             out.push(Violation::new(
-                prop_path,
+                prop_path(),
                 ViolationCode::InvalidValue,
                 "prop values must be booleans or short tokens of [A-Za-z0-9._+<>=-]; free text is not a prop kind",
             ));

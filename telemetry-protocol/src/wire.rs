@@ -118,13 +118,38 @@ pub struct Event {
 
 /// An encoded prop value. Free text is not a prop kind, so a value is either a
 /// boolean or a short token (an enum value, a bucket label or a version).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(untagged)]
 pub enum PropValue {
     /// A `bool` prop.
     Bool(bool),
     /// An `enum` value, a `bucket` label or a `version`.
     Token(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`, which buffers every value and
+/// builds (and formats) an error for each variant it tries: a string prop
+/// cost a failed `bool` attempt, a noticeable share of ingest time.
+impl<'de> Deserialize<'de> for PropValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = PropValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a boolean or a short token string")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<PropValue, E> {
+                Ok(PropValue::Bool(b))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<PropValue, E> {
+                Ok(PropValue::Token(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<PropValue, E> {
+                Ok(PropValue::Token(s))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl fmt::Display for PropValue {

@@ -55,6 +55,18 @@ fn every_type_round_trips() {
 }
 
 #[test]
+fn prop_values_are_booleans_or_strings_only() {
+    let parse = |v: &str| serde_json::from_str::<PropValue>(v);
+    assert_eq!(parse("true").unwrap(), PropValue::Bool(true));
+    assert_eq!(parse(r#""<10""#).unwrap(), PropValue::from("<10"));
+    // Escaped strings take the owned path of the deserializer.
+    assert_eq!(parse(r#""a\u0062c""#).unwrap(), PropValue::from("abc"));
+    for bad in ["5", "1.5", "null", "[]", "{}", r#"{"a":"b"}"#] {
+        assert!(parse(bad).is_err(), "{bad} was accepted as a prop value");
+    }
+}
+
+#[test]
 fn unknown_fields_are_refused_at_every_level() {
     let mut json = serde_json::to_value(valid_payload(Tier::Anonymous)).unwrap();
     json["ip"] = "203.0.113.9".into();
