@@ -95,6 +95,9 @@ pub(crate) async fn delete(State(state): State<AppState>, request: Request) -> R
     }
 }
 
+/// The `Retry-After` of a 503 for a full or failing disk.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::QueueFull => {
@@ -106,6 +109,17 @@ fn store_error(e: StoreError) -> ApiError {
             "the collector is shutting down; retry later",
         )
         .retry_after(Duration::from_secs(5)),
+        StoreError::Unavailable(reason) => {
+            // Nothing was stored, and the client must not drop its data: a
+            // 503 keeps it spooled until an operator frees space. The wait is
+            // long because that takes a person, not a moment.
+            tracing::error!(error = %reason, "the storage cannot take writes; answering 503");
+            ApiError::new(
+                ErrorCode::Overloaded,
+                "the collector cannot store data now (its disk is full); nothing was stored; retry later",
+            )
+            .retry_after(STORAGE_RETRY_AFTER)
+        }
         other => {
             tracing::error!(error = %other, "storing a request failed");
             ApiError::new(
@@ -311,6 +325,30 @@ mod tests {
             h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn store_errors_map_to_status_and_retry_after() {
+        // (error, status, code, Retry-After): only a broken database is a 500;
+        // anything a retry fixes is a 503 the client keeps its data for.
+        let table = [
+            (StoreError::QueueFull, 503, "overloaded", Some(1)),
+            (StoreError::Closed, 503, "overloaded", Some(5)),
+            (
+                StoreError::Unavailable("database or disk is full".into()),
+                503,
+                "overloaded",
+                Some(STORAGE_RETRY_AFTER.as_secs()),
+            ),
+            (StoreError::Database("boom".into()), 500, "internal", None),
+        ];
+        for (error, status, code, retry_after) in table {
+            let label = error.to_string();
+            let api = store_error(error);
+            assert_eq!(api.status.as_u16(), status, "{label}");
+            assert_eq!(api.code(), code, "{label}");
+            assert_eq!(api.retry_after, retry_after, "{label}");
+        }
     }
 
     #[test]

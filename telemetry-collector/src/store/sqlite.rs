@@ -135,7 +135,16 @@ pub struct SqliteStore {
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    match e.sqlite_error_code() {
+        // A full disk (`SQLITE_FULL`, or `SQLITE_IOERR` when the write fails
+        // with ENOSPC or EFBIG) is not a bug: the statement or transaction was
+        // rolled back, and the same write succeeds once space is freed. Kept
+        // apart so ingest answers 503 and clients keep their data.
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 /// Opens a connection with the pragmas every connection needs.
@@ -366,7 +375,7 @@ impl Writer {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Database(e.to_string())));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
@@ -381,6 +390,14 @@ impl Writer {
         for op in ops {
             self.conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
             let result = self.apply(op);
+            if let Err(e) = &result
+                && self.conn.is_autocommit()
+            {
+                // SQLite rolled the whole transaction back (it may on a full
+                // disk or an I/O error): the batch fails with the op's own
+                // error, not with "no such savepoint" from the line below.
+                return Err(e.clone());
+            }
             if result.is_ok() {
                 self.conn.execute_batch("RELEASE job").map_err(db_err)?;
             } else {
