@@ -56,7 +56,9 @@ async fn ingest_inner(state: &AppState, request: Request) -> Result<IngestRespon
     let payload: IngestPayload = read_json(state, request).await?;
     check_policy(state, &payload)?;
     let batch = into_batch(state, payload)?;
-    let outcome = state.store().ingest(batch).await.map_err(store_error)?;
+    let outcome = state.store().ingest(batch).await;
+    note_storage(state, &outcome);
+    let outcome = outcome.map_err(store_error)?;
     Ok(IngestResponse {
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,
@@ -76,11 +78,9 @@ pub(crate) async fn delete(State(state): State<AppState>, request: Request) -> R
             )]));
         }
         let install = state.hasher().hash(&body.project, &body.install_id);
-        state
-            .store()
-            .delete_install(&body.project, install)
-            .await
-            .map_err(store_error)
+        let result = state.store().delete_install(&body.project, install).await;
+        note_storage(&state, &result);
+        result.map_err(store_error)
     }
     .await;
     match result {
@@ -92,6 +92,17 @@ pub(crate) async fn delete(State(state): State<AppState>, request: Request) -> R
             state.metrics().request("delete", e.code());
             e.into_response()
         }
+    }
+}
+
+/// Tells `/metrics` whether storage took a write: a full disk shows as
+/// `telemetry_storage_unavailable 1` until a write commits again. Other
+/// failures (a full queue) say nothing about the disk and change nothing.
+fn note_storage<T>(state: &AppState, result: &Result<T, StoreError>) {
+    match result {
+        Ok(_) => state.metrics().storage_unavailable(false),
+        Err(StoreError::Unavailable(_)) => state.metrics().storage_unavailable(true),
+        Err(_) => {}
     }
 }
 

@@ -152,6 +152,23 @@ fn totals<'a>(sent: impl IntoIterator<Item = &'a Sent>) -> (u64, u64) {
     })
 }
 
+/// The `telemetry_storage_unavailable` gauge from `/metrics`.
+async fn storage_unavailable(client: &reqwest::Client, url: &str) -> String {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("telemetry_storage_unavailable "))
+        .unwrap_or_else(|| panic!("no storage gauge in\n{text}"))
+        .to_owned()
+}
+
 /// Whether this process may mount a tmpfs in a private mount namespace.
 fn can_mount(dir: &std::path::Path) -> Result<(), String> {
     let probe = dir.join("probe");
@@ -305,6 +322,29 @@ async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
         "counted == acknowledged while the disk is full"
     );
 
+    // While the disk stays full, writes keep failing and /metrics says so. A
+    // small write may still fit, so probe a few times.
+    let (mut acked, mut refused) = (acked, refused);
+    let mut flagged = false;
+    for n in 0..5 {
+        let probe = batch(new_id(), n);
+        let answer = post(&client, &ingest_url, &probe.payload).await;
+        if answer.0 == 200 {
+            acked.push(probe);
+            continue;
+        }
+        assert_refusal(&answer);
+        assert_eq!(storage_unavailable(&client, &url).await, "1");
+        refused.push((probe, answer));
+        flagged = true;
+        break;
+    }
+    assert!(
+        flagged,
+        "the disk still refuses writes before space is freed"
+    );
+    assert_eq!(counted(&client, &url).await, totals(&acked));
+
     // Free space through the collector's own mount namespace.
     let pid = collector.child.id();
     let filler = format!("/proc/{pid}/root{}/filler", data.display());
@@ -320,6 +360,11 @@ async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
             log_tail()
         );
     }
+    assert_eq!(
+        storage_unavailable(&client, &url).await,
+        "0",
+        "a committed write clears the gauge"
+    );
     // New data flows again.
     let install = new_id();
     let fresh: Vec<Sent> = (0..10).map(|n| batch(install, n)).collect();
