@@ -1,23 +1,28 @@
-//! The disk-full drill: a real collector process fills a tiny real
-//! filesystem under concurrent ingest. Every request is answered `200` only
-//! once committed, otherwise `503` with `Retry-After` and a JSON reason, never
-//! `500`; after space is freed the same process takes writes again, and the
-//! batches it refused count exactly once when retried.
+//! The disk-full drill: a real collector process runs out of room under
+//! concurrent ingest. Every request is answered `200` only once committed,
+//! otherwise `503` with `Retry-After` and a JSON reason, never `500`; after
+//! room is made the same process takes writes again, and the batches it
+//! refused count exactly once when retried.
 //!
-//! Mechanism: the collector runs in a private mount namespace
-//! (`unshare --mount --propagation private`) with a 3 MiB tmpfs mounted over
-//! its data folder, two thirds of it taken by a filler file. The full disk is
-//! the kernel's own ENOSPC, reaching SQLite's database and write-ahead log
-//! alike; the mount is invisible outside the collector and disappears with
-//! it, even if the test dies. The test reaches the collector's files through
-//! `/proc/<pid>/root`, which resolves paths in that process's mount
-//! namespace, to delete the filler. `RLIMIT_FSIZE` was not used because it
-//! caps each file separately rather than the disk, and a loop-mounted image
-//! would leave a system-wide mount behind a crashed test.
+//! Two real mechanisms, one per way SQLite reports it:
+//! - **A full disk** (ENOSPC, `SQLITE_FULL`): the collector runs in a private
+//!   mount namespace (`unshare --mount --propagation private`) with a 3 MiB
+//!   tmpfs mounted over its data folder, two thirds of it taken by a filler
+//!   file. The mount is invisible outside the collector and disappears with
+//!   it, even if the test dies. The test reaches the collector's files
+//!   through `/proc/<pid>/root`, which resolves paths in that process's mount
+//!   namespace, to delete the filler. Mounting needs root (`CAP_SYS_ADMIN`).
+//!   A loop-mounted image was not used: it would leave a system-wide mount
+//!   behind a crashed test.
+//! - **A write error** (EFBIG, `SQLITE_IOERR`): the collector runs under a
+//!   512 KiB `RLIMIT_FSIZE` soft limit (`prlimit`) with SIGXFSZ ignored (an
+//!   ignored signal stays ignored across `exec`), so a write past the limit
+//!   fails instead of killing the process. `prlimit --pid` lifts it later.
 //!
-//! Mounting needs root (`CAP_SYS_ADMIN`). With `CI=true` a missing capability
-//! fails the test; elsewhere the test is skipped with a printed reason.
+//! With `CI=true` a mechanism that cannot be set up fails its test; elsewhere
+//! the test is skipped with a printed reason.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,8 @@ use crate::common::*;
 /// The tmpfs size and how much of it the filler takes, in 64 KiB blocks.
 const TMPFS_SIZE: &str = "3m";
 const FILLER_BLOCKS: u32 = 32;
+/// The `RLIMIT_FSIZE` soft limit, in bytes.
+const FILE_SIZE_LIMIT: u64 = 512 * 1024;
 const WRITERS: usize = 4;
 const EVENTS_PER_BATCH: usize = 10;
 /// Every fifth batch is an `aggregate` report of one counter this large.
@@ -169,8 +176,86 @@ async fn storage_unavailable(client: &reqwest::Client, url: &str) -> String {
         .to_owned()
 }
 
+/// How the drill takes room away from the collector and gives it back.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// A tiny tmpfs, mostly taken by a filler file: ENOSPC.
+    FullDisk,
+    /// `RLIMIT_FSIZE` with SIGXFSZ ignored: EFBIG.
+    FileSize,
+}
+
+impl Limit {
+    /// Whether the mechanism can be set up here.
+    fn available(self, dir: &Path) -> Result<(), String> {
+        match self {
+            Limit::FullDisk => can_mount(dir),
+            Limit::FileSize => {
+                let status = Command::new("prlimit")
+                    .args(["--fsize=1000000:unlimited", "true"])
+                    .status()
+                    .map_err(|e| format!("cannot run prlimit: {e}"))?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("`prlimit --fsize` failed ({status})"))
+                }
+            }
+        }
+    }
+
+    /// The wrapper that sets the limit up and then execs the collector
+    /// (appended by [`Collector::spawn`]), so its pid is the collector's.
+    fn wrapper(self, data: &Path) -> Command {
+        let mut command;
+        match self {
+            Limit::FullDisk => {
+                command = Command::new("unshare");
+                command
+                    .args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(format!(
+                        "mount -t tmpfs -o size={TMPFS_SIZE} tmpfs \"$1\" \
+                         && dd if=/dev/zero of=\"$1/filler\" bs=64k count={FILLER_BLOCKS} status=none \
+                         && shift && exec \"$@\""
+                    ))
+                    .arg("sh")
+                    .arg(data);
+            }
+            Limit::FileSize => {
+                command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!(
+                        "trap '' XFSZ && exec prlimit --fsize={FILE_SIZE_LIMIT}:unlimited -- \"$@\""
+                    ))
+                    .arg("sh");
+            }
+        }
+        command.arg(Collector::BIN);
+        command
+    }
+
+    /// Gives the collector room again.
+    fn lift(self, pid: u32, data: &Path) {
+        match self {
+            Limit::FullDisk => {
+                // The filler as the collector's own mount namespace sees it.
+                let filler = format!("/proc/{pid}/root{}/filler", data.display());
+                std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("removing {filler}: {e}"));
+            }
+            Limit::FileSize => {
+                let status = Command::new("prlimit")
+                    .args(["--pid", &pid.to_string(), "--fsize=unlimited:unlimited"])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "prlimit --pid lifts the limit");
+            }
+        }
+    }
+}
+
 /// Whether this process may mount a tmpfs in a private mount namespace.
-fn can_mount(dir: &std::path::Path) -> Result<(), String> {
+fn can_mount(dir: &Path) -> Result<(), String> {
     let probe = dir.join("probe");
     std::fs::create_dir(&probe).unwrap();
     let output = Command::new("unshare")
@@ -198,16 +283,25 @@ fn can_mount(dir: &std::path::Path) -> Result<(), String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
+    drill(Limit::FullDisk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_gets_503_and_nothing_unwritten_is_acknowledged() {
+    drill(Limit::FileSize).await;
+}
+
 // A skip, and the figures of a run, must be visible in the test output.
 #[allow(clippy::print_stderr)]
-async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
+async fn drill(limit: Limit) {
     let dir = tempfile::tempdir().unwrap();
-    if let Err(why) = can_mount(dir.path()) {
+    if let Err(why) = limit.available(dir.path()) {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true but the disk-full drill cannot mount its tmpfs: {why}");
+            panic!("CI=true but the {limit:?} drill cannot be set up: {why}");
         }
         // The skip must be visible in the test output, not a silent pass.
-        eprintln!("disk-full drill skipped: {why} (it needs root for a private tmpfs)");
+        eprintln!("{limit:?} drill skipped: {why} (a private tmpfs needs root)");
         return;
     }
     let data = dir.path().join("data");
@@ -215,20 +309,8 @@ async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
     let config = config_file_at(dir.path(), &data.join("telemetry.db"), "");
     let log = dir.path().join("collector.log");
 
-    // unshare execs sh, which execs the collector: one pid throughout.
-    let mut wrapper = Command::new("unshare");
-    wrapper
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs -o size={TMPFS_SIZE} tmpfs \"$1\" \
-             && dd if=/dev/zero of=\"$1/filler\" bs=64k count={FILLER_BLOCKS} status=none \
-             && shift && exec \"$@\""
-        ))
-        .arg("sh")
-        .arg(&data)
-        .arg(Collector::BIN);
     let collector = Collector::spawn(
-        wrapper,
+        limit.wrapper(&data),
         &config,
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
@@ -306,7 +388,7 @@ async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
         "nothing was stored before the disk filled"
     );
     eprintln!(
-        "disk-full drill: {} batches acknowledged, {} refused before freeing space",
+        "{limit:?} drill: {} batches acknowledged, {} refused before making room",
         acked.len(),
         refused.len()
     );
@@ -319,7 +401,7 @@ async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
     assert_eq!(
         counted(&client, &url).await,
         totals(&acked),
-        "counted == acknowledged while the disk is full"
+        "counted == acknowledged while writes fail"
     );
 
     // While the disk stays full, writes keep failing and /metrics says so. A
@@ -339,16 +421,10 @@ async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
         flagged = true;
         break;
     }
-    assert!(
-        flagged,
-        "the disk still refuses writes before space is freed"
-    );
+    assert!(flagged, "writes still fail before room is made");
     assert_eq!(counted(&client, &url).await, totals(&acked));
 
-    // Free space through the collector's own mount namespace.
-    let pid = collector.child.id();
-    let filler = format!("/proc/{pid}/root{}/filler", data.display());
-    std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("removing {filler}: {e}"));
+    limit.lift(collector.child.id(), &data);
 
     // Every refused batch is stored now, whole and once: none of it had been.
     for (sent, _) in &refused {
@@ -356,7 +432,7 @@ async fn a_full_disk_gets_503_and_nothing_unwritten_is_acknowledged() {
         assert_eq!(
             (answer.0, &answer.2),
             (200, &json!({"accepted": sent.records, "duplicates": 0})),
-            "a refused batch is accepted in full once space is free\ncollector log:\n{}",
+            "a refused batch is accepted in full once there is room\ncollector log:\n{}",
             log_tail()
         );
     }
