@@ -136,10 +136,11 @@ pub struct SqliteStore {
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        // A full disk (`SQLITE_FULL`, or `SQLITE_IOERR` when the write fails
-        // with ENOSPC or EFBIG) is not a bug: the statement or transaction was
-        // rolled back, and the same write succeeds once space is freed. Kept
-        // apart so ingest answers 503 and clients keep their data.
+        // A full disk (`SQLITE_FULL` on ENOSPC) or a failed write
+        // (`SQLITE_IOERR`, e.g. EFBIG past a file-size limit) is not a bug:
+        // the statement or transaction was rolled back, and the same write
+        // succeeds once there is room. Kept apart so ingest answers 503 and
+        // clients keep their data.
         Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
             StoreError::Unavailable(e.to_string())
         }
