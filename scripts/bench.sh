@@ -7,7 +7,9 @@
 #      telemetry off, with the endpoint up, refusing and blackholed, plus how long
 #      one invocation keeps any process alive;
 #   3. collector ingest throughput with the loadgen load generator, batches of
-#      1/10/100 at each tier, and the collector's peak RSS.
+#      1/10/100 at each tier, and the collector's peak RSS;
+#   4. the crash drill: the collector SIGKILLed 10 times under load and
+#      restarted, then every event checked to be counted exactly once.
 # It prints one results table (also written to $BENCH_OUT/results.md).
 #
 # Usage: scripts/bench.sh [--no-build]
@@ -31,6 +33,7 @@
 #   DEMO_CLI_CONSENT_FULL extra words to confirm `full` without a terminal
 #                 ["--yes --identity email=bench@example.invalid --identity organization=bench"]
 #   COLLECTOR             the collector binary [$CARGO_TARGET_DIR/release/telemetry-collector]
+#   BENCH_CRASH_KILLS     SIGKILLs in the crash drill                  [10]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,6 +56,8 @@ DEMO_CLI_CONSENT_FULL="${DEMO_CLI_CONSENT_FULL:---yes --identity email=bench@exa
 COLLECTOR="${COLLECTOR:-$RELEASE_BIN/telemetry-collector}"
 OVERHEAD="$RELEASE_BIN/overhead"
 LOADGEN="$RELEASE_BIN/loadgen"
+CRASHDRILL="$RELEASE_BIN/crashdrill"
+CRASH_KILLS="${BENCH_CRASH_KILLS:-10}"
 
 mkdir -p "$OUT"
 RESULTS="$OUT/results.md"
@@ -291,6 +296,32 @@ ingest_throughput() {
     out ""
 }
 
+# crash_drill: kill -9 the collector $CRASH_KILLS times under load, restart it
+# on the same database each time, and check every event is counted once.
+crash_drill() {
+    out "## Crash drill: kill -9 under load, restart, count"
+    out ""
+    if [[ ! -x "$CRASHDRILL" || ! -x "$COLLECTOR" ]]; then
+        skip "crashdrill ($CRASHDRILL) or the collector ($COLLECTOR) not built"
+        return
+    fi
+    out "The release collector on a fresh database (open mode, rate limit off); 4 writers, half \
+\`anonymous\` batches of 10 events with unique event ids, half \`aggregate\` batches of 10 \
+counters under unique report ids. Each round ends with SIGKILL after a random 50–1000 \
+acknowledged requests or 3 s; the collector restarts on the same database (its stats must \
+already count every acknowledged event), writers resend what was cut off. After the last \
+kill, what was never acknowledged is resent until it is; then the stats API must count \
+exactly the distinct events sent, and a replay of every batch must store nothing."
+    out ""
+    log "crash drill: $CRASH_KILLS kills"
+    "$CRASHDRILL" --header | tee -a "$RESULTS"
+    # The drill bounds each round (3 s) itself; `timeout` is a last resort.
+    timeout 120 "$CRASHDRILL" --collector "$COLLECTOR" --dir "$WORK/crashdrill" \
+        --kills "$CRASH_KILLS" --row | tee -a "$RESULTS" \
+        || out "| crash drill failed or timed out (exit $?); see the message above |"
+    out ""
+}
+
 main() {
     local build=1
     [[ "${1:-}" == "--no-build" ]] && build=0
@@ -334,6 +365,7 @@ main() {
         out ""
         skip "no collector running"
     fi
+    crash_drill
     out "Suite time: $((SECONDS - start)) s"
     log "done; results in $RESULTS"
     printf '\n' >&2

@@ -56,7 +56,9 @@ async fn ingest_inner(state: &AppState, request: Request) -> Result<IngestRespon
     let payload: IngestPayload = read_json(state, request).await?;
     check_policy(state, &payload)?;
     let batch = into_batch(state, payload)?;
-    let outcome = state.store().ingest(batch).await.map_err(store_error)?;
+    let outcome = state.store().ingest(batch).await;
+    note_storage(state, &outcome);
+    let outcome = outcome.map_err(store_error)?;
     Ok(IngestResponse {
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,
@@ -76,11 +78,9 @@ pub(crate) async fn delete(State(state): State<AppState>, request: Request) -> R
             )]));
         }
         let install = state.hasher().hash(&body.project, &body.install_id);
-        state
-            .store()
-            .delete_install(&body.project, install)
-            .await
-            .map_err(store_error)
+        let result = state.store().delete_install(&body.project, install).await;
+        note_storage(&state, &result);
+        result.map_err(store_error)
     }
     .await;
     match result {
@@ -95,6 +95,20 @@ pub(crate) async fn delete(State(state): State<AppState>, request: Request) -> R
     }
 }
 
+/// Tells `/metrics` whether storage took a write: a full disk shows as
+/// `telemetry_storage_unavailable 1` until a write commits again. Other
+/// failures (a full queue) say nothing about the disk and change nothing.
+fn note_storage<T>(state: &AppState, result: &Result<T, StoreError>) {
+    match result {
+        Ok(_) => state.metrics().storage_unavailable(false),
+        Err(StoreError::Unavailable(_)) => state.metrics().storage_unavailable(true),
+        Err(_) => {}
+    }
+}
+
+/// The `Retry-After` of a 503 for a full or failing disk.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::QueueFull => {
@@ -106,6 +120,17 @@ fn store_error(e: StoreError) -> ApiError {
             "the collector is shutting down; retry later",
         )
         .retry_after(Duration::from_secs(5)),
+        StoreError::Unavailable(reason) => {
+            // Nothing was stored, and the client must not drop its data: a
+            // 503 keeps it spooled until an operator frees space. The wait is
+            // long because that takes a person, not a moment.
+            tracing::error!(error = %reason, "the storage cannot take writes; answering 503");
+            ApiError::new(
+                ErrorCode::Overloaded,
+                "the collector cannot store data now (its disk is full); nothing was stored; retry later",
+            )
+            .retry_after(STORAGE_RETRY_AFTER)
+        }
         other => {
             tracing::error!(error = %other, "storing a request failed");
             ApiError::new(
@@ -311,6 +336,30 @@ mod tests {
             h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn store_errors_map_to_status_and_retry_after() {
+        // (error, status, code, Retry-After): only a broken database is a 500;
+        // anything a retry fixes is a 503 the client keeps its data for.
+        let table = [
+            (StoreError::QueueFull, 503, "overloaded", Some(1)),
+            (StoreError::Closed, 503, "overloaded", Some(5)),
+            (
+                StoreError::Unavailable("database or disk is full".into()),
+                503,
+                "overloaded",
+                Some(STORAGE_RETRY_AFTER.as_secs()),
+            ),
+            (StoreError::Database("boom".into()), 500, "internal", None),
+        ];
+        for (error, status, code, retry_after) in table {
+            let label = error.to_string();
+            let api = store_error(error);
+            assert_eq!(api.status.as_u16(), status, "{label}");
+            assert_eq!(api.code(), code, "{label}");
+            assert_eq!(api.retry_after, retry_after, "{label}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::store::StoreStatus;
 
@@ -16,6 +17,9 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Items (events or counters) by outcome: `accepted` or `duplicate`.
     items: Mutex<BTreeMap<&'static str, u64>>,
+    /// Whether the last write failed because the disk was full or failing;
+    /// cleared by the next write that commits.
+    storage_unavailable: AtomicBool,
 }
 
 impl Metrics {
@@ -34,6 +38,12 @@ impl Metrics {
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         *items.entry("accepted").or_default() += accepted;
         *items.entry("duplicate").or_default() += duplicates;
+    }
+
+    /// Records whether a write found the storage unable to take it.
+    pub fn storage_unavailable(&self, unavailable: bool) {
+        self.storage_unavailable
+            .store(unavailable, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of these counters and `store`'s figures.
@@ -92,6 +102,13 @@ impl Metrics {
             "gauge",
             store.commit_seconds_max.to_string(),
         );
+        gauge(
+            &mut out,
+            "telemetry_storage_unavailable",
+            "1 while writes fail because the disk is full or failing (ingest answers 503); 0 once a write commits.",
+            "gauge",
+            u8::from(self.storage_unavailable.load(Ordering::Relaxed)).to_string(),
+        );
         if let Some(size) = store.size_bytes {
             gauge(
                 &mut out,
@@ -116,6 +133,7 @@ mod tests {
         m.request("ingest", "accepted");
         m.request("ingest", "policy_violation");
         m.items(5, 2);
+        m.storage_unavailable(true);
         let text = m.render(&StoreStatus {
             queue_depth: 3,
             queue_capacity: 8,
@@ -131,6 +149,7 @@ mod tests {
             "telemetry_write_queue_depth 3",
             "telemetry_commit_seconds_count 4",
             "telemetry_database_bytes 4096",
+            "telemetry_storage_unavailable 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

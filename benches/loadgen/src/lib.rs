@@ -1,5 +1,5 @@
 //! Benchmark tools for the telemetry toolkit (issue 8): the ingest load
-//! generator and the client wall-time overhead harness.
+//! generator, the client wall-time overhead harness and the crash drill.
 //!
 //! Both tools only ever talk to loopback addresses and bound every loop by a
 //! count *and* a time limit, so `scripts/bench.sh` can promise to finish in
@@ -17,12 +17,16 @@
 //! - [`linger`]: finds the processes (children included) a run left behind.
 //! - [`raw`]: the raw-SQLite baseline: the collector's rows written directly.
 //! - [`stats`]: medians and percentiles.
+//! - [`crash`]: the crash drill: SIGKILLs a collector under load, restarts
+//!   it, and checks nothing acknowledged is lost or counted twice.
 //!
-//! The binaries `loadgen` and `overhead` are thin command-line wrappers.
+//! The binaries `loadgen`, `overhead` and `crashdrill` are thin command-line
+//! wrappers.
 //!
 //! [`IngestPayload`]: telemetry_protocol::IngestPayload
 
 pub mod cli;
+pub mod crash;
 pub mod endpoint;
 pub mod ingest;
 pub mod linger;
@@ -61,6 +65,10 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("building the http client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The crash drill could not run (the collector did not start, or stopped
+    /// answering after a restart).
+    #[error("crash drill: {0}")]
+    Drill(String),
 }
 
 impl Error {

@@ -65,8 +65,9 @@ pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>,
 /// object-safe and the collector can hold an `Arc<dyn Store>`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// A storage failure.
-#[derive(Debug, thiserror::Error)]
+/// A storage failure. `Clone` so one failed group commit can answer every
+/// request in it with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The write queue is full; retry later.
@@ -75,6 +76,12 @@ pub enum StoreError {
     /// The store is shutting down or its writer has stopped.
     #[error("the store is closed")]
     Closed,
+    /// The disk is full or failed a write (SQLite `SQLITE_FULL` or
+    /// `SQLITE_IOERR`, PostgreSQL `53100 disk_full` or `58030 io_error`). The
+    /// write was rolled back; it succeeds once space is freed, so the client
+    /// should keep its data and retry.
+    #[error("the storage cannot take writes now: {0}")]
+    Unavailable(String),
     /// The database failed.
     #[error("database error: {0}")]
     Database(String),

@@ -183,6 +183,11 @@ pub struct PostgresStore {
 /// A database error as text: SQLSTATE and message for server errors, never the URL.
 fn pg_err(e: &tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        // The server's disk is full or failed a write: the transaction was
+        // rolled back and succeeds once space is freed (503, not 500).
+        Some(db) if *db.code() == SqlState::DISK_FULL || *db.code() == SqlState::IO_ERROR => {
+            StoreError::Unavailable(format!("{} ({})", db.message(), db.code().code()))
+        }
         Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
         None => StoreError::Database(e.to_string()),
     }
@@ -642,7 +647,7 @@ impl Writer {
             Err(e) if refs.len() == 1 => {
                 tracing::error!(error = %e, "write transaction failed; nothing from it was stored");
                 for reply in replies {
-                    let _ = reply.send(Err(e.clone_message()));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
             Err(_) => {
@@ -716,21 +721,6 @@ impl Writer {
                 }
                 Err(e) => return Err(pg_err(&e)),
             }
-        }
-    }
-}
-
-impl StoreError {
-    /// A copy of a database error for each request of a failed group.
-    fn clone_message(&self) -> StoreError {
-        match self {
-            StoreError::QueueFull => StoreError::QueueFull,
-            StoreError::Closed => StoreError::Closed,
-            StoreError::SchemaTooNew { found, supported } => StoreError::SchemaTooNew {
-                found: *found,
-                supported: *supported,
-            },
-            other => StoreError::Database(other.to_string()),
         }
     }
 }

@@ -157,7 +157,17 @@ pub struct SqliteStore {
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    match e.sqlite_error_code() {
+        // A full disk (`SQLITE_FULL` on ENOSPC) or a failed write
+        // (`SQLITE_IOERR`, e.g. EFBIG past a file-size limit) is not a bug:
+        // the statement or transaction was rolled back, and the same write
+        // succeeds once there is room. Kept apart so ingest answers 503 and
+        // clients keep their data.
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 /// Page cache of the writer's connection, in KiB. The default (2 MiB) is
@@ -471,7 +481,7 @@ impl Writer {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Database(e.to_string())));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
@@ -489,6 +499,14 @@ impl Writer {
             self.run_cached("SAVEPOINT job")?;
             self.job_counts.clear();
             let result = self.apply(op);
+            if let Err(e) = &result
+                && self.conn.is_autocommit()
+            {
+                // SQLite rolled the whole transaction back (it may on a full
+                // disk or an I/O error): the batch fails with the op's own
+                // error, not with "no such savepoint" from the line below.
+                return Err(e.clone());
+            }
             if result.is_ok() {
                 self.run_cached("RELEASE job")?;
                 for (key, n) in self.job_counts.drain(..) {

@@ -56,6 +56,11 @@ pub(crate) fn config(dir: &Path) -> Config {
 
 /// The same settings as [`config`], as a TOML file for the binary; returns its path.
 pub(crate) fn config_file(dir: &Path, extra: &str) -> PathBuf {
+    config_file_at(dir, &dir.join("telemetry.db"), extra)
+}
+
+/// [`config_file`] with the database at `db` instead of in `dir`.
+pub(crate) fn config_file_at(dir: &Path, db: &Path, extra: &str) -> PathBuf {
     std::fs::write(dir.join("demo.telemetry.toml"), MANIFEST).unwrap();
     let path = dir.join("collector.toml");
     std::fs::write(
@@ -63,7 +68,7 @@ pub(crate) fn config_file(dir: &Path, extra: &str) -> PathBuf {
         format!(
             "db = {db:?}\nadmin_token = {TOKEN:?}\n{extra}\n[rate_limit]\nrequests_per_minute = 0\n\n\
              [[projects]]\nname = \"demo\"\nmanifest = \"demo.telemetry.toml\"\nmax_tier = \"full\"\n",
-            db = dir.join("telemetry.db").to_string_lossy()
+            db = db.to_string_lossy()
         ),
     )
     .unwrap();
@@ -186,7 +191,18 @@ impl Collector {
     /// Starts `telemetry-collector serve --listen 127.0.0.1:0 --config <config>`
     /// and waits for the line that says where it listens.
     pub(crate) fn start(config: &Path, stderr: Stdio) -> Collector {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        Collector::spawn(Command::new(Collector::BIN), config, stderr)
+    }
+
+    /// The collector binary under test.
+    pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_telemetry-collector");
+
+    /// Like [`Collector::start`], but runs `command`, which must end by
+    /// executing [`Collector::BIN`] with the arguments appended here (a
+    /// wrapper such as `unshare ... sh -c '... exec "$@"'`). The child's pid
+    /// is then the collector's.
+    pub(crate) fn spawn(mut command: Command, config: &Path, stderr: Stdio) -> Collector {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
             .env_remove("TELEMETRY_COLLECTOR_DB")

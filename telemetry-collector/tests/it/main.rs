@@ -10,6 +10,7 @@ mod common;
 mod crash;
 mod dashboard;
 mod deletion;
+mod disk_full;
 mod handlers;
 mod idempotency;
 mod multi_collector;
