@@ -1,0 +1,33 @@
+//! The one-line CLI with telemetry-client: prints the same greeting as
+//! baseline-cli and records one event, the way the client's README tells a
+//! host to. It behaves as a real host: nothing is recorded or sent unless the
+//! user opted in (the bench sets the level with
+//! `telemetry-consent set toolkit-cli <tier>`), and sending happens in the
+//! detached uploader, a re-execution of this binary.
+//!
+//! The endpoint comes from `TOOLKIT_CLI_TELEMETRY_ENDPOINT` (the client's own
+//! override), not from an argument: the uploader is started without the host's
+//! arguments but inherits its environment.
+//!
+//! Unlike a real host, which keeps the default hour, the upload interval is
+//! zero, so every run with data starts the uploader, as the peers send on
+//! every run: the figures are the host's worst case.
+
+// Printing is this program's job.
+#![allow(clippy::print_stdout)]
+
+use std::time::Duration;
+
+use telemetry_client::Telemetry;
+
+fn main() {
+    // First thing in `main`: in the detached uploader this sends and exits.
+    let telemetry = Telemetry::builder(include_str!("../telemetry.toml"))
+        .tool_version(env!("CARGO_PKG_VERSION"))
+        .upload_interval(Duration::ZERO)
+        .build();
+    println!("Hello, world!");
+    telemetry.track("command", [("name", "greet".into())]);
+    // Dropping the handle spools the event and starts the uploader if due.
+    drop(telemetry);
+}
