@@ -6,8 +6,8 @@
 #   2. the in-process cost of one `track()` call (criterion, telemetry-client's
 #      `track` bench) at aggregate and anonymous;
 #   3. wall time added per invocation: the one-line CLIs (posthog-rs,
-#      rtb-telemetry, telemetry-client at aggregate and anonymous) against the
-#      baseline CLI, and demo-cli at each tier against itself with telemetry
+#      rtb-telemetry, telemetry-client at aggregate and anonymous, and at
+#      anonymous with an upload every run) against the baseline CLI, and demo-cli at each tier against itself with telemetry
 #      off, with the endpoint up, refusing and blackholed, plus how long one
 #      invocation keeps any process alive;
 #   4. collector ingest throughput with the loadgen load generator, batches of
@@ -160,10 +160,11 @@ overhead_row() {
         || out "| $label | $mode | failed or timed out (exit $?) |"
 }
 
-# toolkit_cli_home TIER: an isolated HOME where the user set toolkit-cli's
-# level to TIER with telemetry-consent, as a user would. Prints the HOME.
+# toolkit_cli_home NAME TIER: an isolated HOME where the user set
+# toolkit-cli's level to TIER with telemetry-consent, as a user would. Prints
+# the HOME.
 toolkit_cli_home() {
-    local tier="$1" home="$WORK/toolkit-home-$1"
+    local tier="$2" home="$WORK/toolkit-home-$1"
     mkdir -p "$home/.config" "$home/.local/state" "$home/.local/share" "$home/.cache"
     env -u DO_NOT_TRACK HOME="$home" XDG_CONFIG_HOME="$home/.config" \
         XDG_STATE_HOME="$home/.local/state" XDG_DATA_HOME="$home/.local/share" \
@@ -179,14 +180,15 @@ overhead_peers() {
     out "A = one-line CLI sending one event, B = baseline-cli (no telemetry); Δ = A − B per pair, median."
     out "\`stub\` is a loopback HTTP server answering 200 to every request (the same endpoint for every row)."
     out "toolkit-cli is telemetry-client at the tier its user set with telemetry-consent; it sends from its"
-    out "detached uploader, started on every run that has data (upload interval zero, its worst case)."
+    out "detached uploader, started at most once per upload interval: the default hour, as in a real host,"
+    out "or zero in the \"upload every run\" row (every run with data starts it, as the peers send every run)."
     out ""
-    local baseline="$PEERS_BIN/baseline-cli" mode max warmup tier home
+    local baseline="$PEERS_BIN/baseline-cli" mode max warmup row label tier interval home
     if [[ ! -x "$baseline" ]]; then
         skip "baseline-cli not built in $PEERS_BIN"
         return
     fi
-    local peers=1 toolkit_tiers=()
+    local peers=1 toolkit_rows=()
     if [[ ! -x "$PEERS_BIN/posthog-cli" || ! -x "$PEERS_BIN/rtb-cli" ]]; then
         peers=0
         out "_posthog-cli or rtb-cli not built in $PEERS_BIN: their rows are skipped_"
@@ -194,13 +196,15 @@ overhead_peers() {
     if [[ ! -x "$PEERS_BIN/toolkit-cli" || ! -x "$CONSENT_TOOL" ]]; then
         out "_toolkit-cli ($PEERS_BIN) or telemetry-consent ($CONSENT_TOOL) not built: its rows are skipped_"
     else
-        for tier in aggregate anonymous; do
-            # One HOME per tier for every endpoint mode: its state carries over
-            # between cells, as on a user's machine.
-            if home="$(toolkit_cli_home "$tier")"; then
-                toolkit_tiers+=("$tier=$home")
+        # label|tier|upload interval in seconds ("" = the client's default).
+        # One HOME per row for every endpoint mode: its state carries over
+        # between cells, as on a user's machine.
+        for row in "aggregate|aggregate|" "anonymous|anonymous|" "anonymous, upload every run|anonymous|0"; do
+            IFS='|' read -r label tier interval <<<"$row"
+            if home="$(toolkit_cli_home "${#toolkit_rows[@]}" "$tier")"; then
+                toolkit_rows+=("$label|$tier|$interval|$home")
             else
-                out "_toolkit-cli $tier: consent could not be set; see the log above_"
+                out "_telemetry-client $label: consent could not be set; see the log above_"
             fi
         done
     fi
@@ -218,17 +222,18 @@ overhead_peers() {
         fi
         # toolkit-cli never waits on the network, so every cell gets the fast
         # limits; its uploader may linger up to the client's request timeout.
-        for entry in "${toolkit_tiers[@]}"; do
-            tier="${entry%%=*}" home="${entry#*=}"
+        for entry in "${toolkit_rows[@]}"; do
+            IFS='|' read -r label tier interval home <<<"$entry"
             # The endpoint goes through the client's own variable, which the
             # uploader inherits; an empty DO_NOT_TRACK keeps a caller's from
             # silently turning the row into "telemetry off".
             env=(HOME="$home" XDG_CONFIG_HOME="$home/.config" XDG_STATE_HOME="$home/.local/state"
                 XDG_DATA_HOME="$home/.local/share" XDG_CACHE_HOME="$home/.cache"
                 "TOOLKIT_CLI_TELEMETRY_ENDPOINT={endpoint}" DO_NOT_TRACK=)
+            [[ -n "$interval" ]] && env+=("BENCH_UPLOAD_INTERVAL_SECS=$interval")
             local args=(--a "$PEERS_BIN/toolkit-cli" --b "$baseline")
             for e in "${env[@]}"; do args+=(--a-env "$e"); done
-            overhead_row "telemetry-client $tier" "$mode" "$MAX_SECS" 3 60 -- "${args[@]}"
+            overhead_row "telemetry-client $label" "$mode" "$MAX_SECS" 3 60 -- "${args[@]}"
         done
     done
     out ""
@@ -244,9 +249,16 @@ track_cost() {
     out "\`persist_10\` is one spool write of 10 recorded events, once per process. Criterion args: \`$TRACK_ARGS\`."
     out ""
     local home="$OUT/criterion" log="$WORK/track-bench.log"
+    # Built first (a no-op after build_all), so the time limit below bounds
+    # the measurement, not a compilation.
+    if ! cargo bench --no-run --manifest-path "$ROOT/Cargo.toml" -p telemetry-client \
+        --bench track >"$log" 2>&1; then
+        skip "the track bench did not build: $(tail -n 3 "$log" | tr '\n' ' ')"
+        return
+    fi
     log "criterion: telemetry-client --bench track ($TRACK_ARGS)"
     # shellcheck disable=SC2086 # TRACK_ARGS is words on purpose
-    if ! CRITERION_HOME="$home" timeout 600 cargo bench --manifest-path "$ROOT/Cargo.toml" \
+    if ! CRITERION_HOME="$home" timeout 300 cargo bench --manifest-path "$ROOT/Cargo.toml" \
         -p telemetry-client --bench track -- $TRACK_ARGS >"$log" 2>&1; then
         skip "the track bench failed or timed out: $(tail -n 3 "$log" | tr '\n' ' ')"
         return

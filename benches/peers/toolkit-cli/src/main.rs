@@ -9,9 +9,10 @@
 //! override), not from an argument: the uploader is started without the host's
 //! arguments but inherits its environment.
 //!
-//! Unlike a real host, which keeps the default hour, the upload interval is
-//! zero, so every run with data starts the uploader, as the peers send on
-//! every run: the figures are the host's worst case.
+//! The upload interval is the client's default (one hour), as in a real host,
+//! unless `BENCH_UPLOAD_INTERVAL_SECS` sets it: with `0`, every run that has
+//! data starts the uploader, the way the peers send on every run, which is
+//! the host's worst case.
 
 // Printing is this program's job.
 #![allow(clippy::print_stdout)]
@@ -21,11 +22,16 @@ use std::time::Duration;
 use telemetry_client::Telemetry;
 
 fn main() {
+    let mut builder = Telemetry::builder(include_str!("../telemetry.toml"))
+        .tool_version(env!("CARGO_PKG_VERSION"));
+    if let Some(secs) = std::env::var("BENCH_UPLOAD_INTERVAL_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        builder = builder.upload_interval(Duration::from_secs(secs));
+    }
     // First thing in `main`: in the detached uploader this sends and exits.
-    let telemetry = Telemetry::builder(include_str!("../telemetry.toml"))
-        .tool_version(env!("CARGO_PKG_VERSION"))
-        .upload_interval(Duration::ZERO)
-        .build();
+    let telemetry = builder.build();
     println!("Hello, world!");
     telemetry.track("command", [("name", "greet".into())]);
     // Dropping the handle spools the event and starts the uploader if due.
