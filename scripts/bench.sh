@@ -7,9 +7,10 @@
 #      `track` bench) at aggregate and anonymous;
 #   3. wall time added per invocation: the one-line CLIs (posthog-rs,
 #      rtb-telemetry, telemetry-client at aggregate and anonymous, and at
-#      anonymous with an upload every run) against the baseline CLI, and demo-cli at each tier against itself with telemetry
-#      off, with the endpoint up, refusing and blackholed, plus how long one
-#      invocation keeps any process alive;
+#      anonymous with an upload every run) against the baseline CLI, and
+#      demo-cli at each tier against itself with telemetry off, with the
+#      endpoint up, refusing and blackholed, plus how long one invocation
+#      keeps any process alive;
 #   4. collector ingest throughput with the loadgen load generator, batches of
 #      1/10/100 at each tier, and the collector's peak RSS.
 # It prints one results table (also written to $BENCH_OUT/results.md).
