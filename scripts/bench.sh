@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The benchmark suite of issue 8 in one command: builds everything in release,
 # then measures
-#   1. binary size: baseline vs the peer CLIs vs demo-cli with/without telemetry;
-#   2. wall time added per invocation: the peer CLIs (posthog-rs, rtb-telemetry)
-#      against the baseline CLI, and demo-cli at each tier against itself with
-#      telemetry off, with the endpoint up, refusing and blackholed, plus how long
-#      one invocation keeps any process alive;
-#   3. collector ingest throughput with the loadgen load generator, batches of
-#      1/10/100 at each tier, and the collector's peak RSS;
-#   4. the crash drill: the collector SIGKILLed 10 times under load and
+#   1. binary size: baseline vs the one-line CLIs of the peers and of this
+#      toolkit (toolkit-cli) vs demo-cli with/without telemetry;
+#   2. the in-process cost of one `track()` call (criterion, telemetry-client's
+#      `track` bench) at aggregate and anonymous;
+#   3. wall time added per invocation: the one-line CLIs (posthog-rs,
+#      rtb-telemetry, telemetry-client at aggregate and anonymous, and at
+#      anonymous with an upload every run) against the baseline CLI, and
+#      demo-cli at each tier against itself with telemetry off, with the
+#      endpoint up, refusing and blackholed, plus how long one invocation
+#      keeps any process alive;
+#   4. collector ingest throughput with the loadgen load generator, batches of
+#      1/10/100 at each tier, and the collector's peak RSS, against the
+#      raw-SQLite baseline (rawsqlite) in the same run;
+#   5. the crash drill: the collector SIGKILLed 10 times under load and
 #      restarted, then every event checked to be counted exactly once.
 # It prints one results table (also written to $BENCH_OUT/results.md).
 #
@@ -25,6 +31,8 @@
 #   BENCH_LOAD_REQUESTS   request cap of one ingest cell               [20000]
 #   BENCH_LOAD_SECS       time limit of one ingest cell, s             [10]
 #   BENCH_CONCURRENCY     concurrent connections of the load generator [8]
+#   BENCH_TRACK_ARGS      criterion arguments of the `track` bench
+#                                   ["--warm-up-time 1 --measurement-time 3"]
 #   BENCH_OUT             where results go      [target/bench-results/<time>]
 #   DEMO_CLI              demo-cli with telemetry [$CARGO_TARGET_DIR/release/demo-cli]
 #   DEMO_CLI_NO_TELEMETRY demo-cli built without the client, for the size row
@@ -34,6 +42,8 @@
 #                 ["--yes --identity email=bench@example.invalid --identity organization=bench"]
 #   COLLECTOR             the collector binary [$CARGO_TARGET_DIR/release/telemetry-collector]
 #   BENCH_CRASH_KILLS     SIGKILLs in the crash drill                  [10]
+#   CONSENT_TOOL          telemetry-consent, sets toolkit-cli's level
+#                                   [$CARGO_TARGET_DIR/release/telemetry-consent]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,12 +58,14 @@ SLOW_MAX_SECS="${BENCH_SLOW_MAX_SECS:-30}"
 LOAD_REQUESTS="${BENCH_LOAD_REQUESTS:-20000}"
 LOAD_SECS="${BENCH_LOAD_SECS:-10}"
 CONCURRENCY="${BENCH_CONCURRENCY:-8}"
+TRACK_ARGS="${BENCH_TRACK_ARGS:---warm-up-time 1 --measurement-time 3}"
 OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
 DEMO_CLI="${DEMO_CLI:-$RELEASE_BIN/demo-cli}"
 DEMO_CLI_NO_TELEMETRY="${DEMO_CLI_NO_TELEMETRY:-}"
 DEMO_CLI_CONSENT="${DEMO_CLI_CONSENT:-telemetry enable}"
 DEMO_CLI_CONSENT_FULL="${DEMO_CLI_CONSENT_FULL:---yes --identity email=bench@example.invalid --identity organization=bench}"
 COLLECTOR="${COLLECTOR:-$RELEASE_BIN/telemetry-collector}"
+CONSENT_TOOL="${CONSENT_TOOL:-$RELEASE_BIN/telemetry-consent}"
 OVERHEAD="$RELEASE_BIN/overhead"
 LOADGEN="$RELEASE_BIN/loadgen"
 CRASHDRILL="$RELEASE_BIN/crashdrill"
@@ -102,6 +114,11 @@ build_all() {
         || log "telemetry-collector did not build; its sections will skip"
     cargo build --release --manifest-path "$ROOT/Cargo.toml" -p demo-cli \
         || log "demo-cli did not build; its sections will skip"
+    cargo build --release --manifest-path "$ROOT/Cargo.toml" -p telemetry-client \
+        --bin telemetry-consent \
+        || log "telemetry-consent did not build; the toolkit-cli rows will skip"
+    cargo bench --no-run --manifest-path "$ROOT/Cargo.toml" -p telemetry-client --bench track \
+        || log "the track bench did not build; its section will skip"
     log "building the peer CLIs (release, stripped) in $PEERS_DIR (a separate workspace)"
     # The peers use rustls, so no system OpenSSL is needed. Their target dir is
     # theirs alone (gitignored), whatever CARGO_TARGET_DIR says.
@@ -150,26 +167,129 @@ overhead_row() {
         || out "| $label | $mode | failed or timed out (exit $?) |"
 }
 
+# toolkit_cli_home NAME TIER: an isolated HOME where the user set
+# toolkit-cli's level to TIER with telemetry-consent, as a user would. Prints
+# the HOME.
+toolkit_cli_home() {
+    local tier="$2" home="$WORK/toolkit-home-$1"
+    mkdir -p "$home/.config" "$home/.local/state" "$home/.local/share" "$home/.cache"
+    env -u DO_NOT_TRACK HOME="$home" XDG_CONFIG_HOME="$home/.config" \
+        XDG_STATE_HOME="$home/.local/state" XDG_DATA_HOME="$home/.local/share" \
+        XDG_CACHE_HOME="$home/.cache" \
+        "$CONSENT_TOOL" set toolkit-cli "$tier" </dev/null >"$WORK/toolkit-consent-$tier.log" 2>&1 \
+        || { log "setting toolkit-cli consent $tier failed: $(cat "$WORK/toolkit-consent-$tier.log")"; return 1; }
+    printf '%s' "$home"
+}
+
 overhead_peers() {
-    out "## Wall time added per invocation: peer CLIs vs the baseline CLI"
+    out "## Wall time added per invocation: one-line CLIs vs the baseline CLI"
     out ""
-    out "A = peer CLI sending one event, B = baseline-cli (no telemetry); Δ = A − B per pair, median."
-    out "\`stub\` is a loopback HTTP server answering 200 to every request (no collector for peers)."
+    out "A = one-line CLI sending one event, B = baseline-cli (no telemetry); Δ = A − B per pair, median."
+    out "\`stub\` is a loopback HTTP server answering 200 to every request (the same endpoint for every row)."
+    out "toolkit-cli is telemetry-client at the tier its user set with telemetry-consent; it sends from its"
+    out "detached uploader, started at most once per upload interval: the default hour, as in a real host,"
+    out "or zero in the \"upload every run\" row (every run with data starts it, as the peers send every run)."
     out ""
-    local baseline="$PEERS_BIN/baseline-cli" mode max warmup
-    if [[ ! -x "$baseline" || ! -x "$PEERS_BIN/posthog-cli" || ! -x "$PEERS_BIN/rtb-cli" ]]; then
-        skip "peer CLIs not built in $PEERS_BIN"
+    local baseline="$PEERS_BIN/baseline-cli" mode max warmup row label tier interval home
+    if [[ ! -x "$baseline" ]]; then
+        skip "baseline-cli not built in $PEERS_BIN"
         return
     fi
+    local peers=1 toolkit_rows=()
+    if [[ ! -x "$PEERS_BIN/posthog-cli" || ! -x "$PEERS_BIN/rtb-cli" ]]; then
+        peers=0
+        out "_posthog-cli or rtb-cli not built in $PEERS_BIN: their rows are skipped_"
+    fi
+    if [[ ! -x "$PEERS_BIN/toolkit-cli" || ! -x "$CONSENT_TOOL" ]]; then
+        out "_toolkit-cli ($PEERS_BIN) or telemetry-consent ($CONSENT_TOOL) not built: its rows are skipped_"
+    else
+        # label|tier|upload interval in seconds ("" = the client's default).
+        # One HOME per row for every endpoint mode: its state carries over
+        # between cells, as on a user's machine.
+        for row in "aggregate|aggregate|" "anonymous|anonymous|" "anonymous, upload every run|anonymous|0"; do
+            IFS='|' read -r label tier interval <<<"$row"
+            if home="$(toolkit_cli_home "${#toolkit_rows[@]}" "$tier")"; then
+                toolkit_rows+=("$label|$tier|$interval|$home")
+            else
+                out "_telemetry-client $label: consent could not be set; see the log above_"
+            fi
+        done
+    fi
     "$OVERHEAD" --header | tee -a "$RESULTS"
+    local entry env e
     for mode in stub refused blackhole blackhole-noaccept; do
-        # Blackholed peers take their full request timeout per run (tens of
-        # seconds), so those cells get a separate time limit and no warm-up.
-        if [[ "$mode" == blackhole* ]]; then max="$SLOW_MAX_SECS" warmup=0; else max="$MAX_SECS" warmup=3; fi
-        overhead_row "posthog-rs" "$mode" "$max" "$warmup" 60 -- \
-            --a "$PEERS_BIN/posthog-cli {endpoint}" --b "$baseline"
-        overhead_row "rtb-telemetry" "$mode" "$max" "$warmup" 60 -- \
-            --a "$PEERS_BIN/rtb-cli {endpoint}/v1/events" --b "$baseline"
+        if [[ $peers -eq 1 ]]; then
+            # Blackholed peers take their full request timeout per run (tens of
+            # seconds), so those cells get a separate time limit and no warm-up.
+            if [[ "$mode" == blackhole* ]]; then max="$SLOW_MAX_SECS" warmup=0; else max="$MAX_SECS" warmup=3; fi
+            overhead_row "posthog-rs" "$mode" "$max" "$warmup" 60 -- \
+                --a "$PEERS_BIN/posthog-cli {endpoint}" --b "$baseline"
+            overhead_row "rtb-telemetry" "$mode" "$max" "$warmup" 60 -- \
+                --a "$PEERS_BIN/rtb-cli {endpoint}/v1/events" --b "$baseline"
+        fi
+        # toolkit-cli never waits on the network, so every cell gets the fast
+        # limits; its uploader may linger up to the client's request timeout.
+        for entry in "${toolkit_rows[@]}"; do
+            IFS='|' read -r label tier interval home <<<"$entry"
+            # The endpoint goes through the client's own variable, which the
+            # uploader inherits; an empty DO_NOT_TRACK keeps a caller's from
+            # silently turning the row into "telemetry off".
+            env=(HOME="$home" XDG_CONFIG_HOME="$home/.config" XDG_STATE_HOME="$home/.local/state"
+                XDG_DATA_HOME="$home/.local/share" XDG_CACHE_HOME="$home/.cache"
+                "TOOLKIT_CLI_TELEMETRY_ENDPOINT={endpoint}" DO_NOT_TRACK=)
+            [[ -n "$interval" ]] && env+=("BENCH_UPLOAD_INTERVAL_SECS=$interval")
+            local args=(--a "$PEERS_BIN/toolkit-cli" --b "$baseline")
+            for e in "${env[@]}"; do args+=(--a-env "$e"); done
+            overhead_row "telemetry-client $label" "$mode" "$MAX_SECS" 3 60 -- "${args[@]}"
+        done
+    done
+    out ""
+}
+
+# track_cost: telemetry-client's criterion bench of one `track()` call, with
+# bounded warm-up and measurement ($TRACK_ARGS); the estimates are read from
+# criterion's JSON files, which live with the results.
+track_cost() {
+    out "## track() cost in process (criterion, telemetry-client --bench track)"
+    out ""
+    out "Per \`track\` call with two props on a handle at the tier (runs of 200 calls per handle);"
+    out "\`persist_10\` is one spool write of 10 recorded events, once per process. Criterion args: \`$TRACK_ARGS\`."
+    out ""
+    local home="$OUT/criterion" log="$WORK/track-bench.log"
+    # Built first (a no-op after build_all), so the time limit below bounds
+    # the measurement, not a compilation.
+    if ! cargo bench --no-run --manifest-path "$ROOT/Cargo.toml" -p telemetry-client \
+        --bench track >"$log" 2>&1; then
+        skip "the track bench did not build: $(tail -n 3 "$log" | tr '\n' ' ')"
+        return
+    fi
+    log "criterion: telemetry-client --bench track ($TRACK_ARGS)"
+    # shellcheck disable=SC2086 # TRACK_ARGS is words on purpose
+    if ! CRITERION_HOME="$home" timeout 300 cargo bench --manifest-path "$ROOT/Cargo.toml" \
+        -p telemetry-client --bench track -- $TRACK_ARGS >"$log" 2>&1; then
+        skip "the track bench failed or timed out: $(tail -n 3 "$log" | tr '\n' ' ')"
+        return
+    fi
+    out "| benchmark | median | mean | mean 95% CI | per |"
+    out "|---|---|---|---|---|"
+    local name
+    for name in aggregate anonymous persist_10_aggregate persist_10_anonymous; do
+        python3 - "$home/track/$name/new/estimates.json" "$name" <<'PY' | tee -a "$RESULTS"
+import json, sys
+path, name = sys.argv[1], sys.argv[2]
+def fmt(ns):
+    return f"{ns:.1f} ns" if ns < 1000 else f"{ns / 1000:.2f} µs"
+try:
+    e = json.load(open(path))
+except OSError:
+    print(f"| track/{name} | - | - | - | no estimate at {path} |")
+    sys.exit(0)
+m, md = e["mean"], e["median"]
+ci = m["confidence_interval"]
+per = "persist (10 events)" if name.startswith("persist") else "track call"
+print(f"| track/{name} | {fmt(md['point_estimate'])} | {fmt(m['point_estimate'])} "
+      f"| {fmt(ci['lower_bound'])} – {fmt(ci['upper_bound'])} | {per} |")
+PY
     done
     out ""
 }
@@ -336,10 +456,11 @@ main() {
     [[ -x "$DEMO_CLI" ]] && demo_sizes+=("demo-cli=$DEMO_CLI")
     [[ -n "$DEMO_CLI_NO_TELEMETRY" ]] && demo_sizes+=("demo-cli-no-telemetry=$DEMO_CLI_NO_TELEMETRY")
     binary_sizes "baseline-cli=$PEERS_BIN/baseline-cli" "posthog-cli=$PEERS_BIN/posthog-cli" \
-        "rtb-cli=$PEERS_BIN/rtb-cli" "${demo_sizes[@]}"
+        "rtb-cli=$PEERS_BIN/rtb-cli" "toolkit-cli=$PEERS_BIN/toolkit-cli" "${demo_sizes[@]}"
     [[ -z "$DEMO_CLI_NO_TELEMETRY" ]] \
         && out "_demo-cli without telemetry: set DEMO_CLI_NO_TELEMETRY to a build without the client to add its row_" && out ""
 
+    track_cost
     overhead_peers
 
     local url=""
