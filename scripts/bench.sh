@@ -31,6 +31,8 @@
 #   BENCH_LOAD_REQUESTS   request cap of one ingest cell               [20000]
 #   BENCH_LOAD_SECS       time limit of one ingest cell, s             [10]
 #   BENCH_CONCURRENCY     concurrent connections of the load generator [8]
+#   BENCH_WIDE_CONCURRENCY  connections of the extra single-event cells [32]
+#   BENCH_RAW_EVENTS      event cap of one raw-SQLite baseline cell    [2000000]
 #   BENCH_TRACK_ARGS      criterion arguments of the `track` bench
 #                                   ["--warm-up-time 1 --measurement-time 3"]
 #   BENCH_OUT             where results go      [target/bench-results/<time>]
@@ -58,6 +60,8 @@ SLOW_MAX_SECS="${BENCH_SLOW_MAX_SECS:-30}"
 LOAD_REQUESTS="${BENCH_LOAD_REQUESTS:-20000}"
 LOAD_SECS="${BENCH_LOAD_SECS:-10}"
 CONCURRENCY="${BENCH_CONCURRENCY:-8}"
+WIDE_CONCURRENCY="${BENCH_WIDE_CONCURRENCY:-32}"
+RAW_EVENTS="${BENCH_RAW_EVENTS:-2000000}"
 TRACK_ARGS="${BENCH_TRACK_ARGS:---warm-up-time 1 --measurement-time 3}"
 OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
 DEMO_CLI="${DEMO_CLI:-$RELEASE_BIN/demo-cli}"
@@ -68,6 +72,7 @@ COLLECTOR="${COLLECTOR:-$RELEASE_BIN/telemetry-collector}"
 CONSENT_TOOL="${CONSENT_TOOL:-$RELEASE_BIN/telemetry-consent}"
 OVERHEAD="$RELEASE_BIN/overhead"
 LOADGEN="$RELEASE_BIN/loadgen"
+RAWSQLITE="$RELEASE_BIN/rawsqlite"
 CRASHDRILL="$RELEASE_BIN/crashdrill"
 CRASH_KILLS="${BENCH_CRASH_KILLS:-10}"
 
@@ -411,8 +416,44 @@ ingest_throughput() {
                 || out "| $tier | $batch | loadgen failed or timed out (exit $?) |"
         done
     done
+    # Single events from many clients at once: the group commit then holds
+    # more requests per fsync, as on a collector serving many CLIs.
+    for tier in aggregate anonymous full; do
+        log "ingest: $tier, batch 1, $WIDE_CONCURRENCY connections"
+        timeout $((LOAD_SECS + 60)) "$LOADGEN" --url "$url" --tier "$tier" \
+            --batch 1 --concurrency "$WIDE_CONCURRENCY" --requests "$LOAD_REQUESTS" \
+            --duration-secs "$LOAD_SECS" --project loadgen --row | tee -a "$RESULTS" \
+            || out "| $tier | 1 | loadgen failed or timed out (exit $?) |"
+    done
+    out ""
+    out "The last three rows ran with $WIDE_CONCURRENCY connections."
     out ""
     out "Collector peak RSS (VmHWM) after the ingest runs: $(collector_peak_rss_mib) MiB"
+    out ""
+}
+
+# raw_baseline: the collector's rows written straight through rusqlite with its
+# schema and durability (rawsqlite), in one-request and bulk transactions.
+raw_baseline() {
+    out "## Raw SQLite baseline (rawsqlite: the same rows, the collector's schema, WAL, synchronous=FULL)"
+    out ""
+    if [[ ! -x "$RAWSQLITE" ]]; then
+        skip "rawsqlite not built"
+        return
+    fi
+    out "Each cell: batches of 100 events, at most $RAW_EVENTS events or ${LOAD_SECS}s, a fresh database."
+    out ""
+    "$RAWSQLITE" --header | tee -a "$RESULTS"
+    local tier per_txn
+    for tier in aggregate anonymous full; do
+        for per_txn in 100 10000; do
+            log "raw sqlite: $tier, $per_txn events per transaction"
+            timeout $((LOAD_SECS + 60)) "$RAWSQLITE" --tier "$tier" --batch 100 \
+                --per-txn "$per_txn" --events "$RAW_EVENTS" --duration-secs "$LOAD_SECS" \
+                --dir "$WORK" --row | tee -a "$RESULTS" \
+                || out "| $tier | $per_txn | rawsqlite failed or timed out (exit $?) |"
+        done
+    done
     out ""
 }
 
@@ -481,6 +522,7 @@ main() {
     if [[ -n "$url" ]]; then
         ingest_throughput "$url"
         collector_stop
+        raw_baseline
     else
         out "## Collector ingest throughput"
         out ""
