@@ -1005,10 +1005,12 @@ async fn purge_tx(
                 &[&name, &(i64::from(cutoff) * MILLIS_PER_DAY)],
             )
             .await?;
-        // A week row goes once the whole week is older than the cutoff.
+        // A week row goes once the whole week is older than the cutoff, and
+        // with its install (a new row for the install must not revive it).
         out.install_weeks += tx
             .execute(
-                "DELETE FROM install_weeks WHERE project = $1 AND week + 6 < $2",
+                "DELETE FROM install_weeks WHERE project = $1 AND (week + 6 < $2 OR install IN
+                 (SELECT install FROM installs WHERE project = $1 AND last_seen_day < $2))",
                 &[&name, &cutoff],
             )
             .await?;
