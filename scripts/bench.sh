@@ -7,7 +7,11 @@
 #      telemetry off, with the endpoint up, refusing and blackholed, plus how long
 #      one invocation keeps any process alive;
 #   3. collector ingest throughput with the loadgen load generator, batches of
-#      1/10/100 at each tier, and the collector's peak RSS.
+#      1/10/100 at each tier, and the collector's peak RSS;
+#   4. stats latency with statsbench: a database loaded through the
+#      collector's store with 10M anonymous events from 1M installs, the stats
+#      of a 90-day window (median, p90, each SQL part and its query plan)
+#      against the naive GROUP BY over raw events.
 # It prints one results table (also written to $BENCH_OUT/results.md).
 #
 # Usage: scripts/bench.sh [--no-build]
@@ -23,6 +27,13 @@
 #   BENCH_LOAD_REQUESTS   request cap of one ingest cell               [20000]
 #   BENCH_LOAD_SECS       time limit of one ingest cell, s             [10]
 #   BENCH_CONCURRENCY     concurrent connections of the load generator [8]
+#   BENCH_STATS_EVENTS    events statsbench loads                      [10000000]
+#   BENCH_STATS_INSTALLS  installs statsbench loads                    [1000000]
+#   BENCH_STATS_LOAD_SECS time limit of the statsbench load, s         [480]
+#   BENCH_STATS_RUNS      timed runs of each stats query               [21]
+#   BENCH_STATS_DB        a database statsbench reuses if it holds the same load
+#                         (loaded for today's date); default: a fresh one in the
+#                         suite's temporary directory
 #   BENCH_OUT             where results go      [target/bench-results/<time>]
 #   DEMO_CLI              demo-cli with telemetry [$CARGO_TARGET_DIR/release/demo-cli]
 #   DEMO_CLI_NO_TELEMETRY demo-cli built without the client, for the size row
@@ -45,6 +56,11 @@ SLOW_MAX_SECS="${BENCH_SLOW_MAX_SECS:-30}"
 LOAD_REQUESTS="${BENCH_LOAD_REQUESTS:-20000}"
 LOAD_SECS="${BENCH_LOAD_SECS:-10}"
 CONCURRENCY="${BENCH_CONCURRENCY:-8}"
+STATS_EVENTS="${BENCH_STATS_EVENTS:-10000000}"
+STATS_INSTALLS="${BENCH_STATS_INSTALLS:-1000000}"
+STATS_LOAD_SECS="${BENCH_STATS_LOAD_SECS:-480}"
+STATS_RUNS="${BENCH_STATS_RUNS:-21}"
+STATS_DB="${BENCH_STATS_DB:-}"
 OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
 DEMO_CLI="${DEMO_CLI:-$RELEASE_BIN/demo-cli}"
 DEMO_CLI_NO_TELEMETRY="${DEMO_CLI_NO_TELEMETRY:-}"
@@ -53,6 +69,7 @@ DEMO_CLI_CONSENT_FULL="${DEMO_CLI_CONSENT_FULL:---yes --identity email=bench@exa
 COLLECTOR="${COLLECTOR:-$RELEASE_BIN/telemetry-collector}"
 OVERHEAD="$RELEASE_BIN/overhead"
 LOADGEN="$RELEASE_BIN/loadgen"
+STATSBENCH="$RELEASE_BIN/statsbench"
 
 mkdir -p "$OUT"
 RESULTS="$OUT/results.md"
@@ -291,6 +308,27 @@ ingest_throughput() {
     out ""
 }
 
+# stats_latency: statsbench at full scale, in process (no collector needed).
+stats_latency() {
+    out "## Stats latency (statsbench: $STATS_EVENTS anonymous events, $STATS_INSTALLS installs, 90-day window)"
+    out ""
+    out "Loaded through the collector's store (SqliteStore::ingest, one batch per install per day used, 512 in flight), then each part timed $STATS_RUNS times after one warm-up (at most 30 s per part). The stats path is \`stats::project_stats\`, what the dashboard and \`telemetry-collector stats\` run; the naive rows compute the same numbers with GROUP BY over raw events."
+    out ""
+    if [[ ! -x "$STATSBENCH" ]]; then
+        skip "statsbench not built at $STATSBENCH"
+        return
+    fi
+    local db="${STATS_DB:-$WORK/statsbench.db}"
+    log "stats latency: loading $STATS_EVENTS events (at most ${STATS_LOAD_SECS}s) into $db"
+    # The load and every timed loop bound themselves; `timeout` is a last resort.
+    local hard=$((STATS_LOAD_SECS + 30 * 9 + 300))
+    timeout "$hard" "$STATSBENCH" --events "$STATS_EVENTS" --installs "$STATS_INSTALLS" \
+        --db "$db" --max-load-secs "$STATS_LOAD_SECS" --runs "$STATS_RUNS" \
+        --max-stats-secs 30 --max-naive-secs 30 --row | tee -a "$RESULTS" \
+        || out "_statsbench failed or timed out (exit $?)_"
+    out ""
+}
+
 main() {
     local build=1
     [[ "${1:-}" == "--no-build" ]] && build=0
@@ -334,6 +372,7 @@ main() {
         out ""
         skip "no collector running"
     fi
+    stats_latency
     out "Suite time: $((SECONDS - start)) s"
     log "done; results in $RESULTS"
     printf '\n' >&2
