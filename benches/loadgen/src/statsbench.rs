@@ -32,6 +32,8 @@ pub struct BenchConfig {
     pub naive_runs: Runs,
     /// Skip the naive queries.
     pub skip_naive: bool,
+    /// Reuse a load of the same spec that its time limit cut short.
+    pub accept_partial: bool,
 }
 
 /// What a benchmark run found.
@@ -64,6 +66,7 @@ fn store_err(e: telemetry_collector::store::StoreError) -> Error {
 pub async fn ensure_loaded(config: &BenchConfig) -> Result<(LoadReport, bool), Error> {
     if let Some(previous) = statsload::previous_load(&config.db)
         && previous.spec == config.spec
+        && (previous.report.complete || config.accept_partial)
         && config.db.exists()
     {
         return Ok((previous.report, true));
@@ -79,15 +82,14 @@ pub async fn ensure_loaded(config: &BenchConfig) -> Result<(LoadReport, bool), E
     let report = statsload::load(store.clone(), &config.spec, config.load).await?;
     // Closing folds the WAL into the database, so its size is the whole size.
     store.close().await.map_err(store_err)?;
-    if report.complete {
-        statsload::record_load(
-            &config.db,
-            &Loaded {
-                spec: config.spec.clone(),
-                report: report.clone(),
-            },
-        )?;
-    }
+    // Recorded even when cut short, so `accept_partial` can time it again.
+    statsload::record_load(
+        &config.db,
+        &Loaded {
+            spec: config.spec.clone(),
+            report: report.clone(),
+        },
+    )?;
     Ok((report, false))
 }
 
@@ -150,9 +152,16 @@ pub const HEADER: &str =
 
 /// One line saying what was measured: data, load and window.
 pub fn summary(r: &BenchReport) -> String {
+    let events = if r.load.complete {
+        format!("{} events", r.spec.events)
+    } else {
+        format!(
+            "{} of {} events (the load hit its time limit)",
+            r.load.accepted, r.spec.events
+        )
+    };
     format!(
-        "{} events, {} installs over {} days to {}; {} in {:.1} s ({:.0} events/s, {} batches, {} commits); database {:.1} MiB; window {}..={} ({} days)",
-        r.spec.events,
+        "{events}, {} installs over {} days to {}; {} in {:.1} s ({:.0} events/s, {} batches, {} commits); database {:.1} MiB; window {}..={} ({} days)",
         r.spec.installs,
         r.spec.days,
         r.spec.end,
@@ -248,6 +257,7 @@ mod tests {
             stats_runs: runs,
             naive_runs: runs,
             skip_naive: false,
+            accept_partial: false,
         }
     }
 
@@ -407,6 +417,24 @@ mod tests {
         let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
         assert_eq!(rows.len(), 1 + 2 + STATS_PARTS.len() + NAIVE.len());
         assert!(rows.iter().all(|r| columns(r) == header_columns), "{md}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_cut_short_is_recorded_and_reused_only_when_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.load.max_duration = Duration::ZERO;
+        let (load, _) = ensure_loaded(&config).await.unwrap();
+        assert!(!load.complete);
+        assert!(load.accepted < 2_000);
+        assert!(
+            ensure_loaded(&config).await.is_err(),
+            "not reused by default"
+        );
+        config.accept_partial = true;
+        let (again, reused) = ensure_loaded(&config).await.unwrap();
+        assert!(reused);
+        assert_eq!(again, load);
     }
 
     #[tokio::test]

@@ -483,14 +483,13 @@ pub struct Loaded {
     pub report: LoadReport,
 }
 
-/// The load recorded beside `db`, if there is one and it finished.
+/// The load recorded beside `db`, if there is one, finished or cut short.
 pub fn previous_load(db: &Path) -> Option<Loaded> {
     let text = std::fs::read_to_string(manifest_path(db)).ok()?;
-    let loaded: Loaded = serde_json::from_str(&text).ok()?;
-    loaded.report.complete.then_some(loaded)
+    serde_json::from_str(&text).ok()
 }
 
-/// Records a finished load beside `db`.
+/// Records a load beside `db`.
 pub fn record_load(db: &Path, loaded: &Loaded) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(loaded)
         .map_err(|e| Error::InvalidArgument(format!("encoding the load record: {e}")))?;

@@ -42,8 +42,8 @@ struct Args {
     #[arg(long, default_value = "statsbench")]
     project: String,
     /// The database file. Reused if it holds a finished load of the same
-    /// spec (`--end` included); created otherwise. Default: a temporary
-    /// directory removed at exit.
+    /// spec (`--end` included; see `--accept-partial`); created otherwise.
+    /// Default: a temporary directory removed at exit.
     #[arg(long)]
     db: Option<PathBuf>,
     /// Ingest calls in flight while loading (the collector's queue holds 1024).
@@ -68,6 +68,10 @@ struct Args {
     /// Skip the naive queries.
     #[arg(long)]
     no_naive: bool,
+    /// Reuse a `--db` whose load of the same spec hit `--max-load-secs`
+    /// (the report says how many events it holds).
+    #[arg(long)]
+    accept_partial: bool,
     /// Tokio worker threads for the load.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -114,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             max_duration: loadgen::cli::secs(args.max_naive_secs, "max naive seconds")?,
         },
         skip_naive: args.no_naive,
+        accept_partial: args.accept_partial,
     };
     config.spec.check().context("checking the load spec")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
