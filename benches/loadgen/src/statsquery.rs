@@ -153,10 +153,20 @@ fn db(e: rusqlite::Error) -> Error {
     Error::Database(e.to_string())
 }
 
-/// Opens `path` read-only, for the queries and their plans.
+/// Opens `path` for the queries and their plans the way the store opens its
+/// readers (read-write flags, no mutex, then `query_only` so nothing can be
+/// written), so the parts are timed on the same kind of connection as the
+/// whole stats path.
 pub fn open_read_only(path: &Path) -> Result<Connection, Error> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db)?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(db)?;
+    conn.execute_batch("PRAGMA query_only = ON").map_err(db)?;
     Ok(conn)
 }
 
