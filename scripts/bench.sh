@@ -16,12 +16,18 @@
 #      raw-SQLite baseline (rawsqlite) in the same run;
 #   5. the crash drill: the collector SIGKILLed 10 times under load and
 #      restarted, then every event checked to be counted exactly once.
+#   6. stats latency with statsbench: a database loaded through the
+#      collector's store with 10M anonymous events from 1M installs, the stats
+#      of a 90-day window (median, p90, each SQL part and its query plan)
+#      against the naive GROUP BY over raw events.
 # It prints one results table (also written to $BENCH_OUT/results.md).
 #
 # Usage: scripts/bench.sh [--no-build]
 #
 # Everything runs on loopback, and every loop is bounded in count and time, so
-# the whole suite (builds cached) finishes well under 15 minutes on 2 cores.
+# the whole suite (builds cached) finishes well under 15 minutes on 2 cores,
+# except for the first run of the stats-latency step, which loads its 10M-event
+# database once (bounded by BENCH_STATS_LOAD_SECS) and caches it for later runs.
 # Parts whose binaries do not exist yet are skipped with the reason printed.
 #
 # Knobs (environment variables, all optional):
@@ -35,6 +41,15 @@
 #   BENCH_RAW_EVENTS      event cap of one raw-SQLite baseline cell    [2000000]
 #   BENCH_TRACK_ARGS      criterion arguments of the `track` bench
 #                                   ["--warm-up-time 1 --measurement-time 3"]
+#   BENCH_STATS_EVENTS    events statsbench loads                      [10000000]
+#   BENCH_STATS_INSTALLS  installs statsbench loads                    [1000000]
+#   BENCH_STATS_LOAD_SECS time limit of the statsbench load, s         [1500]
+#   BENCH_STATS_RUNS      timed runs of each stats query               [21]
+#   BENCH_STATS_DB        the statsbench database, kept between runs and reused
+#                         while it holds the same finished load (the data ends on
+#                         a fixed day for that reason); the first load of 10M
+#                         events takes far longer than the rest of the suite
+#                         [$CARGO_TARGET_DIR/bench-cache/statsbench-<events>-<installs>.db]
 #   BENCH_OUT             where results go      [target/bench-results/<time>]
 #   DEMO_CLI              demo-cli with telemetry [$CARGO_TARGET_DIR/release/demo-cli]
 #   DEMO_CLI_NO_TELEMETRY demo-cli built without the client, for the size row
@@ -63,6 +78,13 @@ CONCURRENCY="${BENCH_CONCURRENCY:-8}"
 WIDE_CONCURRENCY="${BENCH_WIDE_CONCURRENCY:-32}"
 RAW_EVENTS="${BENCH_RAW_EVENTS:-2000000}"
 TRACK_ARGS="${BENCH_TRACK_ARGS:---warm-up-time 1 --measurement-time 3}"
+STATS_EVENTS="${BENCH_STATS_EVENTS:-10000000}"
+STATS_INSTALLS="${BENCH_STATS_INSTALLS:-1000000}"
+STATS_LOAD_SECS="${BENCH_STATS_LOAD_SECS:-1500}"
+STATS_RUNS="${BENCH_STATS_RUNS:-21}"
+STATS_DB="${BENCH_STATS_DB:-$CARGO_TARGET_DIR/bench-cache/statsbench-$STATS_EVENTS-$STATS_INSTALLS.db}"
+# The last day of the statsbench data: fixed, so a cached load stays valid.
+STATS_END="2026-11-20"
 OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
 DEMO_CLI="${DEMO_CLI:-$RELEASE_BIN/demo-cli}"
 DEMO_CLI_NO_TELEMETRY="${DEMO_CLI_NO_TELEMETRY:-}"
@@ -75,6 +97,7 @@ LOADGEN="$RELEASE_BIN/loadgen"
 RAWSQLITE="$RELEASE_BIN/rawsqlite"
 CRASHDRILL="$RELEASE_BIN/crashdrill"
 CRASH_KILLS="${BENCH_CRASH_KILLS:-10}"
+STATSBENCH="$RELEASE_BIN/statsbench"
 
 mkdir -p "$OUT"
 RESULTS="$OUT/results.md"
@@ -480,6 +503,38 @@ exactly the distinct events sent, and a replay of every batch must store nothing
     timeout 120 "$CRASHDRILL" --collector "$COLLECTOR" --dir "$WORK/crashdrill" \
         --kills "$CRASH_KILLS" --row | tee -a "$RESULTS" \
         || out "| crash drill failed or timed out (exit $?); see the message above |"
+}
+
+# stats_latency: statsbench at full scale, in process (no collector needed).
+# The loaded database is cached in $STATS_DB; a load cut short by its time
+# limit is timed once as such, then removed so the next run loads afresh.
+stats_latency() {
+    out "## Stats latency (statsbench: $STATS_EVENTS anonymous events, $STATS_INSTALLS installs, 90-day window)"
+    out ""
+    out "Loaded through the collector's store (SqliteStore::ingest, one batch per install per day used, 512 in flight), then each part timed $STATS_RUNS times after one warm-up (at most 30 s per part). The stats path is \`stats::project_stats\`, what the dashboard and \`telemetry-collector stats\` run; the naive rows compute the same numbers with GROUP BY over raw events."
+    out ""
+    if [[ ! -x "$STATSBENCH" ]]; then
+        skip "statsbench not built at $STATSBENCH"
+        return
+    fi
+    mkdir -p "$(dirname "$STATS_DB")"
+    local record="$STATS_DB.statsbench.json"
+    if [[ -e "$STATS_DB" && ! -e "$record" ]]; then
+        log "stats latency: $STATS_DB has no load record (an interrupted load); removing it"
+        rm -f "$STATS_DB" "$STATS_DB-wal" "$STATS_DB-shm"
+    fi
+    log "stats latency: $STATS_EVENTS events into $STATS_DB (reused if already loaded; load limit ${STATS_LOAD_SECS}s)"
+    # The load and every timed loop bound themselves; `timeout` is a last resort.
+    local hard=$((STATS_LOAD_SECS + 30 * 9 + 300))
+    timeout "$hard" "$STATSBENCH" --events "$STATS_EVENTS" --installs "$STATS_INSTALLS" \
+        --end "$STATS_END" --db "$STATS_DB" --accept-partial \
+        --max-load-secs "$STATS_LOAD_SECS" --runs "$STATS_RUNS" \
+        --max-stats-secs 30 --max-naive-secs 30 --row | tee -a "$RESULTS" \
+        || out "_statsbench failed or timed out (exit $?)_"
+    if grep -q '"complete": false' "$record" 2>/dev/null; then
+        log "stats latency: the load was cut short; removing it so the next run loads afresh"
+        rm -f "$STATS_DB" "$STATS_DB-wal" "$STATS_DB-shm" "$record"
+    fi
     out ""
 }
 
@@ -529,6 +584,7 @@ main() {
         skip "no collector running"
     fi
     crash_drill
+    stats_latency
     out "Suite time: $((SECONDS - start)) s"
     log "done; results in $RESULTS"
     printf '\n' >&2

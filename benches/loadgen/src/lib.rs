@@ -1,5 +1,6 @@
 //! Benchmark tools for the telemetry toolkit (issue 8): the ingest load
-//! generator, the client wall-time overhead harness and the crash drill.
+//! generator, the client wall-time overhead harness, the raw-SQLite baseline,
+//! the crash drill and the stats-latency benchmark.
 //!
 //! Both tools only ever talk to loopback addresses and bound every loop by a
 //! count *and* a time limit, so `scripts/bench.sh` can promise to finish in
@@ -19,9 +20,14 @@
 //! - [`stats`]: medians and percentiles.
 //! - [`crash`]: the crash drill: SIGKILLs a collector under load, restarts
 //!   it, and checks nothing acknowledged is lost or counted twice.
+//! - [`statsload`]: fills a collector database, through the collector's own
+//!   store, with a deterministic history of installs and their events.
+//! - [`statsquery`]: times the collector's stats path, each of its SQL parts
+//!   and the naive `GROUP BY` over raw events, with their query plans.
+//! - [`statsbench`]: the stats-latency benchmark: load or reuse, time, report.
 //!
-//! The binaries `loadgen`, `overhead` and `crashdrill` are thin command-line
-//! wrappers.
+//! The binaries `loadgen`, `overhead`, `rawsqlite`, `crashdrill` and
+//! `statsbench` are thin command-line wrappers.
 //!
 //! [`IngestPayload`]: telemetry_protocol::IngestPayload
 
@@ -34,6 +40,9 @@ pub mod overhead;
 pub mod payload;
 pub mod raw;
 pub mod stats;
+pub mod statsbench;
+pub mod statsload;
+pub mod statsquery;
 
 /// Everything that can stop a benchmark tool before it has a result.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +71,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The collector's store refused or failed an operation.
+    #[error("store: {0}")]
+    Store(String),
+    /// A query on the collector's database failed.
+    #[error("database: {0}")]
+    Database(String),
     /// The HTTP client could not be built.
     #[error("building the http client: {0}")]
     Client(#[source] reqwest::Error),

