@@ -43,7 +43,7 @@
 #                                   ["--warm-up-time 1 --measurement-time 3"]
 #   BENCH_STATS_EVENTS    events statsbench loads                      [10000000]
 #   BENCH_STATS_INSTALLS  installs statsbench loads                    [1000000]
-#   BENCH_STATS_LOAD_SECS time limit of the statsbench load, s         [1500]
+#   BENCH_STATS_LOAD_SECS time limit of the statsbench load, s         [600]
 #   BENCH_STATS_RUNS      timed runs of each stats query               [21]
 #   BENCH_STATS_DB        the statsbench database, kept between runs and reused
 #                         while it holds the same finished load (the data ends on
@@ -80,7 +80,7 @@ RAW_EVENTS="${BENCH_RAW_EVENTS:-2000000}"
 TRACK_ARGS="${BENCH_TRACK_ARGS:---warm-up-time 1 --measurement-time 3}"
 STATS_EVENTS="${BENCH_STATS_EVENTS:-10000000}"
 STATS_INSTALLS="${BENCH_STATS_INSTALLS:-1000000}"
-STATS_LOAD_SECS="${BENCH_STATS_LOAD_SECS:-1500}"
+STATS_LOAD_SECS="${BENCH_STATS_LOAD_SECS:-600}"
 STATS_RUNS="${BENCH_STATS_RUNS:-21}"
 STATS_DB="${BENCH_STATS_DB:-$CARGO_TARGET_DIR/bench-cache/statsbench-$STATS_EVENTS-$STATS_INSTALLS.db}"
 # The last day of the statsbench data: fixed, so a cached load stays valid.
@@ -511,7 +511,7 @@ exactly the distinct events sent, and a replay of every batch must store nothing
 stats_latency() {
     out "## Stats latency (statsbench: $STATS_EVENTS anonymous events, $STATS_INSTALLS installs, 90-day window)"
     out ""
-    out "Loaded through the collector's store (SqliteStore::ingest, one batch per install per day used, 512 in flight), then each part timed $STATS_RUNS times after one warm-up (at most 30 s per part). The stats path is \`stats::project_stats\`, what the dashboard and \`telemetry-collector stats\` run; the naive rows compute the same numbers with GROUP BY over raw events."
+    out "Loaded through the collector's store (SqliteStore::ingest, each install uploading every 7 days, 512 calls in flight), then each part timed $STATS_RUNS times after one warm-up (at most 30 s per part, 20 s per naive query). The stats path is \`stats::project_stats\`, what the dashboard and \`telemetry-collector stats\` run; the naive rows compute the same numbers with GROUP BY over raw events."
     out ""
     if [[ ! -x "$STATSBENCH" ]]; then
         skip "statsbench not built at $STATSBENCH"
@@ -529,7 +529,7 @@ stats_latency() {
     timeout "$hard" "$STATSBENCH" --events "$STATS_EVENTS" --installs "$STATS_INSTALLS" \
         --end "$STATS_END" --db "$STATS_DB" --accept-partial \
         --max-load-secs "$STATS_LOAD_SECS" --runs "$STATS_RUNS" \
-        --max-stats-secs 30 --max-naive-secs 30 --row | tee -a "$RESULTS" \
+        --max-stats-secs 30 --max-naive-secs 20 --row | tee -a "$RESULTS" \
         || out "_statsbench failed or timed out (exit $?)_"
     if grep -q '"complete": false' "$record" 2>/dev/null; then
         log "stats latency: the load was cut short; removing it so the next run loads afresh"

@@ -252,6 +252,7 @@ mod tests {
             load: LoadOptions {
                 in_flight: 64,
                 max_duration: Duration::from_secs(120),
+                days_per_upload: 3,
             },
             window_days: 90,
             stats_runs: runs,

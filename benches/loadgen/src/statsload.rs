@@ -20,8 +20,11 @@
 //!   ISO week (carrying the bucketed install age, as the client sends it), and
 //!   otherwise `command`, `error` or `plugin_loaded` with a few props.
 //!
-//! Each install uploads one batch per day it is used, and days are replayed in
-//! order, as a fleet of clients would send them. Event ids are random
+//! Each install uploads what it recorded once every `days_per_upload` days
+//! (and on the last day), and days are replayed in order, as a fleet of
+//! clients would send them. The upload rhythm changes only how many ingest
+//! calls the load takes, not what is stored: the same events land on the same
+//! days either way. Event ids are random
 //! UUIDv4-shaped values, like the client's, from a seeded generator, so the
 //! same spec always gives the same database content.
 
@@ -346,10 +349,13 @@ pub struct LoadOptions {
     pub in_flight: usize,
     /// The load stops sending new batches after this long.
     pub max_duration: Duration,
+    /// Days between an install's uploads; 1 uploads every day it is used.
+    pub days_per_upload: u32,
 }
 
-/// Loads `spec` into `store`, day by day, each install uploading one batch
-/// per day it is used, with `options.in_flight` ingest calls outstanding.
+/// Loads `spec` into `store`, day by day, each install uploading its recorded
+/// events every `options.days_per_upload` days, with `options.in_flight`
+/// ingest calls outstanding.
 pub async fn load(
     store: Arc<SqliteStore>,
     spec: &LoadSpec,
@@ -388,9 +394,11 @@ pub async fn load(
             });
             next_install += 1;
         }
-        for l in &mut live {
+        let upload_day =
+            day == spec.end || day.days_since_epoch() % options.days_per_upload.max(1) as i32 == 0;
+        for l in live.iter_mut().filter(|_| upload_day) {
             let mut events = Vec::new();
-            while l.pending.front().is_some_and(|e| e.timestamp.day() == day) {
+            while l.pending.front().is_some_and(|e| e.timestamp.day() <= day) {
                 events.extend(l.pending.pop_front());
             }
             if events.is_empty() {

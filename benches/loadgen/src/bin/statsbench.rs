@@ -46,6 +46,10 @@ struct Args {
     /// Default: a temporary directory removed at exit.
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Days between one install's uploads while loading; changes only the
+    /// number of ingest calls, not what is stored.
+    #[arg(long, default_value_t = 7)]
+    days_per_upload: u32,
     /// Ingest calls in flight while loading (the collector's queue holds 1024).
     #[arg(long, default_value_t = 512)]
     in_flight: usize,
@@ -107,6 +111,7 @@ fn main() -> anyhow::Result<()> {
         load: LoadOptions {
             in_flight: args.in_flight,
             max_duration: loadgen::cli::secs(args.max_load_secs, "max load seconds")?,
+            days_per_upload: args.days_per_upload,
         },
         window_days: args.window_days,
         stats_runs: Runs {
