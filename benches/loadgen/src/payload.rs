@@ -181,7 +181,8 @@ fn uuid_from(high: u64, n: u64) -> Uuid {
 }
 
 /// SplitMix64's finalizer: a bijection on `u64` that scatters neighbours.
-fn mix(mut z: u64) -> u64 {
+/// Shared by the load tools that need unique, randomly ordered ids.
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

@@ -107,14 +107,11 @@ fn dictionary(conn: &Connection, batch: usize) -> rusqlite::Result<Dictionary> {
     })
 }
 
-/// SplitMix64's finalizer: unique, randomly ordered 16-byte ids from a counter.
+/// Unique, randomly ordered 16-byte ids from a counter, like the load
+/// generator's.
 fn id(seed: u64, n: u64) -> [u8; 16] {
-    let mut z = seed ^ n;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
     let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&z.to_be_bytes());
+    out[..8].copy_from_slice(&crate::payload::mix(seed ^ n).to_be_bytes());
     out[8..].copy_from_slice(&n.to_be_bytes());
     out
 }
@@ -213,6 +210,20 @@ fn write_batch(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)
          ON CONFLICT DO UPDATE SET count = count + excluded.count",
     )?;
+    let mut count_one = |name: i64, props: i64| {
+        counter
+            .execute(params![
+                dict.project,
+                day,
+                name,
+                props,
+                version,
+                os,
+                arch,
+                tier
+            ])
+            .map(|_| ())
+    };
     let slot_ids = |slot: u64| {
         let i = first + slot;
         (
@@ -228,16 +239,7 @@ fn write_batch(
         .execute(params![dict.project, id(0x5eed, batch_no).as_slice(), day])?;
         for slot in 0..n {
             let (name, props) = slot_ids(slot);
-            counter.execute(params![
-                dict.project,
-                day,
-                name,
-                props,
-                version,
-                os,
-                arch,
-                tier
-            ])?;
+            count_one(name, props)?;
         }
         return Ok(());
     }
@@ -257,16 +259,7 @@ fn write_batch(
             name,
             props
         ])?;
-        counter.execute(params![
-            dict.project,
-            day,
-            name,
-            props,
-            version,
-            os,
-            arch,
-            tier
-        ])?;
+        count_one(name, props)?;
     }
     tx.prepare_cached(
         "INSERT INTO installs (project, install, first_seen_day, last_seen_day)

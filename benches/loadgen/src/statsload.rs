@@ -173,12 +173,9 @@ impl Rng {
     }
 }
 
-/// SplitMix64's output function.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// SplitMix64's output function: the golden-ratio step, then its finalizer.
+fn mix(z: u64) -> u64 {
+    crate::payload::mix(z.wrapping_add(0x9E37_79B9_7F4A_7C15))
 }
 
 /// How many events each install sends: at least two, exponentially spread
