@@ -352,25 +352,10 @@ mod tests {
             .collect();
         assert_eq!(naive_weekly, weekly);
 
-        let mut naive_cohorts: Vec<(i64, i64, i64)> = statsquery::run(&conn, NAIVE[3].sql, params)
-            .unwrap()
-            .iter()
-            .map(|r| (int(&r[0]), int(&r[1]), int(&r[2])))
-            .collect();
-        let mut cohorts: Vec<(i64, i64, i64)> = input
-            .cohorts
-            .iter()
-            .map(|c| {
-                (
-                    i64::from(c.cohort.days_since_epoch()),
-                    i64::from(c.active.days_since_epoch()),
-                    c.installs as i64,
-                )
-            })
-            .collect();
-        naive_cohorts.sort();
-        cohorts.sort();
-        assert_eq!(naive_cohorts, cohorts);
+        assert_eq!(
+            statsquery::cohort_cells(&conn, NAIVE[3].sql, params).unwrap(),
+            statsquery::store_cohort_cells(&input)
+        );
         let retained_later: u64 = stats.retention.iter().flat_map(|c| &c.retained[1..]).sum();
         assert!(retained_later > 0, "some installs come back in later weeks");
         // Cohorts start on the Monday of `from`'s week, as the counters read does.

@@ -245,37 +245,78 @@ pub struct Runs {
     pub max_duration: Duration,
 }
 
+/// The bookkeeping of one timed loop, shared by the blocking and the async
+/// timers: one untimed warm-up, then runs until [`Runs`] says stop.
+struct Sampler {
+    runs: Runs,
+    started: Instant,
+    samples: Vec<f64>,
+    hit_time_limit: bool,
+}
+
+impl Sampler {
+    /// Starts the clock, just before the warm-up.
+    fn start(runs: Runs) -> Sampler {
+        Sampler {
+            runs,
+            started: Instant::now(),
+            samples: Vec::with_capacity(runs.runs),
+            hit_time_limit: false,
+        }
+    }
+
+    /// Called after the warm-up. A warm-up longer than the whole budget is
+    /// the only sample: running a query of minutes twice would double the
+    /// bound for nothing.
+    fn warmed_up(&mut self) {
+        if self.started.elapsed() > self.runs.max_duration {
+            self.samples.push(ms(self.started.elapsed()));
+            self.hit_time_limit = true;
+        }
+    }
+
+    /// Whether to time one more run.
+    fn again(&mut self) -> bool {
+        if self.samples.len() >= self.runs.runs.max(1) {
+            return false;
+        }
+        if !self.samples.is_empty() && self.started.elapsed() > self.runs.max_duration {
+            self.hit_time_limit = true;
+            return false;
+        }
+        true
+    }
+
+    /// Records a run that began at `t`.
+    fn record(&mut self, t: Instant) {
+        self.samples.push(ms(t.elapsed()));
+    }
+
+    fn finish(self, label: &str, rows: usize) -> Timing {
+        Timing {
+            label: label.to_owned(),
+            ms: Summary::of(&self.samples).expect("at least one run"),
+            rows,
+            hit_time_limit: self.hit_time_limit,
+            plan: None,
+        }
+    }
+}
+
 /// Times `f` per [`Runs`]; `f` returns the row count.
 pub fn time<F>(label: &str, runs: Runs, mut f: F) -> Result<Timing, Error>
 where
     F: FnMut() -> Result<usize, Error>,
 {
-    let started = Instant::now();
+    let mut sampler = Sampler::start(runs);
     let mut rows = f()?;
-    let mut samples = Vec::with_capacity(runs.runs);
-    let mut hit_time_limit = false;
-    // A warm-up longer than the whole budget is the only sample: running a
-    // query of minutes twice would double the bound for nothing.
-    if started.elapsed() > runs.max_duration {
-        samples.push(ms(started.elapsed()));
-        hit_time_limit = true;
-    }
-    while samples.len() < runs.runs.max(1) {
-        if !samples.is_empty() && started.elapsed() > runs.max_duration {
-            hit_time_limit = true;
-            break;
-        }
+    sampler.warmed_up();
+    while sampler.again() {
         let t = Instant::now();
         rows = f()?;
-        samples.push(ms(t.elapsed()));
+        sampler.record(t);
     }
-    Ok(Timing {
-        label: label.to_owned(),
-        ms: Summary::of(&samples).expect("at least one run"),
-        rows,
-        hit_time_limit,
-        plan: None,
-    })
+    Ok(sampler.finish(label, rows))
 }
 
 /// Times each query of `queries` on `conn`, with its plan.
@@ -307,38 +348,23 @@ pub async fn time_stats_path(
     to: Day,
     runs: Runs,
 ) -> Result<[Timing; 2], Error> {
-    let started = Instant::now();
-    let read = |_: ()| async {
+    let read = || async {
         stats::project_stats(store, project, from, to)
             .await
             .map_err(|e| Error::Store(e.to_string()))
     };
-    let mut rows = read(()).await?.daily.len();
-    let mut samples = Vec::with_capacity(runs.runs);
-    let mut hit_time_limit = false;
-    // As in `time`: a warm-up over the budget is the only sample.
-    if started.elapsed() > runs.max_duration {
-        samples.push(ms(started.elapsed()));
-        hit_time_limit = true;
-    }
-    while samples.len() < runs.runs.max(1) {
-        if !samples.is_empty() && started.elapsed() > runs.max_duration {
-            hit_time_limit = true;
-            break;
-        }
+    let mut sampler = Sampler::start(runs);
+    let mut rows = read().await?.daily.len();
+    sampler.warmed_up();
+    while sampler.again() {
         let t = Instant::now();
-        let s = read(()).await?;
-        samples.push(ms(t.elapsed()));
-        rows = s.daily.len();
+        rows = read().await?.daily.len();
+        sampler.record(t);
     }
-    let whole = Timing {
-        label: "stats: project_stats (read + compute, as the dashboard and `stats` run it)"
-            .to_owned(),
-        ms: Summary::of(&samples).expect("at least one run"),
+    let whole = sampler.finish(
+        "stats: project_stats (read + compute, as the dashboard and `stats` run it)",
         rows,
-        hit_time_limit,
-        plan: None,
-    };
+    );
     let input = store
         .stats_input(project, from, to)
         .await
@@ -361,10 +387,6 @@ pub fn parts_match_the_store(
             "the copied `{what}` query no longer returns what the store's stats read returns; \
              update STATS_PARTS in benches/loadgen/src/statsquery.rs from read_stats"
         )))
-    };
-    let int = |v: &Value| match v {
-        Value::Integer(i) => *i,
-        _ => i64::MIN,
     };
     let text = |v: &Value| match v {
         Value::Text(t) => t.clone(),
@@ -406,11 +428,41 @@ pub fn parts_match_the_store(
     if all_time.len() != 1 || int(&all_time[0][0]) != input.installs_all_time as i64 {
         return mismatch(STATS_PARTS[1].label);
     }
-    let mut cohorts: Vec<_> = run(conn, STATS_PARTS[2].sql, params)?
+    if cohort_cells(conn, STATS_PARTS[2].sql, params)? != store_cohort_cells(input) {
+        return mismatch(STATS_PARTS[2].label);
+    }
+    Ok(())
+}
+
+/// An integer cell; anything else becomes a value no count can equal, so a
+/// comparison fails rather than the benchmark.
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Integer(i) => *i,
+        _ => i64::MIN,
+    }
+}
+
+/// A retention cell: (cohort week, active week, installs), as day numbers.
+pub type CohortCell = (i64, i64, i64);
+
+/// The sorted cells a cohort query (stats part or naive) returns.
+pub fn cohort_cells(
+    conn: &Connection,
+    sql: &str,
+    params: Params,
+) -> Result<Vec<CohortCell>, Error> {
+    let mut cells: Vec<_> = run(conn, sql, params)?
         .iter()
         .map(|r| (int(&r[0]), int(&r[1]), int(&r[2])))
         .collect();
-    let mut expected: Vec<_> = input
+    cells.sort_unstable();
+    Ok(cells)
+}
+
+/// The sorted cells of the store's stats input.
+pub fn store_cohort_cells(input: &StatsInput) -> Vec<CohortCell> {
+    let mut cells: Vec<_> = input
         .cohorts
         .iter()
         .map(|c| {
@@ -421,10 +473,6 @@ pub fn parts_match_the_store(
             )
         })
         .collect();
-    cohorts.sort();
-    expected.sort();
-    if cohorts != expected {
-        return mismatch(STATS_PARTS[2].label);
-    }
-    Ok(())
+    cells.sort_unstable();
+    cells
 }
