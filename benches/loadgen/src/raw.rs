@@ -116,15 +116,6 @@ fn id(seed: u64, n: u64) -> [u8; 16] {
     out
 }
 
-fn tier_code(tier: Tier) -> i64 {
-    match tier {
-        Tier::Off => 0,
-        Tier::Aggregate => 1,
-        Tier::Anonymous => 2,
-        Tier::Full => 3,
-    }
-}
-
 /// Writes the rows of `config` into a fresh database at `path` and times it.
 pub fn run(path: &Path, config: &RawConfig) -> Result<RawReport, Error> {
     if config.batch == 0 || config.per_txn == 0 || config.installs == 0 {
@@ -141,7 +132,7 @@ pub fn run(path: &Path, config: &RawConfig) -> Result<RawReport, Error> {
     let ts = Timestamp::from_unix_millis(now);
     let day = i64::from(ts.day().days_since_epoch());
     let week = i64::from(ts.day().week_start().days_since_epoch());
-    let tier = tier_code(config.tier);
+    let tier = telemetry_collector::store::sqlite::tier_code(config.tier);
     let started = Instant::now();
     let deadline = started + config.duration;
     let (mut written, mut transactions, mut batches) = (0u64, 0u64, 0u64);

@@ -355,7 +355,9 @@ pub fn backup(db: &Path, dest: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn tier_code(tier: Tier) -> i64 {
+/// The integer a tier is stored as in the SQLite schema; public so the raw
+/// baseline benchmark writes exactly the collector's rows.
+pub fn tier_code(tier: Tier) -> i64 {
     match tier {
         Tier::Off => 0,
         Tier::Aggregate => 1,
