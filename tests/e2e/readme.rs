@@ -97,19 +97,7 @@ fn the_readme_quickstart_builds_and_runs_against_a_collector() {
 
     let collector = Collector::start_for("my-tool", &crate_dir.join("telemetry.toml"));
     let user = User::new(collector.url());
-    let run = |args: &[&str]| -> Output {
-        let out = user
-            .tool(&binary, "MY_TOOL", args)
-            .output()
-            .expect("running my-tool");
-        assert!(
-            out.status.success(),
-            "my-tool {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let run = |args: &[&str]| -> Output { user.run_tool(&binary, "MY_TOOL", args) };
 
     // The README's steps, in order.
     run(&["telemetry", "enable", "aggregate"]);

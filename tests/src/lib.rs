@@ -277,10 +277,19 @@ impl User {
 
     /// Runs `demo-cli` and returns its output, failing the test if it failed.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.demo(args).output().expect("running demo-cli");
+        self.run_tool(&bin("demo-cli"), "DEMO_CLI", args)
+    }
+
+    /// Runs [`User::tool`] and returns its output, failing the test if it failed.
+    pub fn run_tool(&self, program: &Path, prefix: &str, args: &[&str]) -> Output {
+        let name = program.file_name().unwrap_or_default().to_string_lossy();
+        let out = self
+            .tool(program, prefix, args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {name}: {e}"));
         assert!(
             out.status.success(),
-            "demo-cli {args:?} failed: {}{}",
+            "{name} {args:?} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
