@@ -1,4 +1,5 @@
-//! Builders for valid payloads at each tier, shared by the test modules.
+//! Builders for valid payloads at each tier, and the repository files some
+//! tests check, shared by the test modules.
 
 use std::collections::BTreeMap;
 use std::path::Path;
