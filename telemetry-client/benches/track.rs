@@ -19,7 +19,21 @@ use telemetry_client::{Telemetry, Tier};
 /// Calls per simulated process run.
 const RUN: u64 = 200;
 
-const MANIFEST: &str = include_str!("../../examples/demo-cli/telemetry.toml");
+/// The demo's `command` event with its four props, so a call takes the path it
+/// takes in demo-cli (examples/demo-cli/telemetry.toml). A copy, not an
+/// `include_str!` of that file: a bench of the published crate must build from
+/// the crate's own package.
+const MANIFEST: &str = r#"
+project = "demo-cli"
+endpoint = "http://127.0.0.1:8750"
+
+[events.command]
+description = "A demo-cli command ran"
+props.name = { kind = "enum", values = ["greet", "init"], description = "Which command ran" }
+props.duration_ms = { kind = "bucket", bounds = [10, 100, 1000], unit = "ms", description = "How long it took" }
+props.interactive = { kind = "bool", description = "Whether it ran in a terminal" }
+props.rust_version = { kind = "version", description = "The declared minimum Rust version" }
+"#;
 
 fn handle(dir: &std::path::Path) -> Telemetry {
     Telemetry::builder(MANIFEST)

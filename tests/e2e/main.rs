@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `telemetry-collector` binary and real `demo-cli`
-//! processes, each user in an isolated home folder.
+//! processes, each user in an isolated home folder, and the README's
+//! quickstart built as a crate of its own.
 
 mod consent;
 mod delivery;
+mod readme;
 mod tiers;

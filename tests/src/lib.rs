@@ -111,10 +111,15 @@ impl Collector {
     /// Starts a collector that knows the `demo-cli` project (manifest checked,
     /// `max_tier = "full"`) and has no rate limit, on a free port.
     pub fn start() -> Collector {
-        let dir = tempfile::tempdir().expect("tempdir");
         let manifest = workspace_root().join("examples/demo-cli/telemetry.toml");
+        Collector::start_for("demo-cli", &manifest)
+    }
+
+    /// Like [`Collector::start`], for `project` with the manifest at `manifest`.
+    pub fn start_for(project: &str, manifest: &Path) -> Collector {
+        let dir = tempfile::tempdir().expect("tempdir");
         let config = format!(
-            "db = {db:?}\n[rate_limit]\nrequests_per_minute = 0\n\n[[projects]]\nname = \"demo-cli\"\nmanifest = {manifest:?}\nmax_tier = \"full\"\nretention_days = 90\n",
+            "db = {db:?}\n[rate_limit]\nrequests_per_minute = 0\n\n[[projects]]\nname = {project:?}\nmanifest = {manifest:?}\nmax_tier = \"full\"\nretention_days = 90\n",
             db = dir.path().join("telemetry.db"),
         );
         std::fs::write(dir.path().join("collector.toml"), config).expect("writing config");
@@ -180,11 +185,16 @@ impl Collector {
 
     /// `telemetry-collector stats --format json` for `demo-cli`, parsed.
     pub fn stats(&self) -> Value {
+        self.stats_of("demo-cli")
+    }
+
+    /// `telemetry-collector stats --format json` for `project`, parsed.
+    pub fn stats_of(&self, project: &str) -> Value {
         let out = Command::new(bin("telemetry-collector"))
             .args([
                 "stats",
                 "--project",
-                "demo-cli",
+                project,
                 "--format",
                 "json",
                 "--days",
@@ -242,28 +252,44 @@ impl User {
 
     /// A `demo-cli` command in this user's environment, with no terminal.
     pub fn demo(&self, args: &[&str]) -> Command {
+        self.tool(&bin("demo-cli"), "DEMO_CLI", args)
+    }
+
+    /// A command of the tool at `program` in this user's environment, with no
+    /// terminal. `prefix` is the tool's environment-variable prefix
+    /// (`DEMO_CLI` for demo-cli).
+    pub fn tool(&self, program: &Path, prefix: &str, args: &[&str]) -> Command {
         let home = self.home.path();
-        let mut cmd = Command::new(bin("demo-cli"));
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .env("HOME", home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("XDG_STATE_HOME", home.join(".local/state"))
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .env("XDG_CACHE_HOME", home.join(".cache"))
-            .env("DEMO_CLI_TELEMETRY_ENDPOINT", &self.endpoint)
+            .env(format!("{prefix}_TELEMETRY_ENDPOINT"), &self.endpoint)
             .env_remove("DO_NOT_TRACK")
-            .env_remove("DEMO_CLI_TELEMETRY")
-            .env_remove("DEMO_CLI_TELEMETRY_DEBUG")
+            .env_remove(format!("{prefix}_TELEMETRY"))
+            .env_remove(format!("{prefix}_TELEMETRY_DEBUG"))
             .stdin(Stdio::null());
         cmd
     }
 
     /// Runs `demo-cli` and returns its output, failing the test if it failed.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.demo(args).output().expect("running demo-cli");
+        self.run_tool(&bin("demo-cli"), "DEMO_CLI", args)
+    }
+
+    /// Runs [`User::tool`] and returns its output, failing the test if it failed.
+    pub fn run_tool(&self, program: &Path, prefix: &str, args: &[&str]) -> Output {
+        let name = program.file_name().unwrap_or_default().to_string_lossy();
+        let out = self
+            .tool(program, prefix, args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {name}: {e}"));
         assert!(
             out.status.success(),
-            "demo-cli {args:?} failed: {}{}",
+            "{name} {args:?} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -228,8 +228,9 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> 
 }
 
 /// Brings the schema up to [`SCHEMA_VERSION`] and checks the key fingerprint,
-/// all inside one transaction holding [`MIGRATION_LOCK`], so that collectors
-/// starting together wait for each other instead of racing.
+/// all inside one transaction holding the collector's fixed advisory lock
+/// (`pg_advisory_xact_lock`), so that collectors starting together wait for
+/// each other instead of racing.
 pub async fn migrate(client: &mut Client, fingerprint: Option<&str>) -> Result<(), StoreError> {
     let e = |e: tokio_postgres::Error| pg_err(&e);
     let tx = client.transaction().await.map_err(e)?;

@@ -1,12 +1,38 @@
-//! Builders for valid payloads at each tier, shared by the test modules.
+//! Builders for valid payloads at each tier, and the repository files some
+//! tests check, shared by the test modules.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use telemetry_protocol::{
     ClientContext, Counter, Day, Event, IngestPayload, PropValue, Tier, Timestamp, Uuid,
 };
 
-pub(crate) const DEMO_MANIFEST: &str = include_str!("../../../examples/demo-cli/telemetry.toml");
+/// A file of the repository this crate lives in, read at run time, with
+/// `path` relative to the repository root.
+///
+/// PRIVACY.md, docs/protocol.md and the demo's manifest are outside this
+/// crate, so they are not in its published package and cannot be compiled in.
+/// Run from such a package, this returns `None` and the caller skips, saying
+/// why: `Cargo.toml.orig` is the file `cargo package` puts beside the manifest,
+/// and a checkout never has one. In the repository a missing file fails the test.
+#[allow(clippy::print_stderr)]
+pub(crate) fn repo_file(path: &str) -> Option<String> {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if crate_dir.join("Cargo.toml.orig").exists() {
+        eprintln!("skipped: {path} is checked in the repository, not in the published package");
+        return None;
+    }
+    let file = crate_dir.join("..").join(path);
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    Some(text)
+}
+
+/// The demo's manifest, examples/demo-cli/telemetry.toml (see [`repo_file`]).
+pub(crate) fn demo_manifest() -> Option<String> {
+    repo_file("examples/demo-cli/telemetry.toml")
+}
 
 pub(crate) fn context() -> ClientContext {
     ClientContext {
