@@ -114,7 +114,11 @@ fn a_version_suffix_is_a_short_pre_release_tag_not_free_text() {
     ] {
         let input = PropInput::from(value);
         for tier in [Tier::Anonymous, Tier::Full] {
-            assert_eq!(spec.check(&PropValue::from(value), tier).is_ok(), ok, "{value} at {tier}");
+            assert_eq!(
+                spec.check(&PropValue::from(value), tier).is_ok(),
+                ok,
+                "{value} at {tier}"
+            );
             assert_eq!(spec.encode(&input, tier).is_ok(), ok, "{value} at {tier}");
         }
     }
