@@ -67,15 +67,7 @@ fn event_value(name: &str) -> Value {
 }
 
 async fn overflow(url: &str, scope: &str) -> u64 {
-    let text = client()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = http_admin_get(&client(), &format!("{url}/metrics")).await;
     let prefix = format!("telemetry_cardinality_overflow_total{{scope=\"{scope}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
