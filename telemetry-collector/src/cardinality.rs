@@ -329,8 +329,12 @@ mod tests {
     #[test]
     fn values_past_each_cap_fold_into_other() {
         let c = Cardinality::new(caps(2, 100), false);
-        // (version, event, props) sent, then what is kept, in order.
-        let table: [((&str, &str, &[(&str, &str)]), (&str, &str, &str)); 6] = [
+        /// (version, event, props) sent, and (version, event, props) kept.
+        type Row<'a> = (
+            (&'a str, &'a str, &'a [(&'a str, &'a str)]),
+            (&'a str, &'a str, &'a str),
+        );
+        let table: [Row<'_>; 6] = [
             (("1.0", "run", &[("v", "a")]), ("1.0", "run", "v=a")),
             (("1.1", "run", &[("v", "b")]), ("1.1", "run", "v=b")),
             // A third version and a third value of `v` are past the cap of
