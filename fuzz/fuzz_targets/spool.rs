@@ -4,10 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use telemetry_client::spool;
 
 fuzz_target!(|data: &[u8]| {
-    let contents = spool::parse(data);
+    let (records, torn) = telemetry_client::fuzz_spool(data);
     let lines = data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
-    assert_eq!(contents.records.len() + contents.torn, lines);
+    assert_eq!(records + torn, lines);
 });

@@ -775,6 +775,16 @@ impl Drop for Telemetry {
     }
 }
 
+/// Parses raw spool bytes and returns how many lines were intact records and
+/// how many were torn. The entry point of the `spool` fuzz target, which feeds
+/// it arbitrary bytes; it stays reachable when the spool module is made
+/// private. Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_spool(bytes: &[u8]) -> (usize, usize) {
+    let contents = spool::parse(bytes);
+    (contents.records.len(), contents.torn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,10 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// The write queue between request handlers and the storage writer.
     pub queue: QueueConfig,
+    /// Limits on connections and on how long a client may take.
+    pub connections: ConnectionConfig,
+    /// Caps on distinct values per UTC day; see [`crate::cardinality`].
+    pub cardinality: CardinalityConfig,
     /// The projects accepted. None means open mode.
     pub projects: Vec<ProjectConfig>,
     /// The web dashboard's public pages and cookie settings.
@@ -67,6 +71,78 @@ pub struct RateLimitConfig {
     /// collector is reachable through the proxy alone, or clients can pick
     /// their own key.
     pub behind_proxy: bool,
+}
+
+/// Limits on connections, so that slow or idle clients cannot hold the
+/// collector's connections; see [`crate::connections`].
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Seconds a client has to send a whole request head, counted from the
+    /// moment the connection waits for one. At most 10 by default.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body, counted from its head.
+    pub body_read_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection is kept open.
+    pub keep_alive_idle_secs: u64,
+    /// Most connections open at once; past it, new ones are answered 503.
+    pub max_connections: usize,
+    /// Most connections open at once from one source address (IPv6 by /64);
+    /// 0 for no limit. Not applied when `rate_limit.behind_proxy` is set,
+    /// since every connection then comes from the proxy.
+    pub max_per_source: usize,
+}
+
+impl ConnectionConfig {
+    /// [`ConnectionConfig::header_read_timeout_secs`] as a duration.
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// [`ConnectionConfig::body_read_timeout_secs`] as a duration.
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.body_read_timeout_secs)
+    }
+
+    /// [`ConnectionConfig::keep_alive_idle_secs`] as a duration.
+    pub fn keep_alive_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.keep_alive_idle_secs)
+    }
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            keep_alive_idle_secs: 15,
+            max_connections: 1024,
+            max_per_source: 32,
+        }
+    }
+}
+
+/// Caps on how many distinct values one UTC day may add.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CardinalityConfig {
+    /// Distinct values per project, prop and day; the same cap holds for
+    /// each event's prop combinations and for each context field.
+    pub values_per_day: usize,
+    /// Open mode only: distinct projects per day.
+    pub open_projects_per_day: usize,
+    /// Open mode only: distinct event names, and prop names, per project and day.
+    pub open_names_per_day: usize,
+}
+
+impl Default for CardinalityConfig {
+    fn default() -> Self {
+        CardinalityConfig {
+            values_per_day: 1000,
+            open_projects_per_day: 100,
+            open_names_per_day: 100,
+        }
+    }
 }
 
 /// The bounded write queue.
@@ -116,6 +192,8 @@ impl Default for Config {
             purge_interval_secs: 3600,
             rate_limit: RateLimitConfig::default(),
             queue: QueueConfig::default(),
+            connections: ConnectionConfig::default(),
+            cardinality: CardinalityConfig::default(),
             projects: Vec::new(),
             dashboard: crate::dashboard::DashboardSettings::default(),
         }
@@ -158,6 +236,8 @@ impl fmt::Debug for Config {
             .field("purge_interval_secs", &self.purge_interval_secs)
             .field("rate_limit", &self.rate_limit)
             .field("queue", &self.queue)
+            .field("connections", &self.connections)
+            .field("cardinality", &self.cardinality)
             .field("projects", &self.projects)
             .field("dashboard", &self.dashboard)
             .finish()
@@ -251,11 +331,45 @@ impl Config {
                 );
             }
         }
+        if let Some(token) = &self.admin_token
+            && !crate::secrets::AdminToken::is_strong(token)
+        {
+            return invalid(format!(
+                "admin_token must be at least {} characters{}; generate one with \
+                 `head -c 32 /dev/urandom | base64`, or remove it to have one generated",
+                crate::secrets::AdminToken::MIN_CHARS,
+                if token.trim().is_empty() {
+                    " (it is blank)"
+                } else {
+                    ""
+                }
+            ));
+        }
         if self.body_limit < 1024 {
             return invalid("body_limit must be at least 1024 bytes".to_owned());
         }
         if self.queue.capacity == 0 || self.queue.max_batch == 0 {
             return invalid("queue.capacity and queue.max_batch must be at least 1".to_owned());
+        }
+        let c = &self.connections;
+        if [
+            c.header_read_timeout_secs,
+            c.body_read_timeout_secs,
+            c.keep_alive_idle_secs,
+        ]
+        .contains(&0)
+            || c.max_connections == 0
+        {
+            return invalid(
+                "connections: timeouts and max_connections must be at least 1".to_owned(),
+            );
+        }
+        let caps = &self.cardinality;
+        if caps.values_per_day == 0
+            || caps.open_projects_per_day == 0
+            || caps.open_names_per_day == 0
+        {
+            return invalid("cardinality caps must be at least 1".to_owned());
         }
         if self.retention_days == 0 {
             return invalid("retention_days must be at least 1".to_owned());
@@ -377,6 +491,39 @@ capacity = 1024
 # Most writes committed together in one transaction (group commit).
 max_batch = 256
 
+# Limits on connections. Clients that send slowly, or not at all, are cut
+# off, and no single address can hold every connection, so /healthz and
+# everyone else keep getting answers.
+[connections]
+# Seconds a client has to send a whole request head (the request line and
+# headers), counted from the moment the connection waits for one.
+header_read_timeout_secs = 10
+# Seconds a client has to send a whole request body, counted from its head.
+body_read_timeout_secs = 30
+# Seconds an idle keep-alive connection is kept open.
+keep_alive_idle_secs = 15
+# Most connections open at once; past it, new connections get a 503.
+max_connections = 1024
+# Most connections open at once from one address (IPv6: one /64); 0 for no
+# limit. Not applied with rate_limit.behind_proxy, where every connection
+# comes from the proxy.
+max_per_source = 32
+
+# Caps on how many distinct values one UTC day (of arrival) may add, so that
+# made-up values cannot grow the database without bound. A value past its
+# cap is stored as "(other)" and still counted; /metrics counts every fold
+# in telemetry_cardinality_overflow_total. The caps hold per collector
+# process and start again at midnight UTC.
+[cardinality]
+# Distinct values per project and prop, prop combinations per project and
+# event, and values of each context field (tool version, OS, arch) per project.
+values_per_day = 1000
+# Open mode only (no [[projects]]): distinct projects a day; a new project
+# past it is answered 429 until midnight UTC.
+open_projects_per_day = 100
+# Open mode only: distinct event names, and prop names, per project a day.
+open_names_per_day = 100
+
 # The web dashboard at /dashboard (sign in with the admin token).
 [dashboard]
 # Projects whose numbers are published read-only, without sign-in, at
@@ -452,6 +599,23 @@ mod tests {
             Config::parse("[[projects]]\nname = \"a\"\nmanifest = \"a.toml\"\nmax_tier = \"off\"")
                 .unwrap();
         assert!(off.validate().is_err());
+    }
+
+    #[test]
+    fn blank_or_short_inline_admin_tokens_are_refused() {
+        for (token, ok) in [
+            ("   ", false),
+            ("", false),
+            ("fifteen-chars!!", false),
+            ("  fifteen-chars!!  ", false),
+            ("sixteen-chars!!!", true),
+        ] {
+            let config = Config {
+                admin_token: Some(token.to_owned()),
+                ..Config::default()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "{token:?}");
+        }
     }
 
     #[test]

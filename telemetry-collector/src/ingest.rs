@@ -3,7 +3,8 @@
 //! Each request passes, in order: the per-source rate limit (429), the
 //! content type and encoding (415), the body limit before and after gunzip
 //! (413), JSON parsing (400), the tier policy, `max_tier` and the project's
-//! manifest (422). Only then is anything handed to the store, and the answer
+//! manifest (422), and the cardinality caps (values past them fold into
+//! `(other)`; in open mode a new project past its cap gets 429). Only then is anything handed to the store, and the answer
 //! waits for the commit, so a 2xx means the data is on disk. Nothing of a
 //! refused request is stored, and no header or address is logged or kept:
 //! the source address is used as a rate-limit key in memory and dropped.
@@ -55,7 +56,8 @@ pub(crate) async fn ingest(State(state): State<AppState>, request: Request) -> R
 async fn ingest_inner(state: &AppState, request: Request) -> Result<IngestResponse, ApiError> {
     let payload: IngestPayload = read_json(state, request).await?;
     check_policy(state, &payload)?;
-    let batch = into_batch(state, payload)?;
+    let mut batch = into_batch(state, payload)?;
+    state.cardinality().fold(&mut batch, state.metrics())?;
     let outcome = state.store().ingest(batch).await;
     note_storage(state, &outcome);
     let outcome = outcome.map_err(store_error)?;
@@ -166,6 +168,14 @@ async fn read_json<T: DeserializeOwned>(state: &AppState, request: Request) -> R
         .map_err(|rejection| match rejection {
             BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
                 too_large(limit)
+            }
+            BytesRejection::FailedToBufferBody(e) if crate::connections::is_body_timeout(&e) => {
+                let mut e = ApiError::new(
+                    ErrorCode::MalformedPayload,
+                    "the body did not arrive in time; nothing was stored",
+                );
+                e.status = axum::http::StatusCode::REQUEST_TIMEOUT;
+                e
             }
             _ => ApiError::new(ErrorCode::MalformedPayload, "the body could not be read"),
         })?;

@@ -11,7 +11,9 @@
 //!
 //! - [`config`]: the TOML config, its defaults and the commented example.
 //! - [`state`]: [`AppState`], the shared server state, built from a config.
+//! - [`connections`]: the accept loop, connection limits and read timeouts.
 //! - [`ingest`]: `POST /v1/ingest` and `POST /v1/delete`, with every check.
+//! - [`cardinality`]: caps on distinct values per day; the overflow folds into `(other)`.
 //! - [`admin`]: the bearer-token check, `/metrics` and the stats API.
 //! - [`dashboard`]: the maintainer dashboard (HTML, SVG charts, sign-in) and public pages.
 //! - [`store`]: the [`store::Store`] trait, its SQLite ([`store::sqlite`]) and
@@ -20,10 +22,10 @@
 //! - [`report`]: the stats model every presentation shares.
 //! - [`export`]: CSV and terminal-table renderings of the stats.
 //! - [`secrets`]: the pseudonymization key, install-id hashing, the admin token.
+//! - [`panic_guard`]: a panic in a handler answers 500 and logs only where it happened.
 //! - [`ratelimit`], [`metrics`], [`error`], [`retention`]: the smaller parts.
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -34,12 +36,16 @@ use telemetry_protocol::ErrorCode;
 use telemetry_protocol::wire::{DELETE_PATH, INGEST_PATH};
 
 pub mod admin;
+pub mod cardinality;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod error;
 pub mod export;
 pub mod ingest;
 pub mod metrics;
+pub mod panic_guard;
+mod private_files;
 pub mod ratelimit;
 pub mod report;
 pub mod retention;
@@ -77,6 +83,7 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard::routes(&state, state.dashboard()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(panic_guard::catch_panic))
         .with_state(state)
 }
 
@@ -97,21 +104,18 @@ async fn method_not_allowed() -> Response {
     e.into_response()
 }
 
-/// **Serves** on an already bound listener until `shutdown` resolves, runs the
-/// retention purge in the background, then drains the write queue so every
-/// accepted request is committed before this returns.
+/// **Serves** on an already bound listener until `shutdown` resolves, under
+/// the configured connection limits, runs the retention purge in the
+/// background, then drains the write queue so every accepted request is
+/// committed before this returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(retention::run(state.clone()));
-    let result = axum::serve(
-        listener,
-        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let result =
+        connections::serve(listener, app(state.clone()), state.connections(), shutdown).await;
     purge.abort();
     if let Err(e) = state.store().close().await {
         tracing::error!(error = %e, "closing the store failed");

@@ -107,6 +107,8 @@ enum Format {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // A panic message can quote a request; the hook logs only where it happened.
+    telemetry_collector::panic_guard::install_hook();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -135,13 +137,17 @@ fn main() -> Result<()> {
             let store = open_existing(&config)?;
             let to = today();
             let from = to.add_days(1 - i32::try_from(days.clamp(1, 3660)).unwrap_or(30));
-            let stats = runtime
-                .block_on(async {
-                    let s = stats::project_stats(&*store, &project, from, to).await;
-                    store.close().await.ok();
-                    s
-                })
-                .context("reading stats")?;
+            let stats = runtime.block_on(async {
+                let s = async {
+                    check_project(&*store, &config, &project).await?;
+                    stats::project_stats(&*store, &project, from, to)
+                        .await
+                        .context("reading stats")
+                }
+                .await;
+                store.close().await.ok();
+                s
+            })?;
             match format {
                 Format::Json => println!(
                     "{}",
@@ -265,6 +271,26 @@ fn open_existing(config: &Config) -> Result<Arc<dyn Store>> {
         bail!("no database at {}", db.display());
     }
     telemetry_collector::store::open(config).context("opening the database")
+}
+
+/// Fails unless `project` has stored data or is configured: a typo must not
+/// print a table of zeros and exit 0.
+async fn check_project(store: &dyn Store, config: &Config, project: &str) -> Result<()> {
+    let stored = store.projects().await.context("listing the projects")?;
+    if stored.iter().any(|p| p == project) || config.projects.iter().any(|p| p.name == project) {
+        return Ok(());
+    }
+    let mut known: Vec<&str> = stored.iter().map(String::as_str).collect();
+    known.extend(config.projects.iter().map(|p| p.name.as_str()));
+    known.sort_unstable();
+    known.dedup();
+    if known.is_empty() {
+        bail!("unknown project {project:?}: this database holds no project yet");
+    }
+    bail!(
+        "unknown project {project:?}: this database holds {}",
+        known.join(", ")
+    );
 }
 
 async fn serve(config: Config) -> Result<()> {

@@ -17,6 +17,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Items (events or counters) by outcome: `accepted` or `duplicate`.
     items: Mutex<BTreeMap<&'static str, u64>>,
+    /// Values folded into `(other)` (or, for projects, refused) by cardinality scope.
+    cardinality_overflow: Mutex<BTreeMap<&'static str, u64>>,
     /// Whether the last write failed because the disk was full or failing;
     /// cleared by the next write that commits.
     storage_unavailable: AtomicBool,
@@ -38,6 +40,16 @@ impl Metrics {
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         *items.entry("accepted").or_default() += accepted;
         *items.entry("duplicate").or_default() += duplicates;
+    }
+
+    /// Counts `n` values past the cap of `scope`.
+    pub fn cardinality_overflow(&self, scope: crate::cardinality::Scope, n: u64) {
+        *self
+            .cardinality_overflow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(scope.as_str())
+            .or_default() += n;
     }
 
     /// Records whether a write found the storage unable to take it.
@@ -67,6 +79,21 @@ impl Metrics {
         for (outcome, n) in self.items.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "telemetry_items_total{{outcome=\"{outcome}\"}} {n}");
         }
+        out.push_str("# HELP telemetry_cardinality_overflow_total Values past their daily cap, stored as (other); for scope=\"project\", requests refused.\n");
+        out.push_str("# TYPE telemetry_cardinality_overflow_total counter\n");
+        let overflow = self
+            .cardinality_overflow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for scope in crate::cardinality::Scope::ALL {
+            let n = overflow.get(scope.as_str()).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "telemetry_cardinality_overflow_total{{scope=\"{}\"}} {n}",
+                scope.as_str()
+            );
+        }
+        drop(overflow);
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: String| {
             let _ = writeln!(
                 out,

@@ -1,11 +1,19 @@
 //! The per-source rate limiter in front of `/v1/ingest` and `/v1/delete`.
 //!
 //! A token bucket per source address, held in memory only: the address is a
-//! map key and nothing else, it is never logged or stored, and the map is
-//! pruned so it forgets sources that have gone quiet. IPv6 sources are keyed
-//! by their /64 prefix, since one host usually owns a whole /64.
+//! map key and nothing else, it is never logged or stored. IPv6 sources are
+//! keyed by their /64 prefix, since one host usually owns a whole /64.
+//!
+//! The map is bounded whatever the sources do. Every source sits once in a
+//! queue; each request looks at the two sources at its front, forgets each
+//! whose bucket has refilled (it has gone quiet, so a fresh bucket is the
+//! same) and moves the others to the back. That is constant work per request,
+//! never a scan of the whole map. At [`MAX_SOURCES`] a new source pushes out
+//! the one at the front, so a flood of addresses, say every /64 of an IPv6
+//! allocation, costs at most that many buckets; a source pushed out early
+//! only gets a fresh bucket, which is the price of the bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,8 +32,11 @@ pub fn forwarded_source(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
         .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
-/// Buckets kept before idle ones are pruned.
-const PRUNE_AT: usize = 10_000;
+/// Most sources remembered at once; about 100 bytes each.
+pub const MAX_SOURCES: usize = 50_000;
+
+/// Queue entries examined per request to forget quiet sources.
+const FORGET_PER_REQUEST: usize = 2;
 
 /// A token-bucket limiter keyed by source address.
 #[derive(Debug)]
@@ -37,7 +48,16 @@ pub struct RateLimiter {
     /// Whether the source is taken from `X-Forwarded-For`.
     behind_proxy: bool,
     /// Buckets by source; the address lives only here, in memory.
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+/// The buckets and the queue that bounds them.
+#[derive(Debug, Default)]
+struct Buckets {
+    /// The bucket of each remembered source.
+    map: HashMap<IpAddr, Bucket>,
+    /// Every key of `map` exactly once, in the order they are looked at.
+    queue: VecDeque<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +73,7 @@ impl RateLimiter {
             rate: f64::from(config.requests_per_minute) / 60.0,
             burst: f64::from(config.burst.max(1)),
             behind_proxy: config.behind_proxy,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::default(),
         }
     }
 
@@ -68,12 +88,30 @@ impl RateLimiter {
             return Ok(());
         }
         let key = normalize(source);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= PRUNE_AT {
-            let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| b.refilled(now, rate, burst) < burst);
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Buckets { map, queue } = &mut *guard;
+        for _ in 0..FORGET_PER_REQUEST {
+            let Some(front) = queue.pop_front() else {
+                break;
+            };
+            let quiet = map
+                .get(&front)
+                .is_none_or(|b| b.refilled(now, self.rate, self.burst) >= self.burst);
+            if quiet {
+                map.remove(&front);
+            } else {
+                queue.push_back(front);
+            }
         }
-        let bucket = buckets.entry(key).or_insert(Bucket {
+        if !map.contains_key(&key) {
+            if map.len() >= MAX_SOURCES
+                && let Some(oldest) = queue.pop_front()
+            {
+                map.remove(&oldest);
+            }
+            queue.push_back(key);
+        }
+        let bucket = map.entry(key).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
@@ -88,6 +126,22 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Sources remembered now.
+    pub fn len(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
+    }
+
+    /// Whether no source is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl Bucket {
     fn refilled(&self, now: Instant, rate: f64, burst: f64) -> f64 {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
@@ -95,7 +149,9 @@ impl Bucket {
     }
 }
 
-fn normalize(ip: IpAddr) -> IpAddr {
+/// The key of a source: an IPv4 address (IPv4-mapped IPv6 included), or an
+/// IPv6 address's /64 prefix.
+pub(crate) fn normalize(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -170,6 +226,55 @@ mod tests {
             let expected = expected.map(|e| e.parse::<IpAddr>().unwrap());
             assert_eq!(forwarded_source(&headers), expected, "{values:?}");
         }
+    }
+
+    #[test]
+    fn memory_stays_bounded_with_100k_distinct_sources() {
+        // Every source sends once and stays within its bucket, so none of them
+        // may be forgotten as idle: the bound must hold all the same.
+        let l = limiter(60, 10);
+        let t0 = Instant::now();
+        for i in 0..100_000u32 {
+            let ip = if i % 2 == 0 {
+                IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+            } else {
+                // Distinct /64 prefixes, as an IPv6 attacker would rotate them.
+                IpAddr::V6(std::net::Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    (i >> 16) as u16,
+                    i as u16,
+                    0,
+                    0,
+                    0,
+                    1,
+                ))
+            };
+            assert!(l.check(ip, t0).is_ok());
+            assert!(l.len() <= MAX_SOURCES, "after {i} sources: {}", l.len());
+        }
+        assert!(
+            l.len() > MAX_SOURCES / 2,
+            "it still remembers recent sources"
+        );
+    }
+
+    #[test]
+    fn quiet_sources_are_forgotten_a_few_at_a_time() {
+        let l = limiter(60, 2);
+        let t0 = Instant::now();
+        for i in 0..1000u32 {
+            l.check(IpAddr::V4(std::net::Ipv4Addr::from(i)), t0)
+                .unwrap();
+        }
+        // Two seconds later every bucket is full again; each request forgets
+        // a few of them, so the map shrinks without ever being scanned whole.
+        let later = t0 + Duration::from_secs(2);
+        let probe: IpAddr = "198.51.100.1".parse().unwrap();
+        for _ in 0..1000 {
+            let _ = l.check(probe, later);
+        }
+        assert!(l.len() <= 2, "{}", l.len());
     }
 
     #[test]

@@ -147,7 +147,17 @@ pub enum TokenSource {
 }
 
 impl AdminToken {
-    /// The digest of `token`.
+    /// The fewest characters an admin token may have, surrounding spaces not counted.
+    pub const MIN_CHARS: usize = 16;
+
+    /// Whether `token` is long enough to be the admin token: at least
+    /// [`AdminToken::MIN_CHARS`] characters once trimmed, so a blank or short
+    /// token can never sign anyone in.
+    pub fn is_strong(token: &str) -> bool {
+        token.trim().chars().count() >= AdminToken::MIN_CHARS
+    }
+
+    /// The digest of `token`; check it with [`AdminToken::is_strong`] first.
     pub fn from_token(token: &str) -> AdminToken {
         AdminToken {
             digest: Sha256::digest(token.trim().as_bytes()).into(),
@@ -158,7 +168,7 @@ impl AdminToken {
     pub fn load_or_create(path: &Path) -> Result<(AdminToken, TokenSource), SecretError> {
         let existed = path.exists();
         let text = read_or_create(path, || random_hex(32))?;
-        if text.trim().len() < 16 {
+        if !AdminToken::is_strong(&text) {
             return Err(SecretError::Invalid {
                 path: path.to_owned(),
                 message: "the admin token must be at least 16 characters",

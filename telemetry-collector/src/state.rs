@@ -45,8 +45,12 @@ struct Inner {
     limiter: RateLimiter,
     /// Request and item counters for `/metrics`.
     metrics: Metrics,
+    /// The caps on distinct values per day, and what today admitted.
+    cardinality: crate::cardinality::Cardinality,
     /// Largest body accepted, before and after decompression.
     body_limit: usize,
+    /// Connection limits and timeouts, for [`crate::serve`].
+    connections: crate::config::ConnectionConfig,
     /// How often the retention purge runs.
     purge_interval: std::time::Duration,
     /// The dashboard's `[dashboard]` settings.
@@ -149,7 +153,17 @@ impl AppState {
                 admin,
                 limiter: RateLimiter::new(config.rate_limit),
                 metrics: Metrics::default(),
+                cardinality: crate::cardinality::Cardinality::new(config.cardinality, open_mode),
                 body_limit: config.body_limit,
+                connections: crate::config::ConnectionConfig {
+                    // Behind a proxy every connection comes from the proxy.
+                    max_per_source: if config.rate_limit.behind_proxy {
+                        0
+                    } else {
+                        config.connections.max_per_source
+                    },
+                    ..config.connections
+                },
                 purge_interval: std::time::Duration::from_secs(config.purge_interval_secs.max(1)),
                 dashboard: config.dashboard.clone(),
                 dashboard_sessions: Arc::default(),
@@ -218,9 +232,19 @@ impl AppState {
         &self.inner.metrics
     }
 
+    /// The cardinality caps.
+    pub fn cardinality(&self) -> &crate::cardinality::Cardinality {
+        &self.inner.cardinality
+    }
+
     /// The body limit in bytes.
     pub fn body_limit(&self) -> usize {
         self.inner.body_limit
+    }
+
+    /// The connection limits [`crate::serve`] applies.
+    pub fn connections(&self) -> crate::config::ConnectionConfig {
+        self.inner.connections
     }
 
     /// How often the retention purge runs.

@@ -677,21 +677,56 @@ pub fn bucket_label(bounds: &[f64], value: f64) -> String {
     }
 }
 
-/// A version's numeric components and whether it has a pre-release suffix,
-/// or `None` if `v` is not `N[.N[.N]][-suffix]`.
+/// The words a version's pre-release suffix may be: `1.2.3-rc.1`,
+/// `2.0.0-beta2`, `1.0.0-dev`. A closed list, so the suffix cannot carry a
+/// branch name, a user name or any other free text.
+pub const PRE_RELEASE_TAGS: [&str; 8] = [
+    "alpha", "beta", "rc", "pre", "dev", "preview", "nightly", "canary",
+];
+
+/// A version's numeric components, or `None` if `v` is not
+/// `N[.N[.N]][-tag]`, where the tag is one of [`PRE_RELEASE_TAGS`]
+/// optionally followed by a number of at most four digits (`rc1`, `rc.1`).
 fn parse_version(v: &str) -> Option<Vec<&str>> {
-    if !policy::is_token(v) {
+    let (core, suffix) = v.split_once('-').map_or((v, None), |(c, s)| (c, Some(s)));
+    if suffix.is_some_and(|s| !is_pre_release_tag(s)) {
         return None;
     }
-    let core = v.split_once('-').map_or(v, |(core, _)| core);
+    version_core(core)
+}
+
+/// The numeric components of `N[.N[.N]]`.
+fn version_core(core: &str) -> Option<Vec<&str>> {
+    if !policy::is_token(core) {
+        return None;
+    }
     let parts: Vec<&str> = core.split('.').collect();
     let numeric = |p: &&str| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit());
     (parts.len() <= 3 && parts.iter().all(numeric)).then_some(parts)
 }
 
-/// Coarsens a version to `major.minor`, as `aggregate` requires. `None` if it is not a version.
+fn is_pre_release_tag(suffix: &str) -> bool {
+    let word_end = suffix
+        .bytes()
+        .position(|b| !b.is_ascii_lowercase())
+        .unwrap_or(suffix.len());
+    let (word, rest) = suffix.split_at(word_end);
+    let number = rest.strip_prefix('.').unwrap_or(rest);
+    PRE_RELEASE_TAGS.contains(&word)
+        && (rest.is_empty()
+            || (!number.is_empty()
+                && number.len() <= 4
+                && number.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// Coarsens a version to `major.minor`, as `aggregate` requires. `None` if
+/// it is not a version. Any token suffix is accepted here, since it is
+/// dropped.
 pub fn coarsen_version(v: &str) -> Option<String> {
-    let parts = parse_version(v)?;
+    if !policy::is_token(v) {
+        return None;
+    }
+    let parts = version_core(v.split_once('-').map_or(v, |(core, _)| core))?;
     Some(format!(
         "{}.{}",
         parts[0],

@@ -74,11 +74,12 @@ impl ParseTimeError {
     }
 }
 
-/// Parses exactly `n` ASCII digits.
-fn digits(s: &str, n: usize) -> Option<i64> {
-    (s.len() == n && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| s.parse().ok())
-        .flatten()
+/// Parses a run of one to nine ASCII digits. It works on bytes, so the text
+/// forms below slice byte ranges and never a `str`: slicing hostile text at a
+/// byte offset inside a multi-byte character would panic.
+fn digits(b: &[u8]) -> Option<i64> {
+    (!b.is_empty() && b.len() <= 9 && b.iter().all(u8::is_ascii_digit))
+        .then(|| b.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
 }
 
 /// A UTC calendar day, written `YYYY-MM-DD`.
@@ -128,6 +129,17 @@ impl Day {
         Day(self.0 - (self.iso_weekday() as i32 - 1))
     }
 
+    /// `YYYY-MM-DD` from bytes; `None` for anything else.
+    fn parse_bytes(b: &[u8]) -> Option<Day> {
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let year = digits(&b[0..4])?;
+        let month = digits(&b[5..7])?;
+        let day = digits(&b[8..10])?;
+        Day::from_ymd(year as i32, month as u32, day as u32)
+    }
+
     /// The ISO 8601 week this day belongs to.
     pub fn iso_week(self) -> IsoWeek {
         // The ISO year of a week is the calendar year of its Thursday.
@@ -151,14 +163,7 @@ impl FromStr for Day {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseTimeError::new(s, "day", "YYYY-MM-DD");
-        let b = s.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return Err(err());
-        }
-        let year = digits(&s[0..4], 4).ok_or_else(err)?;
-        let month = digits(&s[5..7], 2).ok_or_else(err)?;
-        let day = digits(&s[8..10], 2).ok_or_else(err)?;
-        Day::from_ymd(year as i32, month as u32, day as u32).ok_or_else(err)
+        Day::parse_bytes(s.as_bytes()).ok_or_else(err)
     }
 }
 
@@ -182,11 +187,12 @@ impl FromStr for IsoWeek {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseTimeError::new(s, "ISO week", "YYYY-Www");
-        if s.len() != 8 || &s[4..6] != "-W" {
+        let b = s.as_bytes();
+        if b.len() != 8 || &b[4..6] != b"-W" {
             return Err(err());
         }
-        let year = digits(&s[0..4], 4).ok_or_else(err)? as i32;
-        let week = digits(&s[6..8], 2).ok_or_else(err)? as u32;
+        let year = digits(&b[0..4]).ok_or_else(err)? as i32;
+        let week = digits(&b[6..8]).ok_or_else(err)? as u32;
         // A year has week 53 exactly when its 28 December falls in week 53.
         let last = Day::from_ymd(year, 12, 28).ok_or_else(err)?.iso_week().week;
         if !(1..=last).contains(&week) {
@@ -239,16 +245,15 @@ impl FromStr for Timestamp {
         if b.len() < 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || !s.ends_with('Z') {
             return Err(err());
         }
-        let day: Day = s[..10].parse().map_err(|_| err())?;
-        let h = digits(&s[11..13], 2).filter(|h| *h < 24).ok_or_else(err)?;
-        let m = digits(&s[14..16], 2).filter(|m| *m < 60).ok_or_else(err)?;
-        let sec = digits(&s[17..19], 2).filter(|s| *s < 60).ok_or_else(err)?;
-        let frac = &s[19..s.len() - 1];
-        let ms = match frac.len() {
-            0 => 0,
-            2..=4 if frac.starts_with('.') => {
-                let d = &frac[1..];
-                digits(d, d.len()).ok_or_else(err)? * 10_i64.pow(3 - d.len() as u32)
+        let day = Day::parse_bytes(&b[..10]).ok_or_else(err)?;
+        let h = digits(&b[11..13]).filter(|h| *h < 24).ok_or_else(err)?;
+        let m = digits(&b[14..16]).filter(|m| *m < 60).ok_or_else(err)?;
+        let sec = digits(&b[17..19]).filter(|s| *s < 60).ok_or_else(err)?;
+        let frac = &b[19..b.len() - 1];
+        let ms = match frac {
+            [] => 0,
+            [b'.', d @ ..] if (1..=3).contains(&d.len()) => {
+                digits(d).ok_or_else(err)? * 10_i64.pow(3 - d.len() as u32)
             }
             _ => return Err(err()),
         };
@@ -370,6 +375,37 @@ mod tests {
             "",
         ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parsers_are_total_on_non_ascii_input() {
+        // Multi-byte characters where the parsers slice: each used to panic
+        // on a char boundary instead of returning an error.
+        for bad in [
+            "2026-11-21T10:00:0\u{e9}Z",
+            "2026-11-21T1\u{e9}:00:00Z",
+            "2026-11-21T10:00:00.\u{e9}Z",
+            "2026-11-21T10:00:00\u{e9}Z",
+            "2026-11-21T\u{e9}0:00:00Z",
+        ] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
+        }
+        for bad in [
+            "202\u{e9}-W01",
+            "2026\u{e9}W1",
+            "2026-W\u{e9}",
+            "\u{e9}\u{e9}\u{e9}\u{e9}",
+        ] {
+            assert!(bad.parse::<IsoWeek>().is_err(), "{bad}");
+        }
+        for bad in [
+            "2026-11-2\u{e9}",
+            "2\u{e9}6-11-21",
+            "2026-\u{e9}-211",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+        ] {
+            assert!(bad.parse::<Day>().is_err(), "{bad}");
         }
     }
 

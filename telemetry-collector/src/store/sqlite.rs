@@ -272,19 +272,13 @@ impl SqliteStore {
     /// starts the writer thread. Needs a Tokio runtime only for the async
     /// methods, not here.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        crate::private_files::warn_if_shared(path);
+        crate::private_files::create(path, false)
+            .map_err(|e| StoreError::Database(format!("creating {}: {e}", path.display())))?;
         let conn = writer_connection(path)?;
         let (jobs, rx) = mpsc::channel(options.queue_capacity.max(1));
         let timing = Arc::new(CommitTiming::default());
-        let writer = Writer {
-            conn,
-            strings: HashMap::new(),
-            projects: HashMap::new(),
-            known: HashMap::new(),
-            data_version: 0,
-            job_counts: Vec::new(),
-            txn_counts: Vec::new(),
-            timing: timing.clone(),
-        };
+        let writer = Writer::new(conn, timing.clone());
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
@@ -343,6 +337,9 @@ pub fn backup(db: &Path, dest: &Path) -> Result<(), StoreError> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(db_err)?;
+    // Private from the first byte, like the database it copies.
+    crate::private_files::create(dest, true)
+        .map_err(|e| StoreError::Database(format!("creating {}: {e}", dest.display())))?;
     let mut dst = Connection::open(dest).map_err(db_err)?;
     let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(db_err)?;
     // Copy in steps so the writer is never blocked for long.
@@ -411,6 +408,11 @@ struct Writer {
 /// Installs kept in the writer's cache; about 100 bytes each.
 const KNOWN_INSTALLS: usize = 50_000;
 
+/// Dictionary strings (and project names) kept in the writer's cache. The
+/// cardinality caps bound what a day adds, but days add up; past this the
+/// cache starts over, which costs one lookup per string on its next use.
+const CACHED_STRINGS: usize = 20_000;
+
 /// What the database is known to hold for one install.
 #[derive(Debug, Default)]
 struct KnownInstall {
@@ -447,6 +449,19 @@ struct CounterKey {
 }
 
 impl Writer {
+    fn new(conn: Connection, timing: Arc<CommitTiming>) -> Writer {
+        Writer {
+            conn,
+            strings: HashMap::new(),
+            projects: HashMap::new(),
+            known: HashMap::new(),
+            data_version: 0,
+            job_counts: Vec::new(),
+            txn_counts: Vec::new(),
+            timing,
+        }
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         while let Some(first) = rx.blocking_recv() {
@@ -638,6 +653,9 @@ impl Writer {
                 self.conn.last_insert_rowid()
             }
         };
+        if self.strings.len() >= CACHED_STRINGS {
+            self.strings.clear();
+        }
         self.strings.insert(text.to_owned(), id);
         Ok(id)
     }
@@ -661,6 +679,9 @@ impl Writer {
             }
             (None, false) => return Ok(None),
         };
+        if self.projects.len() >= CACHED_STRINGS {
+            self.projects.clear();
+        }
         self.projects.insert(name.to_owned(), id);
         Ok(Some(id))
     }
@@ -1539,6 +1560,27 @@ mod tests {
             .unwrap();
         assert_eq!(input.installs_all_time, 2, "counters survive the purge");
         store.close().await.unwrap();
+    }
+
+    #[test]
+    fn the_writer_string_cache_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = writer_connection(&dir.path().join("t.db")).unwrap();
+        let mut writer = Writer::new(conn, Arc::default());
+        for i in 0..(CACHED_STRINGS * 3 / 2) {
+            let text = format!("value-{i}");
+            let id = writer.string_id(&text).unwrap();
+            assert_eq!(writer.string_id(&text).unwrap(), id);
+            writer.project_id(&text, true).unwrap();
+        }
+        assert!(
+            writer.strings.len() <= CACHED_STRINGS,
+            "{}",
+            writer.strings.len()
+        );
+        assert!(writer.projects.len() <= CACHED_STRINGS);
+        // Strings cached before the cache started over keep their ids.
+        assert_eq!(writer.string_id("value-0").unwrap(), 1);
     }
 
     #[tokio::test]

@@ -272,6 +272,19 @@ pub(crate) async fn http_post(
     ))
 }
 
+/// The body of an admin GET over real HTTP.
+pub(crate) async fn http_admin_get(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A fresh random id (version 4 layout).
 pub(crate) fn new_id() -> Uuid {
     let mut bytes = [0u8; 16];

@@ -125,22 +125,9 @@ fn assert_refusal((status, retry_after, body): &Answer) {
     );
 }
 
-/// The body of an admin GET.
-async fn admin_get(client: &reqwest::Client, url: &str) -> String {
-    client
-        .get(url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// (anonymous events, aggregate counts) the collector reports for today.
 async fn counted(client: &reqwest::Client, url: &str) -> (u64, u64) {
-    let text = admin_get(client, &format!("{url}/api/v1/projects/demo/stats")).await;
+    let text = http_admin_get(client, &format!("{url}/api/v1/projects/demo/stats")).await;
     let stats: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("stats: {text}"));
     let tier = |name: &str| {
         stats["tiers"]
@@ -166,7 +153,7 @@ fn totals<'a>(sent: impl IntoIterator<Item = &'a Sent>) -> (u64, u64) {
 
 /// The `telemetry_storage_unavailable` gauge from `/metrics`.
 async fn storage_unavailable(client: &reqwest::Client, url: &str) -> String {
-    let text = admin_get(client, &format!("{url}/metrics")).await;
+    let text = http_admin_get(client, &format!("{url}/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix("telemetry_storage_unavailable "))
         .unwrap_or_else(|| panic!("no storage gauge in\n{text}"))

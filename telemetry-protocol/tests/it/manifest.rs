@@ -95,6 +95,39 @@ fn versions_are_coarsened_at_aggregate_only() {
 }
 
 #[test]
+fn a_version_suffix_is_a_short_pre_release_tag_not_free_text() {
+    let m = demo();
+    let spec = &m.event("command").unwrap().props["rust_version"];
+    for (value, ok) in [
+        ("1.2.3", true),
+        ("1.2.3-rc.1", true),
+        ("1.2.3-beta.2", true),
+        ("1.2.3-alpha", true),
+        ("1.2.3-rc1", true),
+        ("2.0.0-dev", true),
+        ("1.2.3-nightly.20261121", false),
+        ("1.2.3-jane-doe", false),
+        ("1.2.3-mybranch", false),
+        ("1.2.3-rc.1.2", false),
+        ("1.2.3-", false),
+        ("1.2.3-RC.1", false),
+        ("1.2.3+build.5", false),
+    ] {
+        let input = PropInput::from(value);
+        for tier in [Tier::Anonymous, Tier::Full] {
+            assert_eq!(
+                spec.check(&PropValue::from(value), tier).is_ok(),
+                ok,
+                "{value} at {tier}"
+            );
+            assert_eq!(spec.encode(&input, tier).is_ok(), ok, "{value} at {tier}");
+        }
+    }
+    // At aggregate the suffix is dropped anyway, so any token suffix coarsens.
+    assert_eq!(coarsen_version("1.2.3-mybranch").as_deref(), Some("1.2"));
+}
+
+#[test]
 fn encoding_refuses_values_of_the_wrong_kind() {
     let Some(m) = demo() else { return };
     let props = &m.event("command").unwrap().props;
