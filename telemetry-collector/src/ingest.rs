@@ -64,6 +64,7 @@ async fn ingest_inner(state: &AppState, request: Request) -> Result<IngestRespon
     Ok(IngestResponse {
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,
+        refused: 0,
     })
 }
 

@@ -50,6 +50,24 @@ pub mod builtin {
     pub const ACTIVE_AGE_BOUNDS: [f64; 4] = [7.0, 30.0, 90.0, 365.0];
     /// Every lifecycle event name.
     pub const ALL: [&str; 4] = [INSTALL, ACTIVE, SETUP_STARTED, SETUP_COMPLETED];
+    /// Delivery health: how many items a client had to drop, by [`DROPPED_REASON_PROP`].
+    ///
+    /// It is sent only as `aggregate` counters, in a payload of its own, so
+    /// every tier may send it and it never carries an install id.
+    pub const DROPPED: &str = "telemetry_dropped";
+    /// The prop on [`DROPPED`] naming why the items were dropped.
+    pub const DROPPED_REASON_PROP: &str = "reason";
+    /// The values of [`DROPPED_REASON_PROP`].
+    pub const DROPPED_REASONS: [&str; 6] = [
+        "spool_full",
+        "outbox_full",
+        "outbox_expired",
+        "refused_payload",
+        "refused_items",
+        "io_error",
+    ];
+    /// Every event name a manifest may not declare: the lifecycle events and [`DROPPED`].
+    pub const RESERVED: [&str; 5] = [INSTALL, ACTIVE, SETUP_STARTED, SETUP_COMPLETED, DROPPED];
 }
 
 /// Most bucket bounds one prop may declare.
@@ -293,10 +311,10 @@ impl Manifest {
         for (name, event) in raw.events {
             let span = name.span();
             let name = name.into_inner();
-            if builtin::ALL.contains(&name.as_str()) {
+            if builtin::RESERVED.contains(&name.as_str()) {
                 return Err(err(
                     span,
-                    format!("`{name}` is a built-in lifecycle event and cannot be declared"),
+                    format!("`{name}` is a built-in event and cannot be declared"),
                 ));
             }
             if !is_identifier(&name) {
@@ -626,7 +644,18 @@ fn builtin_events() -> BTreeMap<String, EventSpec> {
             },
         },
     );
+    let mut dropped = plain("Items this client had to drop before they were delivered, by reason");
+    dropped.props.insert(
+        builtin::DROPPED_REASON_PROP.to_owned(),
+        PropSpec {
+            description: "Why they were dropped".to_owned(),
+            kind: PropKind::Enum {
+                values: builtin::DROPPED_REASONS.map(str::to_owned).to_vec(),
+            },
+        },
+    );
     BTreeMap::from([
+        (builtin::DROPPED.to_owned(), dropped),
         (
             builtin::INSTALL.to_owned(),
             plain("The tool was installed (once per install)"),

@@ -186,6 +186,13 @@ pub struct IngestResponse {
     pub accepted: u64,
     /// Events or counters that had been committed before (a retry) and were not counted again.
     pub duplicates: u64,
+    /// Events or counters refused on their own, for example because the
+    /// collector's manifest does not declare them. Retrying them cannot help.
+    ///
+    /// Collectors before toolkit 0.2 never refuse single items and do not send
+    /// this field, so it defaults to 0.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// The body of `POST /v1/delete`: forget everything stored under this install id.

@@ -35,6 +35,7 @@ fn every_type_round_trips() {
     round_trip(&IngestResponse {
         accepted: 3,
         duplicates: 1,
+        refused: 2,
     });
     round_trip(&ErrorBody {
         error: ErrorCode::PolicyViolation,

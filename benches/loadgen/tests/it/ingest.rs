@@ -63,6 +63,7 @@ async fn ingest(
     let answer = IngestResponse {
         accepted,
         duplicates: 0,
+        refused: 0,
     };
     (StatusCode::OK, serde_json::to_string(&answer).unwrap())
 }
