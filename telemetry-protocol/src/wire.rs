@@ -190,9 +190,14 @@ pub struct IngestResponse {
     /// collector's manifest does not declare them. Retrying them cannot help.
     ///
     /// Collectors before toolkit 0.2 never refuse single items and do not send
-    /// this field, so it defaults to 0.
-    #[serde(default)]
+    /// this field, so it defaults to 0; it is left out when 0, so that an
+    /// answer with nothing refused reads the same as an older collector's.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub refused: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The body of `POST /v1/delete`: forget everything stored under this install id.
