@@ -105,20 +105,13 @@ impl<'a> Control<'a> {
         let core = self.core;
         let read = |p: Option<PathBuf>| p.map_or(FileInput::Missing, |p| FileInput::read(&p));
         let folders = core.folders.as_ref();
-        let state = core.paths.as_ref().map(ToolState::load).unwrap_or_default();
         let mut r = consent::resolve(&ConsentInput {
             env: core.env.clone(),
             system_policy: read(core.system_policy.clone()),
             global: read(folders.map(Folders::global_file)),
             tool: read(folders.map(|f| f.tool_file(self.tool()))),
-            // A notice is never due on a second look within one run.
-            default: if core.resolution.show_notice {
-                DefaultLevel::Off
-            } else {
-                core.default_level
-            },
+            default: core.default_level,
             interactive: core.interactive,
-            notice_shown: state.notice_shown,
         });
         if folders.is_none() {
             r.level = Tier::Off;
@@ -580,7 +573,6 @@ impl Machine {
             tool: read(Some(config_file.clone())),
             default: DefaultLevel::Off,
             interactive: false,
-            notice_shown: false,
         });
         let state = ToolState::load(&self.folders.tool_state(&tool));
         ToolSummary {

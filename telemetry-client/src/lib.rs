@@ -73,7 +73,7 @@ pub use crate::spool::SpoolLimits;
 use telemetry_protocol::manifest::builtin;
 use telemetry_protocol::{Day, Props, Timestamp, Uuid};
 
-use crate::consent::{ConsentInput, FileInput, Resolution};
+use crate::consent::{ConsentInput, FileInput};
 use crate::env::EnvSnapshot;
 use crate::files::Lock;
 use crate::folders::ToolPaths;
@@ -194,7 +194,7 @@ impl Builder {
     }
 
     /// Builds the handle; `side_effects` is false in the uploader, which must
-    /// neither print a notice nor record lifecycle events.
+    /// not record lifecycle events.
     fn open(self, side_effects: bool) -> Telemetry {
         let manifest = match Manifest::parse(&self.manifest) {
             Ok(m) => m,
@@ -207,7 +207,6 @@ impl Builder {
         let env = EnvSnapshot::capture(&tool);
         let folders = self.folders.or_else(Folders::from_env);
         let paths = folders.as_ref().map(|f| f.tool_state(&tool));
-        let state = paths.as_ref().map(ToolState::load).unwrap_or_default();
         let interactive = side_effects && self.interactive.unwrap_or_else(consent::interactive);
         let read = |path: Option<PathBuf>| path.map_or(FileInput::Missing, |p| FileInput::read(&p));
         let tool_input = read(folders.as_ref().map(|f| f.tool_file(&tool)));
@@ -218,7 +217,6 @@ impl Builder {
             tool: tool_input.clone(),
             default: self.default_level,
             interactive,
-            notice_shown: state.notice_shown,
         };
         let mut resolution = consent::resolve(&input);
         if folders.is_none() {
@@ -250,7 +248,6 @@ impl Builder {
             env,
             start_level: resolution.level,
             cap: std::sync::atomic::AtomicU8::new(tier_index(Tier::Full)),
-            resolution,
             install_id: Mutex::new(None),
             clock: self.clock,
             interval: self.upload_interval,
@@ -343,8 +340,6 @@ pub(crate) struct Core {
     pub(crate) paths: Option<ToolPaths>,
     /// The environment as read at start.
     pub(crate) env: EnvSnapshot,
-    /// How the level was decided.
-    pub(crate) resolution: Resolution,
     /// The effective level at start; see [`Core::level`].
     pub(crate) start_level: Tier,
     /// A ceiling lowered by [`Control::set_level`] within this run, so that
@@ -405,13 +400,10 @@ impl Core {
         *lock(&self.install_id) = state.install_id.filter(|_| self.level().has_install_id());
     }
 
-    /// Start-of-run work: the notice, repairing an interrupted opt-out, and
-    /// the once-per-install and once-per-week lifecycle events.
+    /// Start-of-run work: repairing an interrupted opt-out, and the
+    /// once-per-install and once-per-week lifecycle events.
     fn start(&self, tool_input: &FileInput) {
         let Some(paths) = &self.paths else { return };
-        if self.resolution.show_notice {
-            self.show_notice(paths);
-        }
         // The tool file's own value, whatever the ceilings say: only the
         // user's choice (not an environment variable) triggers deletion.
         if let Ok(choice) = consent::file_level(tool_input)
@@ -426,24 +418,6 @@ impl Core {
         if let Err(e) = self.start_lifecycle(paths) {
             tracing::debug!(error = %e, "cannot record lifecycle events");
             bump(&self.counters.io_errors, 1);
-        }
-    }
-
-    #[allow(clippy::print_stderr)] // The notice is the one message the issue asks the library to show.
-    fn show_notice(&self, paths: &ToolPaths) {
-        let tool = &self.manifest.project;
-        eprintln!(
-            "{tool}: from the next run on, this tool counts how often its commands are used (daily totals, no identifier). \
-             To opt out: `{tool} telemetry disable` or {}=off.",
-            env::level_var(tool)
-        );
-        let result = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
-            let mut state = ToolState::load(paths);
-            state.notice_shown = true;
-            state.save(paths)
-        });
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "cannot store that the notice was shown");
         }
     }
 
@@ -993,51 +967,8 @@ min_tier = "anonymous"
 }
 
 #[cfg(test)]
-mod notice_tests {
+mod prompt_tests {
     use super::*;
-
-    #[test]
-    fn aggregate_notice_run_sends_nothing_and_the_next_interactive_run_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let folders = Folders::new(dir.path().join("c"), dir.path().join("s"));
-        let build = |interactive: bool| {
-            Telemetry::builder(tests::MANIFEST)
-                .folders(folders.clone())
-                .system_policy(None)
-                .interactive(interactive)
-                .detached_upload(false)
-                .default_level(DefaultLevel::AggregateNotice)
-                .build()
-        };
-        let paths = folders.tool_state("demo-cli");
-
-        // Without a terminal: no notice, nothing stored, off.
-        let t = build(false);
-        assert_eq!(t.level(), Tier::Off);
-        drop(t);
-        assert!(!ToolState::load(&paths).notice_shown);
-
-        // First interactive run: the notice, and still nothing recorded.
-        let t = build(true);
-        assert_eq!(t.level(), Tier::Off);
-        t.track("command", [("name", "greet".into())]);
-        let status = t.control().unwrap().status().unwrap();
-        assert_eq!(status.level, Tier::Off, "the notice run stays off");
-        drop(t);
-        assert!(ToolState::load(&paths).notice_shown);
-        assert!(spool::is_empty(&paths));
-
-        // Next interactive run: aggregate counts start.
-        let t = build(true);
-        assert_eq!(t.level(), Tier::Aggregate);
-        assert_eq!(
-            t.control().unwrap().status().unwrap().source,
-            Source::Default
-        );
-        t.track("command", [("name", "greet".into())]);
-        drop(t);
-        assert!(!spool::is_empty(&paths));
-    }
 
     #[test]
     fn the_prompt_is_due_only_on_a_terminal_without_a_stored_choice() {

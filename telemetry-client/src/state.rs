@@ -40,8 +40,6 @@ pub struct ToolState {
     pub lifecycle: Lifecycle,
     /// The ISO week `active` was last recorded for.
     pub last_active_week: Option<IsoWeek>,
-    /// Whether the `aggregate` notice was shown.
-    pub notice_shown: bool,
     /// The collector URL of the last upload attempt.
     pub endpoint_last_used: Option<String>,
     /// When data was last delivered.

@@ -4,16 +4,14 @@
 //!
 //! Usage: `telemetry-client-host greet` or `telemetry-client-host telemetry ...`.
 //! Folders come from `HOME`/`XDG_*`. `HOST_DETACHED_UPLOAD=1` lets it start
-//! the detached uploader (off by default so tests stay deterministic);
-//! `HOST_AGGREGATE_NOTICE=1` makes the author's default `aggregate` in
-//! notice mode.
+//! the detached uploader (off by default so tests stay deterministic).
 
 #![allow(clippy::print_stdout)] // `greet` prints its greeting, like a real tool.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use telemetry_client::{DefaultLevel, Telemetry};
+use telemetry_client::Telemetry;
 
 #[derive(Parser)]
 #[command(name = "host-cli")]
@@ -31,15 +29,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let default = if std::env::var_os("HOST_AGGREGATE_NOTICE").is_some() {
-        DefaultLevel::AggregateNotice
-    } else {
-        DefaultLevel::Off
-    };
     let telemetry = Telemetry::builder(include_str!("telemetry.toml"))
         .tool_version("1.0.0")
         .system_policy(None)
-        .default_level(default)
         .detached_upload(std::env::var_os("HOST_DETACHED_UPLOAD").is_some())
         .build();
     let cli = Cli::parse();
