@@ -238,11 +238,36 @@ pub fn resolve(input: &ConsentInput) -> Resolution {
     }
 }
 
-/// Whether this process runs where a person can answer: stdin and stderr are
-/// terminals and no CI system is detected.
+/// Whether this process runs where a person is talking to it: stdin, stdout
+/// and stderr are all terminals, the process is in the terminal's foreground
+/// process group, and no CI system is detected.
+///
+/// Each condition rules out a case where a prompt would break something: a
+/// captured stdout is `eval "$(tool init bash)"` in a shell start-up file; a
+/// redirected stdin is a script feeding the tool; a background job (`tool &`)
+/// shares the terminal with the shell, which would then lose typed commands
+/// to the prompt.
 pub fn interactive() -> bool {
     use std::io::IsTerminal;
-    std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !ci_info::is_ci()
+    std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal()
+        && in_foreground()
+        && !ci_info::is_ci()
+}
+
+/// Whether this process is in the foreground process group of the terminal
+/// on stdin.
+#[cfg(unix)]
+fn in_foreground() -> bool {
+    rustix::termios::tcgetpgrp(std::io::stdin())
+        .is_ok_and(|group| group == rustix::process::getpgrp())
+}
+
+/// Elsewhere there are no process groups to check.
+#[cfg(not(unix))]
+fn in_foreground() -> bool {
+    true
 }
 
 #[cfg(test)]

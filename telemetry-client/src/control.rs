@@ -31,6 +31,9 @@ use crate::state::ToolState;
 use crate::upload::{self, Http, Job, Printer, UploadReport};
 use crate::upload_log::{self, LogEntry};
 
+/// How long an unanswered first-run prompt stays quiet: a week.
+const PROMPT_QUIET_MILLIS: i64 = 7 * 24 * 3600 * 1000;
+
 /// What `telemetry status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
@@ -140,18 +143,46 @@ impl<'a> Control<'a> {
         })
     }
 
-    /// Whether the first-run prompt should be shown now: a terminal, no CI,
-    /// no choice stored for this tool, and no ceiling or environment variable
-    /// that rules telemetry out anyway.
+    /// Whether the first-run prompt should be shown now: a person at the
+    /// terminal (see [`consent::interactive`]), no choice stored for this
+    /// tool, no ceiling or environment variable that rules telemetry out
+    /// anyway, not asked before in this run, and not left unanswered in the
+    /// last week.
     pub fn should_prompt(&self) -> bool {
         let Some(folders) = &self.core.folders else {
             return false;
         };
+        if !self.core.interactive || self.core.prompted.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         let r = self.resolve();
-        self.core.interactive
-            && r.unreadable.is_none()
+        let asked = self
+            .core
+            .paths
+            .as_ref()
+            .and_then(|p| ToolState::load(p).prompt_asked_at);
+        let now = self.core.clock.now().unix_millis();
+        let recently = asked.is_some_and(|t| {
+            let since = now.saturating_sub(t.unix_millis());
+            (0..PROMPT_QUIET_MILLIS).contains(&since)
+        });
+        r.unreadable.is_none()
             && r.ceiling > Tier::Off
+            && !recently
             && FileInput::read(&folders.tool_file(self.tool())) == FileInput::Missing
+    }
+
+    /// Remembers that the prompt went unanswered (no answer in time, or one
+    /// that is not a level), so it is not shown again for a week.
+    pub(crate) fn note_unanswered(&self) -> Result<(), Error> {
+        let paths = self.paths()?;
+        let _lock =
+            Lock::acquire(&paths.data_lock()).map_err(Error::io("lock", paths.data_lock()))?;
+        let mut state = ToolState::load(paths);
+        state.prompt_asked_at = Some(self.core.clock.now());
+        state
+            .save(paths)
+            .map_err(Error::io("update", paths.state_file()))
     }
 
     /// Stores the prompt's answer; "no" is `Tier::Off`, which is stored too

@@ -101,7 +101,12 @@ pub struct Builder {
     interactive: Option<bool>,
     spool_limits: SpoolLimits,
     detach: bool,
+    prompt_commands: Vec<String>,
+    prompt_timeout: Duration,
 }
+
+/// How long the first-run prompt waits for an answer before it gives up.
+pub const PROMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Builder {
     /// The host tool's version, sent in every payload's context.
@@ -159,6 +164,28 @@ impl Builder {
     /// Overrides terminal and CI detection (tests).
     pub fn interactive(mut self, interactive: bool) -> Self {
         self.interactive = Some(interactive);
+        self
+    }
+
+    /// The commands that may show the first-run prompt (default: none). Name
+    /// only commands a person types to use the tool, such as `init`: never
+    /// one that shell start-up files, shell hooks, editors or scripts run
+    /// (`init bash` for `eval "$(tool init bash)"`, a `cd` hook's command).
+    /// The `telemetry` subcommand never prompts. See
+    /// `cli::prompt_if_needed`.
+    pub fn prompt_commands<S: Into<String>>(
+        mut self,
+        commands: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.prompt_commands = commands.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long the first-run prompt waits for an answer (default
+    /// [`PROMPT_TIMEOUT`]); tests shorten it.
+    #[doc(hidden)]
+    pub fn prompt_timeout(mut self, timeout: Duration) -> Self {
+        self.prompt_timeout = timeout;
         self
     }
 
@@ -257,6 +284,9 @@ impl Builder {
             interactive,
             detach: self.detach,
             default_level: self.default_level,
+            prompt_commands: self.prompt_commands,
+            prompt_timeout: self.prompt_timeout,
+            prompted: AtomicBool::new(false),
             buffer: Mutex::new(Buffer::default()),
             counters: Counters::default(),
             finished: AtomicBool::new(false),
@@ -363,6 +393,12 @@ pub(crate) struct Core {
     pub(crate) detach: bool,
     /// The author's default.
     pub(crate) default_level: DefaultLevel,
+    /// The commands that may show the first-run prompt.
+    pub(crate) prompt_commands: Vec<String>,
+    /// How long the prompt waits for an answer.
+    pub(crate) prompt_timeout: Duration,
+    /// Whether this run already showed (or decided not to show) the prompt.
+    pub(crate) prompted: AtomicBool,
     buffer: Mutex<Buffer>,
     counters: Counters,
     finished: AtomicBool,
@@ -668,6 +704,8 @@ impl Telemetry {
             interactive: None,
             spool_limits: SpoolLimits::default(),
             detach: true,
+            prompt_commands: Vec::new(),
+            prompt_timeout: PROMPT_TIMEOUT,
         }
     }
 
@@ -992,5 +1030,45 @@ mod prompt_tests {
         assert!(!control.should_prompt(), "answered once, never again");
         let status = control.status().unwrap();
         assert_eq!((status.level, status.source), (Tier::Off, Source::ToolFile));
+    }
+}
+
+#[cfg(test)]
+mod prompt_quiet_tests {
+    use super::*;
+
+    #[test]
+    fn an_unanswered_prompt_is_quiet_for_a_week_and_once_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::new(dir.path().join("c"), dir.path().join("s"));
+        let clock = Arc::new(ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap()));
+        let build = || {
+            Telemetry::builder(tests::MANIFEST)
+                .folders(folders.clone())
+                .system_policy(None)
+                .interactive(true)
+                .detached_upload(false)
+                .clock(clock.clone())
+                .build()
+        };
+        let t = build();
+        let control = t.control().unwrap();
+        assert!(control.should_prompt());
+        control.note_unanswered().unwrap();
+        assert!(!control.should_prompt());
+        clock.advance_millis(6 * 24 * 3600 * 1000);
+        assert!(
+            !build().control().unwrap().should_prompt(),
+            "six days later"
+        );
+        clock.advance_millis(24 * 3600 * 1000);
+        let t = build();
+        assert!(t.control().unwrap().should_prompt(), "a week later");
+        t.core
+            .as_ref()
+            .unwrap()
+            .prompted
+            .store(true, Ordering::SeqCst);
+        assert!(!t.control().unwrap().should_prompt(), "once per run");
     }
 }

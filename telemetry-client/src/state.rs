@@ -40,6 +40,9 @@ pub struct ToolState {
     pub lifecycle: Lifecycle,
     /// The ISO week `active` was last recorded for.
     pub last_active_week: Option<IsoWeek>,
+    /// When the first-run prompt was last shown without an answer; it is not
+    /// shown again for a week after.
+    pub prompt_asked_at: Option<Timestamp>,
     /// The collector URL of the last upload attempt.
     pub endpoint_last_used: Option<String>,
     /// When data was last delivered.

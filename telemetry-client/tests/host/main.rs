@@ -2,13 +2,15 @@
 //! subcommand and asks the first-run question exactly as the crate docs tell
 //! tool authors to.
 //!
-//! Usage: `telemetry-client-host greet` or `telemetry-client-host telemetry ...`.
+//! Usage: `telemetry-client-host greet`, `... hook` or `... telemetry ...`.
+//! Only `greet` may prompt; `HOST_PROMPT_TIMEOUT_MS` shortens the prompt's wait.
 //! Folders come from `HOME`/`XDG_*`. `HOST_DETACHED_UPLOAD=1` lets it start
 //! the detached uploader (off by default so tests stay deterministic).
 
 #![allow(clippy::print_stdout)] // `greet` prints its greeting, like a real tool.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use telemetry_client::Telemetry;
@@ -24,6 +26,8 @@ struct Cli {
 enum Command {
     /// Print a greeting (and record one event).
     Greet,
+    /// What a shell hook runs on every `cd`: records, never prompts.
+    Hook,
     /// See and change what host-cli may send to its maintainers.
     Telemetry(telemetry_client::cli::TelemetryArgs),
 }
@@ -33,13 +37,27 @@ fn main() -> ExitCode {
         .tool_version("1.0.0")
         .system_policy(None)
         .detached_upload(std::env::var_os("HOST_DETACHED_UPLOAD").is_some())
+        .prompt_commands(["greet"])
+        .prompt_timeout(Duration::from_millis(
+            std::env::var("HOST_PROMPT_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30_000),
+        ))
         .build();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Telemetry(_)) {
-        telemetry_client::cli::prompt_if_needed(&telemetry);
-    }
+    let name = match &cli.command {
+        Command::Greet => "greet",
+        Command::Hook => "hook",
+        Command::Telemetry(_) => "telemetry",
+    };
+    telemetry_client::cli::prompt_if_needed(&telemetry, name);
     match cli.command {
         Command::Telemetry(args) => args.run(&telemetry),
+        Command::Hook => {
+            telemetry.track("command", [("name", "greet".into())]);
+            ExitCode::SUCCESS
+        }
         Command::Greet => {
             telemetry.track("command", [("name", "greet".into())]);
             println!("hello");

@@ -212,3 +212,99 @@ fn nothing_is_recorded_without_a_stored_choice() {
         (Some("off"), Some("default"))
     );
 }
+
+/// Runs `script` in `sh` (`bash` for job control) inside a pty, with `$HOST`
+/// set to the host binary.
+fn spawn_shell(home: &Home, script: &str, envs: &[(&str, &str)]) -> PtySession {
+    let mut cmd = isolated(home, "bash");
+    cmd.args(["--norc", "--noprofile", "-c", script])
+        .env("HOST", HOST)
+        .env("TERM", "xterm");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    spawn_command(cmd, Some(TIMEOUT_MS)).expect("spawn in a pty")
+}
+
+/// Case 9 of issue 13: `eval "$(tool init bash)"` runs the tool with stdout
+/// captured while the shell starts; a prompt there blocked the shell.
+#[test]
+fn no_prompt_when_stdout_is_captured() {
+    let home = Home::new();
+    let (text, code) = finish(spawn_shell(
+        &home,
+        r#"out="$("$HOST" greet)"; echo "got:$out""#,
+        &[],
+    ));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("got:hello"), "{text}");
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert!(!tool_file(&home).exists());
+}
+
+/// A background job shares the terminal with the shell; a prompt there would
+/// read the commands typed at the shell.
+#[test]
+fn no_prompt_in_a_background_job() {
+    let home = Home::new();
+    let (text, code) = finish(spawn_shell(
+        &home,
+        r#"set -m; "$HOST" greet & wait; echo done"#,
+        &[],
+    ));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("hello") && text.contains("done"), "{text}");
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert!(!tool_file(&home).exists());
+}
+
+/// A command the author did not name (here what a `cd` hook runs) never
+/// prompts, even with a person at the terminal.
+#[test]
+fn no_prompt_for_a_command_not_named() {
+    let home = Home::new();
+    let (text, code) = finish(spawn(&home, &["hook"], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert!(!tool_file(&home).exists());
+}
+
+/// No answer in time ends the prompt: nothing stored, the run goes on, and
+/// the next run does not ask again (for a week).
+#[test]
+fn an_unanswered_prompt_ends_stores_nothing_and_stays_quiet() {
+    let home = Home::new();
+    let quick = [("HOST_PROMPT_TIMEOUT_MS", "300")];
+    let mut p = spawn(&home, &["greet"], &quick);
+    p.exp_string("Share usage data?").unwrap();
+    p.exp_string("will not ask again this week").unwrap();
+    p.exp_string("hello").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    assert!(!tool_file(&home).exists());
+    let state = telemetry_client::state::ToolState::load(&home.folders().tool_state("host-cli"));
+    assert!(state.prompt_asked_at.is_some());
+    let (text, _) = finish(spawn(&home, &["greet"], &quick));
+    assert!(
+        text.contains("hello") && !text.contains("Share usage data"),
+        "{text}"
+    );
+}
+
+/// Text that is not a level (a command typed ahead) ends the prompt at once
+/// instead of asking again and eating more input.
+#[test]
+fn an_answer_that_is_not_a_level_ends_the_prompt_at_once() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["greet"], &[]);
+    p.exp_string("Share usage data?").unwrap();
+    p.send_line("cd /tmp").unwrap();
+    p.exp_string("will not ask again this week").unwrap();
+    let (text, code) = finish(p);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("hello") && !text.contains("Share usage data"),
+        "{text}"
+    );
+    assert!(!tool_file(&home).exists());
+}
