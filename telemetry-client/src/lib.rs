@@ -273,7 +273,7 @@ impl Builder {
             folders,
             paths,
             env,
-            start_level: resolution.level,
+            start_level: std::sync::atomic::AtomicU8::new(tier_index(resolution.level)),
             cap: std::sync::atomic::AtomicU8::new(tier_index(Tier::Full)),
             install_id: Mutex::new(None),
             clock: self.clock,
@@ -371,7 +371,7 @@ pub(crate) struct Core {
     /// The environment as read at start.
     pub(crate) env: EnvSnapshot,
     /// The effective level at start; see [`Core::level`].
-    pub(crate) start_level: Tier,
+    pub(crate) start_level: std::sync::atomic::AtomicU8,
     /// A ceiling lowered by [`Control::set_level`] within this run, so that
     /// an opt-out takes effect at once in a long-running host.
     pub(crate) cap: std::sync::atomic::AtomicU8,
@@ -412,7 +412,8 @@ impl Core {
     /// The effective level for this run.
     pub(crate) fn level(&self) -> Tier {
         let cap = Tier::ALL[usize::from(self.cap.load(Ordering::SeqCst)).min(3)];
-        self.start_level.min(cap)
+        let start = Tier::ALL[usize::from(self.start_level.load(Ordering::SeqCst)).min(3)];
+        start.min(cap)
     }
 
     /// Applies a level change made in this run: lowers the ceiling (never
@@ -420,8 +421,9 @@ impl Core {
     /// exists, and picks up the current install id.
     pub(crate) fn changed(&self, new_level: Option<Tier>) {
         if let Some(tier) = new_level {
-            // Only ever lowers: a raise takes effect from the next run, so a
-            // run that asks for consent never records under the new answer.
+            // Only ever lowers: a raise made with `telemetry enable` takes
+            // effect from the next run; only the first-run prompt's answer
+            // applies at once (see `adopt_answer`).
             self.cap.fetch_min(tier_index(tier), Ordering::SeqCst);
         }
         let state = self.paths.as_ref().map(ToolState::load).unwrap_or_default();
@@ -434,6 +436,31 @@ impl Core {
             buffer.counts.clear();
         }
         *lock(&self.install_id) = state.install_id.filter(|_| self.level().has_install_id());
+    }
+
+    /// Applies the first-run prompt's answer to the rest of this run: the
+    /// level becomes what the files now resolve to, anything buffered before
+    /// the answer is dropped (nothing may be sent from before a choice), and
+    /// the lifecycle events of this run are recorded at the new level, so the
+    /// setup that follows the prompt counts.
+    pub(crate) fn adopt_answer(&self) {
+        let level = Control::new(self).resolve().level;
+        {
+            let mut buffer = lock(&self.buffer);
+            buffer.counts.clear();
+            buffer.events.clear();
+        }
+        self.start_level.store(tier_index(level), Ordering::SeqCst);
+        self.changed(None);
+        if self.level() == Tier::Off {
+            return;
+        }
+        if let Some(paths) = &self.paths
+            && let Err(e) = self.start_lifecycle(paths)
+        {
+            tracing::debug!(error = %e, "cannot record lifecycle events");
+            bump(&self.counters.io_errors, 1);
+        }
     }
 
     /// Start-of-run work: repairing an interrupted opt-out, and the

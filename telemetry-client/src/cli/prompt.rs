@@ -35,7 +35,9 @@ pub(crate) const ATTEMPTS: usize = 3;
 ///
 /// It explains each level in one line from the manifest, defaults to "no"
 /// (an empty answer stores `off`, so it is never shown again) and writes only
-/// to stderr. No answer within 30 seconds, end of input, or an answer that is
+/// to stderr. The answer applies at once: what the rest of this run records
+/// (its setup events above all) is recorded at the chosen level, and nothing
+/// from before the answer is ever sent. No answer within 30 seconds, end of input, or an answer that is
 /// not a level ends it at once: nothing is stored but the time it was asked,
 /// and it is not shown again for a week.
 ///
@@ -76,9 +78,11 @@ pub fn prompt_if_needed(telemetry: &Telemetry, command: &str) -> Option<Tier> {
         return None;
     };
     let stored = control.store_prompt_answer(tier, identity);
-    // Whatever the answer, this run records and sends nothing. After
-    // storing, because storing sets this run's ceiling to the answer.
-    core.changed(Some(Tier::Off));
+    // The answer holds for the rest of this run: a user who opts in while
+    // setting the tool up has that setup counted.
+    if stored.is_ok() {
+        core.adopt_answer();
+    }
     let _ = match stored {
         Ok(()) if tier == Tier::Off => writeln!(
             output,
@@ -86,7 +90,7 @@ pub fn prompt_if_needed(telemetry: &Telemetry, command: &str) -> Option<Tier> {
         ),
         Ok(()) => writeln!(
             output,
-            "Saved: {}. It starts with the next run; `{tool} telemetry status` shows it, `{tool} telemetry disable` stops it.",
+            "Saved: {}, from now on. `{tool} telemetry status` shows it, `{tool} telemetry disable` stops it.",
             style.bold(tier.as_str())
         ),
         Err(e) => writeln!(

@@ -2,8 +2,8 @@
 //! subcommand and asks the first-run question exactly as the crate docs tell
 //! tool authors to.
 //!
-//! Usage: `telemetry-client-host greet`, `... hook` or `... telemetry ...`.
-//! Only `greet` may prompt; `HOST_PROMPT_TIMEOUT_MS` shortens the prompt's wait.
+//! Usage: `telemetry-client-host greet`, `... init`, `... hook` or `... telemetry ...`.
+//! Only `greet` and `init` may prompt; `HOST_PROMPT_TIMEOUT_MS` shortens the prompt's wait.
 //! Folders come from `HOME`/`XDG_*`. `HOST_DETACHED_UPLOAD=1` lets it start
 //! the detached uploader (off by default so tests stay deterministic).
 
@@ -28,6 +28,8 @@ enum Command {
     Greet,
     /// What a shell hook runs on every `cd`: records, never prompts.
     Hook,
+    /// Set the tool up: records `setup_started` and `setup_completed`.
+    Init,
     /// See and change what host-cli may send to its maintainers.
     Telemetry(telemetry_client::cli::TelemetryArgs),
 }
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
         .tool_version("1.0.0")
         .system_policy(None)
         .detached_upload(std::env::var_os("HOST_DETACHED_UPLOAD").is_some())
-        .prompt_commands(["greet"])
+        .prompt_commands(["greet", "init"])
         .prompt_timeout(Duration::from_millis(
             std::env::var("HOST_PROMPT_TIMEOUT_MS")
                 .ok()
@@ -49,11 +51,17 @@ fn main() -> ExitCode {
     let name = match &cli.command {
         Command::Greet => "greet",
         Command::Hook => "hook",
+        Command::Init => "init",
         Command::Telemetry(_) => "telemetry",
     };
     telemetry_client::cli::prompt_if_needed(&telemetry, name);
     match cli.command {
         Command::Telemetry(args) => args.run(&telemetry),
+        Command::Init => {
+            telemetry.setup_started();
+            telemetry.setup_completed();
+            ExitCode::SUCCESS
+        }
         Command::Hook => {
             telemetry.track("command", [("name", "greet".into())]);
             ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 
 use rexpect::process::WaitStatus;
 use rexpect::session::{PtySession, spawn_command};
+use telemetry_client::spool::Record;
 
 use crate::cli::{HOST, isolated, status_json};
 use crate::support::Home;
@@ -66,32 +67,77 @@ fn first_run_prompt_defaults_to_no_stores_off_and_is_shown_once() {
     );
 }
 
+/// Case 2 of issue 13: the run that showed the prompt recorded nothing,
+/// whatever the answer, so the setup run (usually the first) was never
+/// counted. Now opting in applies to the rest of that run.
 #[test]
-fn the_run_that_prompts_sends_nothing_and_the_choice_applies_next_run() {
+fn opting_in_at_the_prompt_counts_the_rest_of_that_run() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["init"], &[]);
+    p.exp_string("Share usage data?").unwrap();
+    p.send_line("anonymous").unwrap();
+    p.exp_string("from now on").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    let paths = home.folders().tool_state("host-cli");
+    let state = telemetry_client::state::ToolState::load(&paths);
+    let id = state.install_id.expect("an install id");
+    let mut names: Vec<String> = telemetry_client::spool::read(&paths)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| match r {
+            Record::Event {
+                name, install_id, ..
+            } => {
+                assert_eq!(install_id, id);
+                name
+            }
+            Record::Count { event, .. } => panic!("a count at anonymous: {event}"),
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["active", "install", "setup_completed", "setup_started"]
+    );
+    let v = status_json(&home, &[]);
+    assert_eq!(
+        (v["level"].as_str(), v["source"].as_str()),
+        (Some("anonymous"), Some("tool_file"))
+    );
+
+    // The next run does not ask again, and the setup is not counted twice.
+    let (text, _) = finish(spawn(&home, &["init"], &[]));
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert_eq!(
+        telemetry_client::spool::read(&paths).unwrap().records.len(),
+        4
+    );
+}
+
+/// Answering `aggregate` counts the command that asked.
+#[test]
+fn opting_in_to_aggregate_counts_the_command_that_asked() {
     let home = Home::new();
     let mut p = spawn(&home, &["greet"], &[]);
     p.exp_string("Share usage data?").unwrap();
     p.send_line("aggregate").unwrap();
-    p.exp_string("It starts with the next run").unwrap();
+    p.exp_string("hello").unwrap();
     let (_, code) = finish(p);
     assert_eq!(code, 0);
     let paths = home.folders().tool_state("host-cli");
-    assert!(
-        !paths.spool().exists(),
-        "nothing recorded in the prompting run"
-    );
-    assert!(!paths.outbox().exists());
-    let v = status_json(&home, &[]);
-    assert_eq!(
-        (v["level"].as_str(), v["source"].as_str()),
-        (Some("aggregate"), Some("tool_file"))
-    );
-
-    // The next run records (and does not ask again).
-    let p = spawn(&home, &["greet"], &[]);
-    let (text, _) = finish(p);
-    assert!(!text.contains("Share usage data"), "{text}");
-    assert!(paths.spool().exists());
+    let events: Vec<String> = telemetry_client::spool::read(&paths)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| match r {
+            Record::Count { event, .. } => event,
+            Record::Event { name, .. } => panic!("an event at aggregate: {name}"),
+        })
+        .collect();
+    assert!(events.contains(&"command".to_owned()), "{events:?}");
+    assert!(events.contains(&"install".to_owned()), "{events:?}");
 }
 
 #[test]
