@@ -28,7 +28,7 @@ use crate::folders::{Folders, ToolPaths};
 use crate::outbox;
 use crate::spool::{self, Record};
 use crate::state::ToolState;
-use crate::upload::{self, Http, Job, Printer, UploadReport};
+use crate::upload::{self, Http, Job, UploadReport};
 use crate::upload_log::{self, LogEntry};
 
 /// How long an unanswered first-run prompt stays quiet: a week.
@@ -317,6 +317,13 @@ impl<'a> Control<'a> {
         let paths = self.paths()?;
         let deadline = Instant::now() + timeout;
         let level = self.resolve().level;
+        if self.core.dry {
+            // Debug mode prints and changes nothing; see `Job::preview`.
+            return self
+                .job(paths, level)
+                .preview(Vec::new())
+                .map_err(Error::io("read", paths.dir.clone()));
+        }
         let _guard = loop {
             match Lock::try_acquire(&paths.uploader_lock()) {
                 Ok(Some(guard)) => break guard,
@@ -331,9 +338,7 @@ impl<'a> Control<'a> {
         if level > Tier::Off {
             job.stage().map_err(Error::io("package", paths.spool()))?;
         }
-        let report = if self.core.env.debug() {
-            job.send(&Printer, None)
-        } else {
+        let report = {
             upload::check_endpoint(&self.core.endpoint).map_err(Error::Endpoint)?;
             let left = deadline.saturating_duration_since(Instant::now());
             // Its own thread: the blocking HTTP client must not run inside a

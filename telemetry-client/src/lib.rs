@@ -267,6 +267,7 @@ impl Builder {
             .tool_version
             .filter(|v| v.len() <= 64 && telemetry_protocol::policy::is_token(v))
             .unwrap_or_else(|| "unknown".to_owned());
+        let dry = env.debug();
         let core = Core {
             manifest,
             tool_version,
@@ -287,6 +288,7 @@ impl Builder {
             prompt_commands: self.prompt_commands,
             prompt_timeout: self.prompt_timeout,
             prompted: AtomicBool::new(false),
+            dry,
             buffer: Mutex::new(Buffer::default()),
             counters: Counters::default(),
             finished: AtomicBool::new(false),
@@ -399,6 +401,9 @@ pub(crate) struct Core {
     pub(crate) prompt_timeout: Duration,
     /// Whether this run already showed (or decided not to show) the prompt.
     pub(crate) prompted: AtomicBool,
+    /// Debug mode (`<TOOL>_TELEMETRY_DEBUG=1`): print what would be sent and
+    /// change nothing on disk.
+    pub(crate) dry: bool,
     buffer: Mutex<Buffer>,
     counters: Counters,
     finished: AtomicBool,
@@ -469,7 +474,8 @@ impl Core {
         let Some(paths) = &self.paths else { return };
         // The tool file's own value, whatever the ceilings say: only the
         // user's choice (not an environment variable) triggers deletion.
-        if let Ok(choice) = consent::file_level(tool_input)
+        if !self.dry
+            && let Ok(choice) = consent::file_level(tool_input)
             && let Err(e) = control::reconcile(paths, choice)
         {
             tracing::debug!(error = %e, "cannot apply a lowered level to local data");
@@ -494,7 +500,12 @@ impl Core {
             *lock(&self.install_id) = peek.install_id;
             return Ok(());
         }
-        let _lock = Lock::acquire(&paths.data_lock())?;
+        // Debug mode writes nothing, not even a lock file.
+        let _lock = if self.dry {
+            None
+        } else {
+            Some(Lock::acquire(&paths.data_lock())?)
+        };
         let mut state = ToolState::load(paths);
         let before = state.clone();
         if self.level().has_install_id() && state.install_id.is_none() {
@@ -514,6 +525,11 @@ impl Core {
             let props = self.encode(builtin::ACTIVE, [(builtin::ACTIVE_AGE_PROP, age.into())]);
             records.extend(self.record(builtin::ACTIVE, props, now, state.install_id));
             state.last_active_week = Some(week);
+        }
+        if self.dry {
+            // Shown by the debug print at the end of the run, never stored.
+            lock(&self.buffer).events.extend(records);
+            return Ok(());
         }
         let dropped = spool::append(paths, &records, self.spool_limits)?;
         self.note_dropped(&mut state, dropped);
@@ -638,6 +654,13 @@ impl Core {
         if self.level() == Tier::Off || *flag(&mut ToolState::load(paths)) {
             return;
         }
+        if self.dry {
+            let id = *lock(&self.install_id);
+            if let Some(record) = self.record(name, Props::new(), self.clock.now(), id) {
+                lock(&self.buffer).events.push(record);
+            }
+            return;
+        }
         let result = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
             let mut state = ToolState::load(paths);
             if *flag(&mut state) {
@@ -659,25 +682,32 @@ impl Core {
         }
     }
 
-    /// Moves the buffer into the spool.
+    /// Takes everything buffered, as spool records.
+    pub(crate) fn drain_buffer(&self) -> Vec<Record> {
+        let mut buffer = lock(&self.buffer);
+        let counts = std::mem::take(&mut buffer.counts);
+        let mut records: Vec<Record> = counts
+            .into_iter()
+            .map(|((day, event, props), n)| Record::Count {
+                id: ids::next(),
+                day,
+                event,
+                props,
+                n,
+            })
+            .collect();
+        records.append(&mut buffer.events);
+        records
+    }
+
+    /// Moves the buffer into the spool (in debug mode it stays in memory,
+    /// for the print at the end of the run).
     fn persist(&self) {
         let Some(paths) = &self.paths else { return };
-        let records: Vec<Record> = {
-            let mut buffer = lock(&self.buffer);
-            let counts = std::mem::take(&mut buffer.counts);
-            let mut records: Vec<Record> = counts
-                .into_iter()
-                .map(|((day, event, props), n)| Record::Count {
-                    id: ids::next(),
-                    day,
-                    event,
-                    props,
-                    n,
-                })
-                .collect();
-            records.append(&mut buffer.events);
-            records
-        };
+        if self.dry {
+            return;
+        }
+        let records = self.drain_buffer();
         if records.is_empty() {
             return;
         }

@@ -48,8 +48,17 @@ pub fn put(paths: &ToolPaths, entry: &Entry, now: Timestamp) -> io::Result<PathB
     Ok(path)
 }
 
-/// Every entry, oldest first. Unreadable files are logged and skipped.
+/// Every entry, oldest first. Unreadable files are logged and removed.
 pub fn list(paths: &ToolPaths) -> io::Result<Vec<(PathBuf, Entry)>> {
+    read_all(paths, true)
+}
+
+/// Every entry, oldest first, touching nothing (debug mode).
+pub(crate) fn list_read_only(paths: &ToolPaths) -> io::Result<Vec<(PathBuf, Entry)>> {
+    read_all(paths, false)
+}
+
+fn read_all(paths: &ToolPaths, remove_unreadable: bool) -> io::Result<Vec<(PathBuf, Entry)>> {
     let dir = match fs::read_dir(paths.outbox()) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -75,7 +84,9 @@ pub fn list(paths: &ToolPaths) -> io::Result<Vec<(PathBuf, Entry)>> {
                 // payload cannot be sent, and keeping it would block nothing
                 // but clutter the folder.
                 tracing::debug!(path = %path.display(), error = %e, "dropping unreadable outbox file");
-                let _ = fs::remove_file(&path);
+                if remove_unreadable {
+                    let _ = fs::remove_file(&path);
+                }
             }
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "cannot read outbox file")

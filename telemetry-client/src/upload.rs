@@ -40,8 +40,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 pub(crate) enum Outcome {
     /// 2xx.
     Delivered,
-    /// Printed in debug mode.
-    Printed,
     /// A 4xx other than 429: drop it, with the reason.
     Rejected(String),
     /// 429 or 503, with the server's `Retry-After` if any.
@@ -135,19 +133,6 @@ impl Transport for Http {
     }
 }
 
-/// Debug mode: prints each body to stderr instead of sending it.
-pub(crate) struct Printer;
-
-impl Transport for Printer {
-    fn post(&self, path: &str, body: &[u8]) -> Outcome {
-        eprintln!(
-            "telemetry (debug, not sent): POST {path} {}",
-            String::from_utf8_lossy(body)
-        );
-        Outcome::Printed
-    }
-}
-
 /// Checks that `endpoint` may carry payloads: HTTPS, or HTTP to a loopback host.
 pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let url: ureq::http::Uri = endpoint
@@ -193,6 +178,16 @@ pub struct UploadReport {
     pub failure: Option<String>,
 }
 
+/// What [`Job::plan`] makes of the spool.
+struct Plan {
+    /// Payloads for the outbox.
+    entries: Vec<Entry>,
+    /// Records that stay in the spool (above this run's level).
+    keep: Vec<Record>,
+    /// Whether any record was taken out.
+    changed: bool,
+}
+
 /// Everything an upload run needs to know about the tool.
 pub(crate) struct Job<'a> {
     /// The manifest every payload is checked against.
@@ -224,15 +219,87 @@ impl Job<'_> {
             .collect();
         let contents = spool::read(paths)?;
         let mut changed = contents.torn > 0;
+        let records = contents
+            .records
+            .into_iter()
+            .filter(|r| {
+                // Packaged before a crash cut the spool rewrite short.
+                let packaged = consumed.contains(&r.id());
+                changed |= packaged;
+                !packaged
+            })
+            .collect();
+        let now = self.clock.now();
+        let plan = self.plan(records, &state);
+        let mut log = Vec::new();
+        for entry in plan.entries {
+            self.put_checked(entry, now, &mut log)?;
+        }
+        if changed || plan.changed {
+            spool::rewrite(paths, &plan.keep)?;
+        }
+        upload_log::append(paths, &log)
+    }
+
+    /// Prints, for debug mode, exactly what the next upload would send: the
+    /// outbox, the spool and `extra` (this run's unspooled records) packaged
+    /// as `stage` would, and the queued deletions. Writes nothing, takes no
+    /// lock and creates no file: debug mode must leave the spool, the outbox,
+    /// the state and the deletion queue exactly as they were.
+    pub(crate) fn preview(&self, extra: Vec<Record>) -> io::Result<UploadReport> {
+        let paths = self.paths;
+        let state = ToolState::load(paths);
+        let mut report = UploadReport::default();
+        let print = |path: &str, body: &[u8]| {
+            eprintln!(
+                "telemetry (debug, not sent): POST {path} {}",
+                String::from_utf8_lossy(body)
+            );
+        };
+        for install_id in &state.pending_deletions {
+            let body = serde_json::to_vec(&DeleteRequest {
+                project: self.manifest.project.clone(),
+                install_id: *install_id,
+            })
+            .map_err(io::Error::other)?;
+            print(DELETE_PATH, &body);
+            report.deletions += 1;
+        }
+        if self.level == Tier::Off {
+            return Ok(report);
+        }
+        let outbox = outbox::list_read_only(paths)?;
+        let consumed: HashSet<Uuid> = outbox
+            .iter()
+            .flat_map(|(_, e)| e.consumed.iter().copied())
+            .collect();
+        let mut records: Vec<Record> = spool::read(paths)?
+            .records
+            .into_iter()
+            .filter(|r| !consumed.contains(&r.id()))
+            .collect();
+        records.extend(extra);
+        let planned = self.plan(records, &state).entries;
+        for entry in outbox.into_iter().map(|(_, e)| e).chain(planned) {
+            if entry.payload.tier > self.level {
+                continue;
+            }
+            let body = serde_json::to_vec(&entry.payload).map_err(io::Error::other)?;
+            print(INGEST_PATH, &body);
+            report.delivered_payloads += 1;
+            report.delivered_items += entry.items();
+        }
+        Ok(report)
+    }
+
+    /// Packages `records` into payloads: what to put in the outbox, what stays
+    /// in the spool, and whether anything was taken out of it.
+    fn plan(&self, records: Vec<Record>, state: &ToolState) -> Plan {
+        let mut changed = false;
         let mut keep = Vec::new();
         let mut counts: BTreeMap<(Day, String, Props), (u64, Vec<Uuid>)> = BTreeMap::new();
         let mut events: BTreeMap<(Tier, Uuid), Vec<(Uuid, Event)>> = BTreeMap::new();
-        for record in contents.records {
-            if consumed.contains(&record.id()) {
-                // Packaged before a crash cut the spool rewrite short.
-                changed = true;
-                continue;
-            }
+        for record in records {
             match record {
                 Record::Count {
                     id,
@@ -274,8 +341,7 @@ impl Job<'_> {
                 other => keep.push(other),
             }
         }
-        let mut log = Vec::new();
-        let now = self.clock.now();
+        let mut entries = Vec::new();
         let context = ClientContext::current(self.tool_version);
         let counters: Vec<_> = counts.into_iter().collect();
         for chunk in counters.chunks(limits::MAX_COUNTERS) {
@@ -302,14 +368,10 @@ impl Job<'_> {
                 events: None,
                 identity: None,
             };
-            self.put_checked(
-                Entry {
-                    consumed: ids,
-                    payload,
-                },
-                now,
-                &mut log,
-            )?;
+            entries.push(Entry {
+                consumed: ids,
+                payload,
+            });
         }
         for ((tier, install_id), list) in events {
             for chunk in list.chunks(limits::MAX_EVENTS) {
@@ -326,13 +388,14 @@ impl Job<'_> {
                     identity,
                 };
                 let consumed = chunk.iter().map(|(id, _)| *id).collect();
-                self.put_checked(Entry { consumed, payload }, now, &mut log)?;
+                entries.push(Entry { consumed, payload });
             }
         }
-        if changed {
-            spool::rewrite(paths, &keep)?;
+        Plan {
+            entries,
+            keep,
+            changed,
         }
-        upload_log::append(paths, &log)
     }
 
     /// Writes `entry` to the outbox if it passes the same checks the collector
@@ -397,7 +460,7 @@ impl Job<'_> {
                 detail,
             });
             match outcome {
-                Outcome::Delivered | Outcome::Printed => {
+                Outcome::Delivered => {
                     report.delivered_payloads += 1;
                     report.delivered_items += entry.items();
                     crate::files::remove_if_exists(&path)?;
@@ -433,7 +496,7 @@ impl Job<'_> {
                     detail,
                 });
                 match outcome {
-                    Outcome::Delivered | Outcome::Printed | Outcome::Rejected(_) => {
+                    Outcome::Delivered | Outcome::Rejected(_) => {
                         // A refused deletion (counted in `settle`) will never
                         // succeed, so it leaves the queue like a delivered one.
                         if !matches!(outcome, Outcome::Rejected(_)) {
@@ -482,7 +545,6 @@ impl Job<'_> {
     ) -> (UploadResult, String) {
         match outcome {
             Outcome::Delivered => (UploadResult::Delivered, "2xx".into()),
-            Outcome::Printed => (UploadResult::Printed, "printed to stderr".into()),
             Outcome::Rejected(why) => {
                 tracing::debug!(reason = %why, "collector refused a payload; dropping it");
                 report.rejected += 1;
