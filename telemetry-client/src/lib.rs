@@ -330,7 +330,8 @@ pub struct Diagnostics {
     pub above_tier: u64,
     /// Props dropped because they are undeclared or their value does not fit.
     pub dropped_props: u64,
-    /// Old records dropped because the spool was full.
+    /// Recorded occurrences (a day's count, or one event) dropped because
+    /// the spool was full.
     pub spool_dropped: u64,
     /// File operations that failed (the data involved was lost or not written).
     pub io_errors: u64,
@@ -547,6 +548,7 @@ impl Core {
             );
             bump(&self.counters.spool_dropped, dropped);
             state.spool_dropped = state.spool_dropped.saturating_add(dropped);
+            state.count_dropped(state::reason::SPOOL_FULL, dropped);
         }
     }
 
@@ -716,16 +718,28 @@ impl Core {
         match result {
             Ok(0) => {}
             Ok(dropped) => {
-                bump(&self.counters.spool_dropped, dropped);
                 let _ = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
                     let mut state = ToolState::load(paths);
-                    state.spool_dropped = state.spool_dropped.saturating_add(dropped);
+                    self.note_dropped(&mut state, dropped);
                     state.save(paths)
                 });
             }
             Err(e) => {
                 tracing::debug!(error = %e, lost = records.len(), "cannot write the telemetry spool");
                 bump(&self.counters.io_errors, 1);
+                // Best effort: the state may be writable where the spool is not.
+                let lost: u64 = records
+                    .iter()
+                    .map(|r| match r {
+                        Record::Count { n, .. } => *n,
+                        Record::Event { .. } => 1,
+                    })
+                    .sum();
+                let _ = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
+                    let mut state = ToolState::load(paths);
+                    state.count_dropped(state::reason::IO_ERROR, lost);
+                    state.save(paths)
+                });
             }
         }
     }

@@ -33,6 +33,15 @@ impl Entry {
         let p = &self.payload;
         (p.counters.as_ref().map_or(0, Vec::len) + p.events.as_ref().map_or(0, Vec::len)) as u64
     }
+
+    /// How many recorded occurrences the payload carries: a counter counts
+    /// as its count, an event as one. Drops are counted in these units, so
+    /// that what is missing can be compared with what was recorded.
+    pub fn occurrences(&self) -> u64 {
+        let p = &self.payload;
+        let counted: u64 = p.counters.iter().flatten().map(|c| c.count).sum();
+        counted + p.events.as_ref().map_or(0, Vec::len) as u64
+    }
 }
 
 /// Writes `entry` atomically under a name that sorts by creation time.

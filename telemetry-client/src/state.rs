@@ -55,8 +55,31 @@ pub struct ToolState {
     pub failures: u32,
     /// Install ids whose deletion the collector has not acknowledged yet.
     pub pending_deletions: Vec<Uuid>,
-    /// Records dropped because the spool was full, all time.
+    /// Occurrences dropped because the spool was full, all time.
     pub spool_dropped: u64,
+    /// Occurrences dropped and not yet reported to the collector, by reason
+    /// (one of `builtin::DROPPED_REASONS`); see [`reason`].
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// The reasons for dropping data, as sent in the `telemetry_dropped` event.
+pub(crate) mod reason {
+    // Each is one of `builtin::DROPPED_REASONS`; `reasons_are_the_protocols`
+    // below checks it. Two are only used from item to item as features land.
+    #![allow(dead_code, unreachable_pub)]
+    /// The spool was full; the oldest records went.
+    pub const SPOOL_FULL: &str = "spool_full";
+    /// The outbox was over its size bound; the oldest payloads went.
+    pub const OUTBOX_FULL: &str = "outbox_full";
+    /// A payload waited in the outbox longer than its age bound.
+    pub const OUTBOX_EXPIRED: &str = "outbox_expired";
+    /// The collector refused a whole payload (400 or 422), or the client's
+    /// own check did before sending.
+    pub const REFUSED_PAYLOAD: &str = "refused_payload";
+    /// The collector accepted a payload but refused some of its items.
+    pub const REFUSED_ITEMS: &str = "refused_items";
+    /// A file operation failed and the data involved was lost.
+    pub const IO_ERROR: &str = "io_error";
 }
 
 impl ToolState {
@@ -82,10 +105,37 @@ impl ToolState {
         files::write_atomic(&paths.state_file(), &text)
     }
 
+    /// Adds `n` to the drops counted for `why`.
+    pub fn count_dropped(&mut self, why: &str, n: u64) {
+        if n > 0 {
+            let slot = self.dropped.entry(why.to_owned()).or_default();
+            *slot = slot.saturating_add(n);
+        }
+    }
+
     /// Queues a deletion request for `id`, once.
     pub fn queue_deletion(&mut self, id: Uuid) {
         if !self.pending_deletions.contains(&id) {
             self.pending_deletions.push(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason::*;
+    use telemetry_protocol::manifest::builtin::DROPPED_REASONS;
+
+    #[test]
+    fn reasons_are_the_protocols() {
+        let ours = [
+            SPOOL_FULL,
+            OUTBOX_FULL,
+            OUTBOX_EXPIRED,
+            REFUSED_PAYLOAD,
+            REFUSED_ITEMS,
+            IO_ERROR,
+        ];
+        assert_eq!(ours, DROPPED_REASONS);
     }
 }

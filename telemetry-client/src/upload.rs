@@ -16,8 +16,8 @@ use telemetry_protocol::manifest::Manifest;
 use telemetry_protocol::policy::limits;
 use telemetry_protocol::wire::{DELETE_PATH, INGEST_PATH};
 use telemetry_protocol::{
-    ClientContext, Counter, Day, DeleteRequest, ErrorBody, Event, IngestPayload, Props, Tier,
-    Timestamp, Uuid,
+    ClientContext, Counter, Day, DeleteRequest, ErrorBody, Event, IngestPayload, IngestResponse,
+    Props, Tier, Timestamp, Uuid,
 };
 
 use crate::clock::Clock;
@@ -26,6 +26,7 @@ use crate::folders::ToolPaths;
 use crate::outbox::{self, Entry};
 use crate::spool::{self, Record};
 use crate::state::ToolState;
+use crate::state::reason;
 use crate::upload_log::{self, LogEntry, UploadKind, UploadResult};
 
 /// How long to wait for a TCP (and TLS) connection.
@@ -35,18 +36,32 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest back-off, whatever the interval.
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
-/// How one request ended.
+/// How one request ended. Only a final answer ends a request: a 2xx, or a
+/// 400 or 422, which say the request itself can never succeed. Everything
+/// else (401, 403, 404, 405, 408, 409, 5xx, TLS and proxy errors, timeouts,
+/// 429) can be a misrouted proxy, a firewall or a passing outage, so the
+/// request stays queued and is retried with back-off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// 2xx.
-    Delivered,
-    /// A 4xx other than 429: drop it, with the reason.
+    /// 2xx; `refused` items of an ingest were refused on their own.
+    Delivered {
+        /// `IngestResponse::refused`, 0 for a deletion or an old collector.
+        refused: u64,
+    },
+    /// 400 or 422: drop it, with the reason.
     Rejected(String),
+    /// 413: the body is too large; split it and retry.
+    TooLarge(String),
     /// 429 or 503, with the server's `Retry-After` if any.
     RetryAfter(Option<Duration>, String),
-    /// Unreachable, timed out or 5xx.
+    /// Unreachable, timed out, or any other status.
     Failed(String),
 }
+
+/// The most bytes one ingest payload may have: the collector's body limit is
+/// larger, and staying well under it leaves room for proxies that are
+/// stricter.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// Something that can deliver a JSON body to a collector path.
 pub(crate) trait Transport {
@@ -106,30 +121,42 @@ impl Transport for Http {
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_vec()
+            .ok();
         if (200..300).contains(&status) {
-            return Outcome::Delivered;
+            // A 2xx is delivered whatever its body says; `refused` counts the
+            // items the collector refused on their own.
+            let refused = body
+                .and_then(|b| serde_json::from_slice::<IngestResponse>(&b).ok())
+                .map_or(0, |r| r.refused);
+            return Outcome::Delivered { refused };
         }
         let retry_after = response
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let code = response
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_vec()
-            .ok()
+            .map(|secs| Duration::from_secs(secs).min(MAX_BACKOFF));
+        let code = body
             .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
             .map(|b| format!(" {}: {}", b.error, b.message))
             .unwrap_or_default();
         let detail = format!("HTTP {status}{code}");
-        match status {
-            429 | 503 => Outcome::RetryAfter(retry_after, detail),
-            400..=499 => Outcome::Rejected(detail),
-            _ => Outcome::Failed(detail),
-        }
+        classify(status, retry_after, detail)
+    }
+}
+
+/// What a non-2xx status means for the request.
+pub(crate) fn classify(status: u16, retry_after: Option<Duration>, detail: String) -> Outcome {
+    match status {
+        400 | 422 => Outcome::Rejected(detail),
+        413 => Outcome::TooLarge(detail),
+        429 | 503 => Outcome::RetryAfter(retry_after, detail),
+        _ => Outcome::Failed(detail),
     }
 }
 
@@ -232,11 +259,17 @@ impl Job<'_> {
         let now = self.clock.now();
         let plan = self.plan(records, &state);
         let mut log = Vec::new();
+        let mut invalid = 0;
         for entry in plan.entries {
-            self.put_checked(entry, now, &mut log)?;
+            invalid += self.put_checked(entry, now, &mut log)?;
         }
         if changed || plan.changed {
             spool::rewrite(paths, &plan.keep)?;
+        }
+        if invalid > 0 {
+            let mut state = ToolState::load(paths);
+            state.count_dropped(reason::REFUSED_PAYLOAD, invalid);
+            state.save(paths)?;
         }
         upload_log::append(paths, &log)
     }
@@ -299,6 +332,7 @@ impl Job<'_> {
         let mut keep = Vec::new();
         let mut counts: BTreeMap<(Day, String, Props), (u64, Vec<Uuid>)> = BTreeMap::new();
         let mut events: BTreeMap<(Tier, Uuid), Vec<(Uuid, Event)>> = BTreeMap::new();
+        // (Spool record id, event); they are equal, kept apart for clarity.
         for record in records {
             match record {
                 Record::Count {
@@ -343,30 +377,37 @@ impl Job<'_> {
         }
         let mut entries = Vec::new();
         let context = ClientContext::current(self.tool_version);
-        let counters: Vec<_> = counts.into_iter().collect();
-        for chunk in counters.chunks(limits::MAX_COUNTERS) {
-            let mut ids = Vec::new();
-            let list = chunk
-                .iter()
-                .map(|((day, event, props), (n, from))| {
-                    ids.extend_from_slice(from);
-                    Counter {
-                        day: *day,
-                        event: event.clone(),
-                        props: props.clone(),
-                        count: (*n).min(limits::MAX_COUNT),
-                    }
-                })
-                .collect();
+        let counters: Vec<(Counter, Vec<Uuid>)> = counts
+            .into_iter()
+            .map(|((day, event, props), (n, from))| {
+                let counter = Counter {
+                    day,
+                    event,
+                    props,
+                    count: n.min(limits::MAX_COUNT),
+                };
+                (counter, from)
+            })
+            .collect();
+        let empty = IngestPayload {
+            project: self.manifest.project.clone(),
+            tier: Tier::Aggregate,
+            context: context.clone(),
+            report_id: Some(Uuid::nil()),
+            counters: Some(Vec::new()),
+            install_id: None,
+            events: None,
+            identity: None,
+        };
+        let budget = item_budget(&empty);
+        let list: Vec<Counter> = counters.iter().map(|(c, _)| c.clone()).collect();
+        let mut from = counters.into_iter().map(|(_, ids)| ids);
+        for chunk in chunks_by_size(&list, limits::MAX_COUNTERS, budget) {
+            let ids = from.by_ref().take(chunk.len()).flatten().collect();
             let payload = IngestPayload {
-                project: self.manifest.project.clone(),
-                tier: Tier::Aggregate,
-                context: context.clone(),
                 report_id: Some(Uuid::new_v4()),
-                counters: Some(list),
-                install_id: None,
-                events: None,
-                identity: None,
+                counters: Some(chunk),
+                ..empty.clone()
             };
             entries.push(Entry {
                 consumed: ids,
@@ -374,20 +415,27 @@ impl Job<'_> {
             });
         }
         for ((tier, install_id), list) in events {
-            for chunk in list.chunks(limits::MAX_EVENTS) {
-                let identity = (tier == Tier::Full && !state.identity.is_empty())
-                    .then(|| state.identity.clone());
+            let identity =
+                (tier == Tier::Full && !state.identity.is_empty()).then(|| state.identity.clone());
+            let empty = IngestPayload {
+                project: self.manifest.project.clone(),
+                tier,
+                context: context.clone(),
+                report_id: None,
+                counters: None,
+                install_id: Some(install_id),
+                events: Some(Vec::new()),
+                identity,
+            };
+            let budget = item_budget(&empty);
+            let list: Vec<Event> = list.into_iter().map(|(_, e)| e).collect();
+            for chunk in chunks_by_size(&list, limits::MAX_EVENTS, budget) {
+                // An event's id is the id of the spool record it came from.
+                let consumed = chunk.iter().map(|e| e.id).collect();
                 let payload = IngestPayload {
-                    project: self.manifest.project.clone(),
-                    tier,
-                    context: context.clone(),
-                    report_id: None,
-                    counters: None,
-                    install_id: Some(install_id),
-                    events: Some(chunk.iter().map(|(_, e)| e.clone()).collect()),
-                    identity,
+                    events: Some(chunk),
+                    ..empty.clone()
                 };
-                let consumed = chunk.iter().map(|(id, _)| *id).collect();
                 entries.push(Entry { consumed, payload });
             }
         }
@@ -400,12 +448,17 @@ impl Job<'_> {
 
     /// Writes `entry` to the outbox if it passes the same checks the collector
     /// applies; a payload that fails them would only be refused, so it is
-    /// dropped here and logged.
-    fn put_checked(&self, entry: Entry, now: Timestamp, log: &mut Vec<LogEntry>) -> io::Result<()> {
+    /// dropped here and logged. Returns the occurrences dropped.
+    fn put_checked(
+        &self,
+        entry: Entry,
+        now: Timestamp,
+        log: &mut Vec<LogEntry>,
+    ) -> io::Result<u64> {
         let checked = telemetry_protocol::validate(&entry.payload)
             .and_then(|()| self.manifest.validate_payload(&entry.payload));
         match checked {
-            Ok(()) => outbox::put(self.paths, &entry, now).map(drop),
+            Ok(()) => outbox::put(self.paths, &entry, now).map(|_| 0),
             Err(violations) => {
                 tracing::debug!(%violations, "dropping a payload that fails the tier policy");
                 log.push(LogEntry {
@@ -416,13 +469,14 @@ impl Job<'_> {
                     result: UploadResult::Invalid,
                     detail: violations.to_string(),
                 });
-                Ok(())
+                Ok(entry.occurrences())
             }
         }
     }
 
-    /// Sends the outbox, then the queued deletions, and schedules the next
-    /// attempt. Stops at the first failure so that a dead collector costs one
+    /// Sends the queued deletions, then the outbox, and schedules the next
+    /// attempt. Deletions go first: an opt-out must not wait behind data.
+    /// Stops at the first failure so that a dead collector costs one
     /// timeout, not one per payload.
     pub(crate) fn send(
         &self,
@@ -433,12 +487,59 @@ impl Job<'_> {
         let mut report = UploadReport::default();
         let mut log = Vec::new();
         let mut retry_after = None;
+        let mut dropped: BTreeMap<&'static str, u64> = BTreeMap::new();
         let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
         let fail = |report: &mut UploadReport, why: String| {
             report.failure.get_or_insert(why);
         };
 
-        'entries: for (path, entry) in outbox::list(paths)? {
+        let project = self.manifest.project.clone();
+        for install_id in ToolState::load(paths).pending_deletions {
+            if out_of_time() {
+                fail(&mut report, "timed out".into());
+                break;
+            }
+            let body = serde_json::to_vec(&DeleteRequest {
+                project: project.clone(),
+                install_id,
+            })
+            .map_err(io::Error::other)?;
+            let outcome = transport.post(DELETE_PATH, &body);
+            let (result, detail) = self.settle(&outcome, &mut report, &mut retry_after);
+            log.push(LogEntry {
+                time: self.clock.now(),
+                kind: UploadKind::Delete,
+                tier: None,
+                items: 1,
+                result,
+                detail,
+            });
+            match outcome {
+                Outcome::Delivered { .. } | Outcome::Rejected(_) => {
+                    // A refused deletion (counted in `settle`) will never
+                    // succeed, so it leaves the queue like a delivered one.
+                    if !matches!(outcome, Outcome::Rejected(_)) {
+                        report.deletions += 1;
+                    }
+                    let _lock = Lock::acquire(&paths.data_lock())?;
+                    let mut state = ToolState::load(paths);
+                    state.pending_deletions.retain(|id| *id != install_id);
+                    state.save(paths)?;
+                }
+                Outcome::TooLarge(why) | Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                    fail(&mut report, why);
+                    break;
+                }
+            }
+        }
+
+        let mut queue: std::collections::VecDeque<(std::path::PathBuf, Entry)> =
+            if report.failure.is_none() {
+                outbox::list(paths)?.into()
+            } else {
+                Default::default()
+            };
+        while let Some((path, entry)) = queue.pop_front() {
             if entry.payload.tier > self.level {
                 // Packaged when the level was higher (an environment ceiling
                 // may apply to this run only); it waits.
@@ -460,57 +561,37 @@ impl Job<'_> {
                 detail,
             });
             match outcome {
-                Outcome::Delivered => {
+                Outcome::Delivered { refused } => {
                     report.delivered_payloads += 1;
                     report.delivered_items += entry.items();
+                    if refused > 0 {
+                        *dropped.entry(reason::REFUSED_ITEMS).or_default() += refused;
+                    }
                     crate::files::remove_if_exists(&path)?;
                 }
-                Outcome::Rejected(_) => crate::files::remove_if_exists(&path)?,
-                Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
-                    fail(&mut report, why);
-                    break 'entries;
+                Outcome::Rejected(_) => {
+                    *dropped.entry(reason::REFUSED_PAYLOAD).or_default() += entry.occurrences();
+                    crate::files::remove_if_exists(&path)?;
                 }
-            }
-        }
-
-        if report.failure.is_none() {
-            let project = self.manifest.project.clone();
-            for install_id in ToolState::load(paths).pending_deletions {
-                if out_of_time() {
-                    fail(&mut report, "timed out".into());
-                    break;
-                }
-                let body = serde_json::to_vec(&DeleteRequest {
-                    project: project.clone(),
-                    install_id,
-                })
-                .map_err(io::Error::other)?;
-                let outcome = transport.post(DELETE_PATH, &body);
-                let (result, detail) = self.settle(&outcome, &mut report, &mut retry_after);
-                log.push(LogEntry {
-                    time: self.clock.now(),
-                    kind: UploadKind::Delete,
-                    tier: None,
-                    items: 1,
-                    result,
-                    detail,
-                });
-                match outcome {
-                    Outcome::Delivered | Outcome::Rejected(_) => {
-                        // A refused deletion (counted in `settle`) will never
-                        // succeed, so it leaves the queue like a delivered one.
-                        if !matches!(outcome, Outcome::Rejected(_)) {
-                            report.deletions += 1;
-                        }
-                        let _lock = Lock::acquire(&paths.data_lock())?;
-                        let mut state = ToolState::load(paths);
-                        state.pending_deletions.retain(|id| *id != install_id);
-                        state.save(paths)?;
+                Outcome::TooLarge(why) => match split(&entry) {
+                    // Data is never dropped for its size: the halves go to
+                    // the front of the queue and are sent at once.
+                    Some((first, second)) => {
+                        let now = self.clock.now();
+                        let second_path = outbox::put(paths, &second, now)?;
+                        let first_path = outbox::put(paths, &first, now)?;
+                        crate::files::remove_if_exists(&path)?;
+                        queue.push_front((second_path, second));
+                        queue.push_front((first_path, first));
                     }
-                    Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                    None => {
                         fail(&mut report, why);
                         break;
                     }
+                },
+                Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                    fail(&mut report, why);
+                    break;
                 }
             }
         }
@@ -520,12 +601,17 @@ impl Job<'_> {
         let now = self.clock.now();
         state.last_attempt = Some(now);
         state.endpoint_last_used = Some(self.endpoint.to_owned());
+        for (why, n) in dropped {
+            state.count_dropped(why, n);
+        }
         if report.delivered_payloads + report.deletions > 0 {
             state.last_upload = Some(now);
         }
         let wait = if report.failure.is_some() {
             state.failures = state.failures.saturating_add(1);
-            backoff(self.interval, state.failures).max(retry_after.unwrap_or_default())
+            backoff(self.interval, state.failures)
+                .max(retry_after.unwrap_or_default())
+                .min(MAX_BACKOFF)
         } else {
             state.failures = 0;
             self.interval
@@ -544,7 +630,15 @@ impl Job<'_> {
         retry_after: &mut Option<Duration>,
     ) -> (UploadResult, String) {
         match outcome {
-            Outcome::Delivered => (UploadResult::Delivered, "2xx".into()),
+            Outcome::Delivered { refused: 0 } => (UploadResult::Delivered, "2xx".into()),
+            Outcome::Delivered { refused } => (
+                UploadResult::Delivered,
+                format!("2xx; the collector refused {refused} items on their own"),
+            ),
+            Outcome::TooLarge(why) => {
+                tracing::debug!(reason = %why, "payload too large; splitting it");
+                (UploadResult::Deferred, format!("{why}; split in half"))
+            }
             Outcome::Rejected(why) => {
                 tracing::debug!(reason = %why, "collector refused a payload; dropping it");
                 report.rejected += 1;
@@ -560,6 +654,65 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// Splits a payload in half (counters or events), or `None` if it holds a
+/// single item. Counter halves get fresh report ids: the collector refused
+/// the whole, so neither half was counted under the old one.
+fn split(entry: &Entry) -> Option<(Entry, Entry)> {
+    let p = &entry.payload;
+    let half = |payload: IngestPayload| Entry {
+        consumed: entry.consumed.clone(),
+        payload,
+    };
+    if let Some(counters) = p.counters.as_ref().filter(|c| c.len() > 1) {
+        let (a, b) = counters.split_at(counters.len() / 2);
+        let with = |list: &[Counter]| IngestPayload {
+            counters: Some(list.to_vec()),
+            report_id: Some(Uuid::new_v4()),
+            ..p.clone()
+        };
+        return Some((half(with(a)), half(with(b))));
+    }
+    let events = p.events.as_ref().filter(|e| e.len() > 1)?;
+    let (a, b) = events.split_at(events.len() / 2);
+    let with = |list: &[Event]| IngestPayload {
+        events: Some(list.to_vec()),
+        ..p.clone()
+    };
+    Some((half(with(a)), half(with(b))))
+}
+
+/// Groups `items` so that each group has at most `max_count` items and its
+/// JSON at most `budget` bytes (commas included). An item larger than the
+/// budget goes alone.
+fn chunks_by_size<T: serde::Serialize + Clone>(
+    items: &[T],
+    max_count: usize,
+    budget: usize,
+) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let size = serde_json::to_vec(item).map_or(0, |b| b.len()) + 1;
+        if !current.is_empty() && (current.len() >= max_count || bytes + size > budget) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(item.clone());
+        bytes += size;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The bytes left for items in a payload shaped like `empty`.
+fn item_budget(empty: &IngestPayload) -> usize {
+    let envelope = serde_json::to_vec(empty).map_or(0, |b| b.len());
+    MAX_PAYLOAD_BYTES.saturating_sub(envelope + 64)
 }
 
 /// The wait after `failures` consecutive failures: the interval doubled per

@@ -171,6 +171,109 @@ fn a_4xx_drops_the_payload_and_logs_why() {
     );
 }
 
+/// Case 5 of issue 13: any 4xx but 429 dropped a deletion request (and data)
+/// for good, though a 403 from a firewall or a 404 from a misrouted proxy
+/// says nothing about the request. Only 2xx, 400 and 422 end one now.
+#[test]
+fn only_a_final_answer_ends_a_request() {
+    for status in [401, 403, 404, 405, 408, 409, 500, 502, 503, 429, 400, 422] {
+        let collector = Collector::start(Mode::Status(status));
+        let home = Home::new();
+        let t = recorded(&home, &collector.url);
+        let control = t.control().unwrap();
+        let paths = home.folders().tool_state("it-cli");
+        let result = control.flush(Duration::from_secs(20));
+        let final_answer = matches!(status, 400 | 422);
+        let state = ToolState::load(&paths);
+        if final_answer {
+            assert_eq!(result.unwrap().rejected, 1, "{status}");
+            assert_eq!(control.status().unwrap().pending, 0, "{status}");
+            assert_eq!(state.dropped.get("refused_payload"), Some(&3), "{status}");
+        } else {
+            assert!(result.is_err(), "{status}");
+            assert_eq!(
+                control.status().unwrap().pending,
+                3,
+                "{status} keeps the data"
+            );
+            assert!(state.dropped.is_empty(), "{status}");
+            assert!(
+                state.failures > 0 && state.next_attempt.is_some(),
+                "{status} backs off"
+            );
+        }
+        // The same for a deletion request.
+        control.set_level(Tier::Off, Default::default()).unwrap();
+        let result = control.flush(Duration::from_secs(20));
+        let state = ToolState::load(&paths);
+        assert_eq!(result.is_ok(), final_answer, "{status}");
+        assert_eq!(
+            state.pending_deletions.len(),
+            usize::from(!final_answer),
+            "{status}: deletion kept unless the answer was final"
+        );
+    }
+}
+
+/// Case 7 of issue 13: a payload over the collector's body limit got 413 and
+/// was dropped. It is now split in half until the halves fit.
+#[test]
+fn a_413_splits_the_payload_and_nothing_is_dropped() {
+    let collector = Collector::start(Mode::LimitBytes(2_000));
+    let home = Home::new();
+    home.consent(MANIFEST, Tier::Anonymous);
+    let t = home.telemetry(MANIFEST, &collector.url);
+    for _ in 0..60 {
+        t.track("command", [("name", "greet".into())]);
+    }
+    t.persist();
+    let control = t.control().unwrap();
+    control.flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(collector.unique_events("command"), 60);
+    assert!(collector.seen(|s| s.ingest_bytes.iter().all(|b| *b <= 2_000)));
+    assert_eq!(control.status().unwrap().pending, 0);
+    assert!(
+        ToolState::load(&home.folders().tool_state("it-cli"))
+            .dropped
+            .is_empty()
+    );
+}
+
+/// Payloads are also split by size when packaged, each under 64 KiB.
+#[test]
+fn payloads_stay_under_64_kib() {
+    let collector = Collector::start(Mode::Ok);
+    let home = Home::new();
+    home.consent(MANIFEST, Tier::Anonymous);
+    let t = home.telemetry(MANIFEST, &collector.url);
+    for _ in 0..1_000 {
+        t.track("command", [("name", "greet".into())]);
+    }
+    t.persist();
+    t.control().unwrap().flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(collector.unique_events("command"), 1_000);
+    let sizes = collector.seen(|s| s.ingest_bytes.clone());
+    assert!(sizes.len() > 1, "{sizes:?}");
+    assert!(sizes.iter().all(|b| *b <= 64 * 1024), "{sizes:?}");
+}
+
+/// A 2xx is delivered even when some items were refused; those are counted.
+#[test]
+fn refused_items_of_a_delivered_payload_are_counted() {
+    let collector = Collector::start(Mode::OkRefused(2));
+    let home = Home::new();
+    let t = recorded(&home, &collector.url);
+    let control = t.control().unwrap();
+    let report = control.flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(report.delivered_payloads, 1);
+    assert_eq!(control.status().unwrap().pending, 0);
+    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    assert_eq!(state.dropped.get("refused_items"), Some(&2));
+    let last = control.upload_log().unwrap().pop().unwrap();
+    assert_eq!(last.result, UploadResult::Delivered);
+    assert!(last.detail.contains("refused 2"), "{}", last.detail);
+}
+
 #[test]
 fn plain_http_to_a_remote_host_is_refused() {
     let home = Home::new();
