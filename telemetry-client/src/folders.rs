@@ -83,6 +83,10 @@ impl ToolPaths {
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
     }
+    /// The last good copy of the state file, to recover from if it is damaged.
+    pub fn state_backup(&self) -> PathBuf {
+        self.dir.join("state.json.bak")
+    }
     /// Recorded but not yet packaged events and counts.
     pub fn spool(&self) -> PathBuf {
         self.dir.join("spool.jsonl")

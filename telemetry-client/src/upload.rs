@@ -722,10 +722,12 @@ pub(crate) fn backoff(interval: Duration, failures: u32) -> Duration {
     interval.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
-/// `at` plus `wait`.
+/// `at` plus `wait`, never past the year 9999.
 pub(crate) fn later(at: Timestamp, wait: Duration) -> Timestamp {
     let millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-    Timestamp::from_unix_millis(at.unix_millis().saturating_add(millis))
+    crate::clock::bounded(Timestamp::from_unix_millis(
+        at.unix_millis().saturating_add(millis),
+    ))
 }
 
 #[cfg(test)]

@@ -274,6 +274,36 @@ fn refused_items_of_a_delivered_payload_are_counted() {
     assert!(last.detail.contains("refused 2"), "{}", last.detail);
 }
 
+/// Case 6 of issue 13: a 503 with `Retry-After: 1000000000000` wrote
+/// `next_attempt` in the year 33715; the state file then failed to parse, a
+/// new install id started and `install` was counted twice.
+#[test]
+fn a_huge_retry_after_is_capped_and_the_state_survives() {
+    let collector = Collector::start(Mode::Unavailable(1_000_000_000_000));
+    let home = Home::new();
+    let t = recorded(&home, &collector.url);
+    let control = t.control().unwrap();
+    let before = now();
+    assert!(control.flush(Duration::from_secs(20)).is_err());
+    let paths = home.folders().tool_state("it-cli");
+    let text = std::fs::read_to_string(paths.state_file()).unwrap();
+    let state: ToolState = serde_json::from_str(&text).expect("the state file parses");
+    let wait = state.next_attempt.unwrap().unix_millis() - before.unix_millis();
+    assert!(
+        wait <= 24 * 3600 * 1000 + 60_000,
+        "next attempt {wait} ms later"
+    );
+    let id = state.install_id;
+    assert!(id.is_some());
+    drop(t);
+    // The next run keeps the id and records no second `install`.
+    collector.set_mode(Mode::Ok);
+    let t = home.telemetry(MANIFEST, &collector.url);
+    t.control().unwrap().flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(ToolState::load(&paths).install_id, id);
+    assert_eq!(collector.unique_events("install"), 1);
+}
+
 #[test]
 fn plain_http_to_a_remote_host_is_refused() {
     let home = Home::new();

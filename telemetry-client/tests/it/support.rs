@@ -44,7 +44,6 @@ pub(crate) enum Mode {
     /// 429 with `Retry-After` in seconds.
     RetryAfter(u64),
     /// 503 with `Retry-After` in seconds.
-    #[allow(dead_code)] // Used by the next commit's Retry-After test.
     Unavailable(u64),
     /// 413 for a body over this many bytes, else like `Ok`.
     LimitBytes(usize),
