@@ -28,6 +28,7 @@ impl Core {
             clock: self.clock.as_ref(),
             interval: self.interval,
             endpoint: &self.endpoint,
+            outbox: self.outbox_limits,
         }
     }
 }

@@ -100,6 +100,7 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     interactive: Option<bool>,
     spool_limits: SpoolLimits,
+    outbox_limits: upload::OutboxLimits,
     detach: bool,
     prompt_commands: Vec<String>,
     prompt_timeout: Duration,
@@ -195,6 +196,12 @@ impl Builder {
         self
     }
 
+    /// Overrides the outbox bounds (default 4 MiB and 30 days).
+    pub fn outbox_limits(mut self, limits: upload::OutboxLimits) -> Self {
+        self.outbox_limits = limits;
+        self
+    }
+
     /// Whether to start the detached uploader when an upload is due (default
     /// `true`). With `false`, data is only sent by [`Control::flush`].
     pub fn detached_upload(mut self, detach: bool) -> Self {
@@ -282,6 +289,7 @@ impl Builder {
             endpoint,
             system_policy: self.system_policy,
             spool_limits: self.spool_limits,
+            outbox_limits: self.outbox_limits,
             interactive,
             detach: self.detach,
             default_level: self.default_level,
@@ -390,6 +398,8 @@ pub(crate) struct Core {
     pub(crate) system_policy: Option<PathBuf>,
     /// Spool bounds.
     pub(crate) spool_limits: SpoolLimits,
+    /// Outbox bounds.
+    pub(crate) outbox_limits: upload::OutboxLimits,
     /// Whether a person can answer a prompt here.
     pub(crate) interactive: bool,
     /// Whether to start the detached uploader.
@@ -774,6 +784,7 @@ impl Telemetry {
             clock: Arc::new(SystemClock),
             interactive: None,
             spool_limits: SpoolLimits::default(),
+            outbox_limits: upload::OutboxLimits::default(),
             detach: true,
             prompt_commands: Vec::new(),
             prompt_timeout: PROMPT_TIMEOUT,

@@ -231,19 +231,54 @@ pub(crate) struct Job<'a> {
     pub interval: Duration,
     /// Where to send.
     pub endpoint: &'a str,
+    /// The outbox's bounds.
+    pub outbox: OutboxLimits,
+}
+
+/// Bounds on the outbox, like the spool's: a long outage must not grow it
+/// without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Largest total size of the payload files, in bytes.
+    pub max_bytes: u64,
+    /// How long a payload may wait before it is dropped.
+    pub max_age: Duration,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_bytes: 4 * 1024 * 1024,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 impl Job<'_> {
     /// Moves eligible spool records into outbox payloads with fixed ids, then
     /// removes them from the spool. Takes the data lock.
+    ///
+    /// The host waits on that lock at the end of every run, so nothing here
+    /// reads the outbox: the ids a staging round consumed are written to a
+    /// small journal first and removed once the spool is rewritten, and a
+    /// journal left by a crash says which spool records are already
+    /// packaged. The outbox's bounds are enforced after the lock is released.
     pub(crate) fn stage(&self) -> io::Result<()> {
+        {
+            let _lock = Lock::acquire(&self.paths.data_lock())?;
+            self.stage_locked()?;
+        }
+        self.bound_outbox()
+    }
+
+    fn stage_locked(&self) -> io::Result<()> {
         let paths = self.paths;
-        let _lock = Lock::acquire(&paths.data_lock())?;
         let state = ToolState::load(paths);
-        let consumed: HashSet<Uuid> = outbox::list(paths)?
-            .iter()
-            .flat_map(|(_, e)| e.consumed.iter().copied())
-            .collect();
+        let journal = paths.staging_journal();
+        let consumed: HashSet<Uuid> = match crate::files::read_optional(&journal) {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
+            _ => HashSet::new(),
+        };
         let contents = spool::read(paths)?;
         let mut changed = contents.torn > 0;
         let records = contents
@@ -258,6 +293,15 @@ impl Job<'_> {
             .collect();
         let now = self.clock.now();
         let plan = self.plan(records, &state);
+        if !plan.entries.is_empty() {
+            let ids: Vec<Uuid> = plan
+                .entries
+                .iter()
+                .flat_map(|e| e.consumed.iter().copied())
+                .collect();
+            let bytes = serde_json::to_vec(&ids).map_err(io::Error::other)?;
+            crate::files::write_atomic(&journal, &bytes)?;
+        }
         let mut log = Vec::new();
         let mut invalid = 0;
         for entry in plan.entries {
@@ -266,12 +310,71 @@ impl Job<'_> {
         if changed || plan.changed {
             spool::rewrite(paths, &plan.keep)?;
         }
+        crate::files::remove_if_exists(&journal)?;
         if invalid > 0 {
             let mut state = ToolState::load(paths);
             state.count_dropped(reason::REFUSED_PAYLOAD, invalid);
             state.save(paths)?;
         }
         upload_log::append(paths, &log)
+    }
+
+    /// Keeps the outbox within its bounds: payloads older than the age bound
+    /// go, then the oldest until the folder is within the size bound. What
+    /// goes is counted (`outbox_expired`, `outbox_full`). Only file names
+    /// (which start with the creation time) and sizes are looked at, except
+    /// for the payloads dropped, which are read to count what they held.
+    /// Runs under the uploader lock only.
+    pub(crate) fn bound_outbox(&self) -> io::Result<()> {
+        let dir = match std::fs::read_dir(self.paths.outbox()) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut files: Vec<(std::path::PathBuf, i64, u64)> = dir
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let path = e.path();
+                let name = path.file_name()?.to_str()?.to_owned();
+                if !name.ends_with(".json") || name.starts_with('.') {
+                    return None;
+                }
+                let created = name.split('-').next()?.parse().ok()?;
+                let size = e.metadata().ok()?.len();
+                Some((path, created, size))
+            })
+            .collect();
+        files.sort();
+        let now = self.clock.now().unix_millis();
+        let max_age = i64::try_from(self.outbox.max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut total: u64 = files.iter().map(|f| f.2).sum();
+        let mut dropped: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for (path, created, size) in files {
+            let why = if now.saturating_sub(created) > max_age {
+                reason::OUTBOX_EXPIRED
+            } else if total > self.outbox.max_bytes {
+                reason::OUTBOX_FULL
+            } else {
+                continue;
+            };
+            let lost = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+                .map_or(0, |e| e.occurrences());
+            tracing::debug!(reason = why, lost, "dropping an outbox payload");
+            crate::files::remove_if_exists(&path)?;
+            total = total.saturating_sub(size);
+            *dropped.entry(why).or_default() += lost;
+        }
+        if !dropped.is_empty() {
+            let _lock = Lock::acquire(&self.paths.data_lock())?;
+            let mut state = ToolState::load(self.paths);
+            for (why, n) in dropped {
+                state.count_dropped(why, n);
+            }
+            state.save(self.paths)?;
+        }
+        Ok(())
     }
 
     /// Prints, for debug mode, exactly what the next upload would send: the
@@ -754,6 +857,56 @@ mod tests {
         ] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A crash after the outbox was written but before the spool was
+    /// rewritten leaves the journal; the next staging drops what it lists
+    /// from the spool instead of packaging it twice, without reading the
+    /// outbox.
+    #[test]
+    fn a_staging_journal_left_by_a_crash_prevents_double_packaging() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ToolPaths {
+            dir: dir.path().join("demo-cli"),
+        };
+        let manifest = Manifest::parse(crate::tests::MANIFEST).unwrap();
+        let clock = crate::ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap());
+        let job = Job {
+            manifest: &manifest,
+            tool_version: "1.0.0",
+            paths: &paths,
+            level: Tier::Aggregate,
+            clock: &clock,
+            interval: Duration::from_secs(3600),
+            endpoint: "http://127.0.0.1:9",
+            outbox: OutboxLimits::default(),
+        };
+        let record = |n| Record::Count {
+            id: Uuid::new_v4(),
+            day: clock.now().day(),
+            event: "command".into(),
+            props: Props::new(),
+            n,
+        };
+        let (packaged, fresh) = (record(2), record(3));
+        spool::append(
+            &paths,
+            &[packaged.clone(), fresh.clone()],
+            Default::default(),
+        )
+        .unwrap();
+        let journal = serde_json::to_vec(&[packaged.id()]).unwrap();
+        crate::files::write_atomic(&paths.staging_journal(), &journal).unwrap();
+        job.stage().unwrap();
+        assert!(!paths.staging_journal().exists());
+        assert!(spool::is_empty(&paths));
+        let counts: Vec<u64> = outbox::list(&paths)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, e)| e.payload.counters.clone().unwrap_or_default())
+            .map(|c| c.count)
+            .collect();
+        assert_eq!(counts, [3], "only the record the crash did not package");
     }
 
     #[test]

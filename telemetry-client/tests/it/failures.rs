@@ -316,3 +316,65 @@ fn plain_http_to_a_remote_host_is_refused() {
     assert!(matches!(err, Error::Endpoint(_)), "{err}");
     assert_eq!(t.control().unwrap().status().unwrap().pending, 3);
 }
+
+/// Case 8 of issue 13: the outbox had no bound, so a long outage at
+/// `anonymous` grew it without limit. It is now bounded in bytes and age,
+/// like the spool; the oldest go first, and what goes is counted.
+#[test]
+fn the_outbox_is_bounded_in_bytes_and_age_and_counts_what_it_drops() {
+    use telemetry_client::upload::OutboxLimits;
+    let home = Home::new();
+    home.consent(MANIFEST, Tier::Anonymous);
+    let clock = Arc::new(telemetry_client::ManualClock::new(now()));
+    let limits = OutboxLimits {
+        max_bytes: 2_000,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    };
+    let build = || {
+        telemetry_client::Telemetry::builder(MANIFEST)
+            .tool_version("2.0.1")
+            .folders(home.folders())
+            // Nothing listens there: every flush fails and packages more.
+            .endpoint("http://127.0.0.1:9")
+            .system_policy(None)
+            .interactive(false)
+            .detached_upload(false)
+            .clock(clock.clone())
+            .outbox_limits(limits)
+            .build()
+    };
+    let paths = home.folders().tool_state("it-cli");
+    let outbox_bytes = || -> u64 {
+        std::fs::read_dir(paths.outbox())
+            .map(|d| d.flatten().map(|e| e.metadata().unwrap().len()).sum())
+            .unwrap_or(0)
+    };
+    let mut recorded = 0;
+    for _ in 0..10 {
+        let t = build();
+        for _ in 0..5 {
+            t.track("command", [("name", "greet".into())]);
+        }
+        recorded += 5;
+        t.persist();
+        assert!(t.control().unwrap().flush(Duration::from_secs(5)).is_err());
+        assert!(outbox_bytes() <= 2_000, "{}", outbox_bytes());
+        clock.advance_millis(1_000);
+    }
+    let state = ToolState::load(&paths);
+    let full = state.dropped.get("outbox_full").copied().unwrap_or(0);
+    assert!(full > 0, "{:?}", state.dropped);
+    // What is left plus what was counted is everything recorded (the
+    // lifecycle events of the first run included).
+    let t = build();
+    let pending = t.control().unwrap().status().unwrap().pending;
+    assert_eq!(pending + full, recorded + 2);
+
+    // A month later, whatever waits is dropped as expired.
+    clock.advance_millis(31 * 24 * 3600 * 1000);
+    // Nothing is left to send, so this may even succeed.
+    let _ = t.control().unwrap().flush(Duration::from_secs(5));
+    assert_eq!(t.control().unwrap().status().unwrap().pending, 0);
+    let state = ToolState::load(&paths);
+    assert_eq!(state.dropped.get("outbox_expired").copied(), Some(pending));
+}
