@@ -69,8 +69,22 @@ pub struct ToolState {
     /// Occurrences dropped because the spool was full, all time.
     pub spool_dropped: u64,
     /// Occurrences dropped and not yet reported to the collector, by reason
-    /// (one of `builtin::DROPPED_REASONS`); see [`reason`].
+    /// (one of `builtin::DROPPED_REASONS`).
     pub dropped: BTreeMap<String, u64>,
+    /// The delivery-health report being sent: its id and counts are fixed
+    /// until the collector answers, so a retry never counts twice.
+    pub health: Option<HealthReport>,
+}
+
+/// Drop counts on their way to the collector as `telemetry_dropped` counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// The payload's report id.
+    pub report_id: Uuid,
+    /// The UTC day the counters are reported under.
+    pub day: Day,
+    /// The counts sent, by reason; subtracted from `dropped` once delivered.
+    pub counts: BTreeMap<String, u64>,
 }
 
 /// The reasons for dropping data, as sent in the `telemetry_dropped` event.

@@ -26,8 +26,10 @@ use crate::folders::ToolPaths;
 use crate::outbox::{self, Entry};
 use crate::spool::{self, Record};
 use crate::state::ToolState;
-use crate::state::reason;
+use crate::state::{HealthReport, reason};
 use crate::upload_log::{self, LogEntry, UploadKind, UploadResult};
+use telemetry_protocol::PropValue;
+use telemetry_protocol::manifest::builtin;
 
 /// How long to wait for a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -636,6 +638,15 @@ impl Job<'_> {
             }
         }
 
+        if report.failure.is_none()
+            && self.level >= Tier::Aggregate
+            && !out_of_time()
+            && let Some(why) =
+                self.send_health(transport, &mut report, &mut log, &mut retry_after)?
+        {
+            fail(&mut report, why);
+        }
+
         let mut queue: std::collections::VecDeque<(std::path::PathBuf, Entry)> =
             if report.failure.is_none() {
                 outbox::list(paths)?.into()
@@ -723,6 +734,106 @@ impl Job<'_> {
         state.save(paths)?;
         upload_log::append(paths, &log)?;
         Ok(report)
+    }
+
+    /// Sends the drop counts as `telemetry_dropped` counters in an aggregate
+    /// payload of their own (no install id), which every tier may send. The
+    /// report is fixed in the state before it is sent, and the counts leave
+    /// `dropped` only after a 2xx; a 400 or 422 drops them without counting
+    /// them again, so a collector that refuses them cannot cause a loop.
+    /// Returns why it failed, if it did.
+    fn send_health(
+        &self,
+        transport: &dyn Transport,
+        report: &mut UploadReport,
+        log: &mut Vec<LogEntry>,
+        retry_after: &mut Option<Duration>,
+    ) -> io::Result<Option<String>> {
+        let paths = self.paths;
+        let health = {
+            let _lock = Lock::acquire(&paths.data_lock())?;
+            let mut state = ToolState::load(paths);
+            if state.health.is_none() && state.dropped.values().any(|n| *n > 0) {
+                state.health = Some(HealthReport {
+                    report_id: Uuid::new_v4(),
+                    day: self.clock.now().day(),
+                    counts: state.dropped.clone(),
+                });
+                state.save(paths)?;
+            }
+            state.health
+        };
+        let Some(health) = health else {
+            return Ok(None);
+        };
+        let counters: Vec<Counter> = health
+            .counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(why, n)| Counter {
+                day: health.day,
+                event: builtin::DROPPED.to_owned(),
+                props: Props::from([(
+                    builtin::DROPPED_REASON_PROP.to_owned(),
+                    PropValue::Token(why.clone()),
+                )]),
+                count: (*n).min(limits::MAX_COUNT),
+            })
+            .collect();
+        let payload = IngestPayload {
+            project: self.manifest.project.clone(),
+            tier: Tier::Aggregate,
+            context: ClientContext::current(self.tool_version),
+            report_id: Some(health.report_id),
+            counters: Some(counters),
+            install_id: None,
+            events: None,
+            identity: None,
+        };
+        let entry = Entry {
+            consumed: Vec::new(),
+            payload,
+        };
+        let checked = telemetry_protocol::validate(&entry.payload)
+            .and_then(|()| self.manifest.validate_payload(&entry.payload));
+        let outcome = match checked {
+            Ok(()) => {
+                let body = serde_json::to_vec(&entry.payload).map_err(io::Error::other)?;
+                transport.post(INGEST_PATH, &body)
+            }
+            Err(violations) => Outcome::Rejected(format!("fails the client's check: {violations}")),
+        };
+        let (result, detail) = self.settle(&outcome, report, retry_after);
+        log.push(LogEntry {
+            time: self.clock.now(),
+            kind: UploadKind::Ingest,
+            tier: Some(Tier::Aggregate),
+            items: entry.items(),
+            result,
+            detail,
+        });
+        match outcome {
+            Outcome::Delivered { .. } | Outcome::Rejected(_) => {
+                if matches!(outcome, Outcome::Delivered { .. }) {
+                    report.delivered_payloads += 1;
+                    report.delivered_items += entry.items();
+                }
+                let _lock = Lock::acquire(&paths.data_lock())?;
+                let mut state = ToolState::load(paths);
+                for (why, n) in &health.counts {
+                    if let Some(left) = state.dropped.get_mut(why) {
+                        *left = left.saturating_sub(*n);
+                    }
+                }
+                state.dropped.retain(|_, n| *n > 0);
+                state.health = None;
+                state.save(paths)?;
+                Ok(None)
+            }
+            Outcome::TooLarge(why) | Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                Ok(Some(why))
+            }
+        }
     }
 
     /// Turns an outcome into a log result and detail, counting rejections.

@@ -378,3 +378,92 @@ fn the_outbox_is_bounded_in_bytes_and_age_and_counts_what_it_drops() {
     let state = ToolState::load(&paths);
     assert_eq!(state.dropped.get("outbox_expired").copied(), Some(pending));
 }
+
+/// Delivery health: what the client had to drop goes to the collector, on
+/// the next upload, as aggregate `telemetry_dropped` counters in a payload
+/// of its own, without an install id; the counts leave only after a 2xx.
+#[test]
+fn drops_are_reported_once_as_aggregate_counters_of_telemetry_dropped() {
+    let collector = Collector::start(Mode::Status(422));
+    let home = Home::new();
+    let t = recorded(&home, &collector.url);
+    let control = t.control().unwrap();
+    control.flush(Duration::from_secs(20)).unwrap();
+    let paths = home.folders().tool_state("it-cli");
+    assert_eq!(
+        ToolState::load(&paths).dropped.get("refused_payload"),
+        Some(&3)
+    );
+
+    // Refused or unreachable: the counts stay.
+    collector.set_mode(Mode::Status(503));
+    assert!(control.flush(Duration::from_secs(20)).is_err());
+    assert_eq!(
+        ToolState::load(&paths).dropped.get("refused_payload"),
+        Some(&3)
+    );
+
+    collector.set_mode(Mode::Ok);
+    control.flush(Duration::from_secs(20)).unwrap();
+    let health: Vec<_> = collector.seen(|s| {
+        s.ingests
+            .iter()
+            .filter(|p| {
+                p.counters
+                    .iter()
+                    .flatten()
+                    .any(|c| c.event == "telemetry_dropped")
+            })
+            .cloned()
+            .collect()
+    });
+    assert_eq!(health.len(), 1, "{health:?}");
+    let p = &health[0];
+    assert_eq!(p.tier, Tier::Aggregate);
+    assert!(p.install_id.is_none() && p.events.is_none() && p.report_id.is_some());
+    let counters = p.counters.as_ref().unwrap();
+    assert_eq!(counters.len(), 1);
+    assert_eq!(counters[0].count, 3);
+    assert_eq!(
+        counters[0].props.get("reason"),
+        Some(&telemetry_protocol::PropValue::Token(
+            "refused_payload".into()
+        ))
+    );
+    let state = ToolState::load(&paths);
+    assert!(
+        state.dropped.is_empty() && state.health.is_none(),
+        "{state:?}"
+    );
+    // Sent once.
+    control.flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        collector.seen(|s| s.ingests.len()),
+        1,
+        "nothing more to send"
+    );
+}
+
+/// A collector that refuses the health payload itself does not cause a loop.
+#[test]
+fn a_refused_health_report_is_dropped_without_being_counted_again() {
+    let collector = Collector::start(Mode::Status(400));
+    let home = Home::new();
+    let t = recorded(&home, &collector.url);
+    let control = t.control().unwrap();
+    control.flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        ToolState::load(&home.folders().tool_state("it-cli"))
+            .dropped
+            .get("refused_payload"),
+        Some(&3)
+    );
+    control.flush(Duration::from_secs(20)).unwrap();
+    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    assert!(
+        state.dropped.is_empty() && state.health.is_none(),
+        "{state:?}"
+    );
+    control.flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(collector.requests(), 2, "the payload, then the report once");
+}
