@@ -38,8 +38,9 @@ pub(crate) const SETUP_COMPLETED: u64 = 5;
 /// 5 of 7, as the page formats it.
 pub(crate) const COMPLETION: &str = "71.4%";
 /// How many past days [`history_payloads`] covers, so the charts have a shape
-/// and 7 days, 30 days and all time differ.
-pub(crate) const HISTORY_DAYS: i32 = 45;
+/// and 7 days, 30 days and all time differ. No more than the report-id
+/// window, past which ingest refuses counters as too old to deduplicate.
+pub(crate) const HISTORY_DAYS: i32 = telemetry_collector::store::REPORT_ID_DAYS;
 
 /// One past day of `aggregate` counters, sent as its own report.
 #[derive(Debug, Clone, Copy)]
