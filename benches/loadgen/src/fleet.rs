@@ -198,7 +198,7 @@ impl FleetConfig {
                 Phase::Status503(1_000_000_000_000),
                 Phase::Blackhole,
                 Phase::Pass,
-                Phase::TooLarge(1024),
+                Phase::TooLarge(768),
                 Phase::Slow(Duration::from_millis(1500)),
                 Phase::ResetMidResponse,
                 Phase::Status429(120),
@@ -230,7 +230,7 @@ impl FleetConfig {
             Phase::Status503(30),
             Phase::Pass,
             Phase::Status429(120),
-            Phase::TooLarge(1024),
+            Phase::TooLarge(768),
             Phase::Slow(Duration::from_millis(2500)),
             Phase::ResetMidResponse,
         ];
@@ -240,8 +240,11 @@ impl FleetConfig {
             slots_per_day: 6,
             drain_days: 2,
             phases,
-            manifest_window: vec![20, 21, 60],
-            kill_slots: (0..84).filter(|s| s % 7 == 3).collect(),
+            // Pass slots (cycle positions 5, 0 and 2), so clients meet the
+            // lacking manifest; kills in pass and slow slots (positions 2, 12),
+            // while uploads are in flight.
+            manifest_window: vec![19, 56, 58],
+            kill_slots: (0..84).filter(|s| s % 14 == 2 || s % 14 == 12).collect(),
             run_probability: 0.35,
             max_duration: Duration::from_secs(1500),
             ..FleetConfig::short_form(host, dir)
@@ -304,6 +307,9 @@ pub struct FleetReport {
     pub missing_by_phase: BTreeMap<String, u64>,
     /// `missing` by event.
     pub missing_by_event: BTreeMap<String, u64>,
+    /// `missing` by the likeliest cause: recorded in a debug run, in the
+    /// manifest window, in a kill slot, or else the slot's phase.
+    pub missing_by_cause: BTreeMap<String, u64>,
     /// `missing` of events recorded in a debug run.
     pub missing_from_debug_runs: u64,
     /// Counted more often than recorded (or counted, never recorded).
@@ -538,8 +544,8 @@ impl FleetReport {
             self.recorded_disagreements.to_string(),
         );
         line(&mut out, String::new());
-        line(&mut out, "Missing by phase recorded in:".into());
-        for (k, v) in &self.missing_by_phase {
+        line(&mut out, "Missing by cause:".into());
+        for (k, v) in &self.missing_by_cause {
             line(&mut out, format!("- {k}: {v}"));
         }
         line(
@@ -551,6 +557,14 @@ impl FleetReport {
         );
         line(&mut out, "Double-counted by phase recorded in:".into());
         for (k, v) in &self.double_by_phase {
+            line(&mut out, format!("- {k}: {v}"));
+        }
+        line(&mut out, String::new());
+        line(
+            &mut out,
+            "Requests at the proxy (phase | path | answer: count):".into(),
+        );
+        for (k, v) in &self.proxy_requests {
             line(&mut out, format!("- {k}: {v}"));
         }
         line(&mut out, String::new());
@@ -1313,9 +1327,23 @@ impl Drill<'_> {
                         .missing_by_event
                         .entry(key.3.clone())
                         .or_default() += short;
-                    if self.debug_keys.contains(&key) {
+                    let cause = if self.debug_keys.contains(&key) {
                         self.report.missing_from_debug_runs += short;
-                    }
+                        "recorded in a debug run".to_owned()
+                    } else if self.config.manifest_window.contains(&key.2) {
+                        format!(
+                            "recorded in the manifest window ({})",
+                            self.config.phase(key.2).name()
+                        )
+                    } else if self.config.kill_slots.contains(&key.2) {
+                        format!(
+                            "recorded in a kill -9 slot ({})",
+                            self.config.phase(key.2).name()
+                        )
+                    } else {
+                        format!("recorded in phase {}", self.config.phase(key.2).name())
+                    };
+                    *self.report.missing_by_cause.entry(cause).or_default() += short;
                 }
             }
         }
@@ -1569,6 +1597,21 @@ mod tests {
         let lacking = telemetry_protocol::Manifest::parse(&manifest_text(false)).unwrap();
         assert!(lacking.event(EVENT_EXTRA).is_none());
         assert!(lacking.event(EVENT_COMMAND).is_some());
+    }
+
+    #[test]
+    fn manifest_windows_and_kills_fall_in_reachable_slots() {
+        for config in [
+            FleetConfig::short_form("h".into(), "d".into()),
+            FleetConfig::long_form("h".into(), "d".into()),
+        ] {
+            assert!(config.total_slots() <= MAX_SLOTS);
+            assert!(config.installs >= 200 && config.days >= 3);
+            for slot in config.manifest_window.iter().chain(&config.kill_slots) {
+                assert!(*slot < config.fault_slots());
+                assert!(config.phase(*slot).reachable(), "slot {slot}");
+            }
+        }
     }
 
     #[test]

@@ -90,6 +90,9 @@ fn main() -> anyhow::Result<ExitCode> {
         config.seed = s;
     }
     let report = fleet::run(&config).context("the fleet drill")?;
+    // Kept beside the homes and the database for a look afterwards.
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)
+        .context("writing report.json")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
