@@ -337,6 +337,9 @@ pub struct FleetReport {
     pub deletions_honoured_pct: f64,
     /// Acknowledged deletions that still have rows (data sent after the delete).
     pub deletions_with_rows_left: u64,
+    /// Deletions never acknowledged whose user "uninstalled" after opting
+    /// out (never ran the tool again).
+    pub deletions_missed_after_uninstall: u64,
     /// Seconds from the withdrawal to the acknowledged delete, median.
     pub deletion_p50_secs: Option<f64>,
     /// The same, 99th percentile, over acknowledged deletions.
@@ -498,11 +501,12 @@ impl FleetReport {
             &mut out,
             "deletions honoured",
             format!(
-                "{} of {} ({:.1}%), {} with rows left",
+                "{} of {} ({:.1}%), {} with rows left; {} never sent by users who uninstalled",
                 self.deletions_honoured,
                 self.deletions_expected,
                 self.deletions_honoured_pct,
-                self.deletions_with_rows_left
+                self.deletions_with_rows_left,
+                self.deletions_missed_after_uninstall
             ),
         );
         let secs = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{s:.2} s"));
@@ -1397,6 +1401,8 @@ impl Drill<'_> {
                 }
                 if honoured {
                     self.report.deletions_honoured += 1;
+                } else if ack.is_none() && user.uninstalled {
+                    self.report.deletions_missed_after_uninstall += 1;
                 }
                 if let Some(l) = ack {
                     latencies.push(l);
