@@ -44,7 +44,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use super::queue::{self, CommitTiming, Done, Job, Msg, Op, Reply};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
-    RefusalRow, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
 };
 use crate::secrets::InstallHasher;
 
@@ -144,6 +144,20 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT NOT NULL,
         count   BIGINT NOT NULL,
         PRIMARY KEY (project, day, version, reason, detail)
+    );
+    "#,
+    // 4: the public page's differentially private releases, as in SQLite's
+    // migration 5: each cell is drawn once and kept.
+    r#"
+    CREATE TABLE public_releases (
+        project     TEXT NOT NULL,
+        period      INTEGER NOT NULL,
+        statistic   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       BIGINT NOT NULL,
+        epsilon     DOUBLE PRECISION NOT NULL,
+        released_on INTEGER NOT NULL,
+        PRIMARY KEY (project, period, statistic, key)
     );
     "#,
 ];
@@ -1265,6 +1279,75 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|r| r.get(0))
                 .collect())
+        })
+    }
+
+    fn released_cells(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+    ) -> StoreFuture<'_, Vec<ReleasedCell>> {
+        let project = project.to_owned();
+        self.read(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT period, statistic, key, value, epsilon, released_on FROM public_releases
+                     WHERE project = $1 AND period BETWEEN $2 AND $3
+                     ORDER BY period, statistic, key",
+                    &[&project, &from.days_since_epoch(), &to.days_since_epoch()],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| ReleasedCell {
+                    project: project.clone(),
+                    period: Day::from_days_since_epoch(r.get(0)),
+                    statistic: r.get(1),
+                    key: r.get(2),
+                    value: r.get(3),
+                    epsilon: r.get(4),
+                    released_on: Day::from_days_since_epoch(r.get(5)),
+                })
+                .collect())
+        })
+    }
+
+    fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()> {
+        // One statement, so all the cells are kept or none; a cell another
+        // collector kept first wins. Releases are rare and small, so they
+        // use the read connection rather than the ingest queue.
+        self.read(move |client| async move {
+            let column = |f: fn(&ReleasedCell) -> String| cells.iter().map(f).collect::<Vec<_>>();
+            let projects = column(|c| c.project.clone());
+            let statistics = column(|c| c.statistic.clone());
+            let keys = column(|c| c.key.clone());
+            let periods: Vec<i32> = cells.iter().map(|c| c.period.days_since_epoch()).collect();
+            let values: Vec<i64> = cells.iter().map(|c| c.value).collect();
+            let epsilons: Vec<f64> = cells.iter().map(|c| c.epsilon).collect();
+            let released: Vec<i32> = cells
+                .iter()
+                .map(|c| c.released_on.days_since_epoch())
+                .collect();
+            client
+                .execute(
+                    "INSERT INTO public_releases
+                     (project, period, statistic, key, value, epsilon, released_on)
+                     SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[],
+                                          $5::int8[], $6::float8[], $7::int4[])
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &projects,
+                        &periods,
+                        &statistics,
+                        &keys,
+                        &values,
+                        &epsilons,
+                        &released,
+                    ],
+                )
+                .await?;
+            Ok(())
         })
     }
 

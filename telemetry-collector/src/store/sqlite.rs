@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::queue::{self, CommitTiming, Done, Job, Msg, Op};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
-    RefusalRow, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
 };
 
 /// Days a report id is remembered. Clients retry within hours or days; a
@@ -160,6 +160,22 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT NOT NULL,
         count   INTEGER NOT NULL,
         PRIMARY KEY (project, day, version, reason, detail)
+    ) WITHOUT ROWID;
+    "#,
+    // 5: the public page's differentially private releases (see
+    // `crate::release`). Each cell is drawn once and kept, so every later
+    // read returns the same noisy value and averaging reads gains nothing.
+    // `key` is '' for a daily cell and for the marker row of a breakdown.
+    r#"
+    CREATE TABLE public_releases (
+        project     TEXT NOT NULL,
+        period      INTEGER NOT NULL,
+        statistic   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       INTEGER NOT NULL,
+        epsilon     REAL NOT NULL,
+        released_on INTEGER NOT NULL,
+        PRIMARY KEY (project, period, statistic, key)
     ) WITHOUT ROWID;
     "#,
 ];
@@ -1211,6 +1227,56 @@ fn read_refusals(
     .collect()
 }
 
+fn read_released(
+    conn: &Connection,
+    project: &str,
+    from: Day,
+    to: Day,
+) -> rusqlite::Result<Vec<ReleasedCell>> {
+    conn.prepare_cached(
+        "SELECT period, statistic, key, value, epsilon, released_on FROM public_releases
+         WHERE project = ?1 AND period BETWEEN ?2 AND ?3 ORDER BY period, statistic, key",
+    )?
+    .query_map(
+        params![project, from.days_since_epoch(), to.days_since_epoch()],
+        |r| {
+            Ok(ReleasedCell {
+                project: project.to_owned(),
+                period: Day::from_days_since_epoch(r.get(0)?),
+                statistic: r.get(1)?,
+                key: r.get(2)?,
+                value: r.get(3)?,
+                epsilon: r.get(4)?,
+                released_on: Day::from_days_since_epoch(r.get(5)?),
+            })
+        },
+    )?
+    .collect()
+}
+
+fn write_released(conn: &mut Connection, cells: &[ReleasedCell]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO public_releases
+             (project, period, statistic, key, value, epsilon, released_on)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for c in cells {
+            insert.execute(params![
+                c.project,
+                c.period.days_since_epoch(),
+                c.statistic,
+                c.key,
+                c.value,
+                c.epsilon,
+                c.released_on.days_since_epoch()
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
 impl Store for SqliteStore {
     fn ingest_checked(&self, batch: IngestBatch, skew: Skew) -> StoreFuture<'_, IngestOutcome> {
         queue::ingest(&self.jobs, batch, skew)
@@ -1239,6 +1305,31 @@ impl Store for SqliteStore {
             conn.prepare_cached("SELECT name FROM projects ORDER BY name")?
                 .query_map([], |r| r.get(0))?
                 .collect()
+        })
+    }
+
+    fn released_cells(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+    ) -> StoreFuture<'_, Vec<ReleasedCell>> {
+        let project = project.to_owned();
+        self.read(move |conn| read_released(conn, &project, from, to))
+    }
+
+    fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()> {
+        // Releases are a few hundred rows a day at most, so they skip the
+        // ingest queue and take a connection of their own; the busy timeout
+        // waits for the writer's transaction like any second writer.
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = connect(&path)?;
+                write_released(&mut conn, &cells).map_err(db_err)
+            })
+            .await
+            .map_err(|e| StoreError::Database(format!("release task failed: {e}")))?
         })
     }
 
