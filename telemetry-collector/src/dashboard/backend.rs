@@ -47,7 +47,8 @@ impl Backend for AppState {
             if !known {
                 return Ok(None);
             }
-            crate::stats::project_stats(self.store(), project, from, to)
+            let manifest = self.project(project).map(|p| &p.manifest);
+            crate::stats::project_stats_declared(self.store(), project, manifest, from, to)
                 .await
                 .map(Some)
                 .map_err(storage)

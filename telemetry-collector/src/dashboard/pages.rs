@@ -620,7 +620,87 @@ pub(crate) mod tests {
                 installs: 4,
                 retained: vec![4, 3],
             }],
+            props: sample_props(from, day("2026-11-21")),
+            adoption: crate::stats::adoption::version_adoption(
+                from,
+                day("2026-11-21"),
+                &sample_counters(),
+            ),
+            commands: crate::stats::adoption::command_usage(
+                from,
+                day("2026-11-21"),
+                &sample_counters(),
+            ),
         }
+    }
+
+    /// Counter rows behind the sample's adoption and command usage: 12
+    /// versions (one hostile), so the chart folds a tail into "other".
+    fn sample_counters() -> crate::store::StatsInput {
+        let mut counters = Vec::new();
+        let mut push = |d: &str, event: &str, version: &str, count: u64| {
+            counters.push(crate::store::CounterRow {
+                day: day(d),
+                event: event.to_owned(),
+                version: version.to_owned(),
+                os: "linux".to_owned(),
+                arch: "x86_64".to_owned(),
+                tier: Tier::Aggregate,
+                count,
+            });
+        };
+        for k in 0..11u64 {
+            let v = format!("1.{k}.0");
+            push("2026-11-10", "active", &v, 12 - k);
+            push("2026-11-17", "active", &v, 2 + k);
+        }
+        push("2026-11-17", "active", HOSTILE[1], 9);
+        push("2026-11-18", "command", "1.2.0", 30);
+        push("2026-11-11", "command", "1.2.0", 10);
+        push("2026-11-18", HOSTILE[0], "1.2.0", 2);
+        crate::store::StatsInput {
+            counters,
+            ..Default::default()
+        }
+    }
+
+    /// Prop breakdowns with a hostile event, prop and value.
+    fn sample_props(from: Day, to: Day) -> Vec<crate::report::PropBreakdown> {
+        let row = |d: &str, event: &str, props: serde_json::Value, count: u64| {
+            crate::store::PropCounterRow {
+                day: day(d),
+                event: event.to_owned(),
+                props: props.to_string(),
+                count,
+            }
+        };
+        let rows = vec![
+            row(
+                "2026-11-11",
+                "command",
+                serde_json::json!({"name": "init"}),
+                10,
+            ),
+            row(
+                "2026-11-18",
+                "command",
+                serde_json::json!({"name": "greet"}),
+                20,
+            ),
+            row(
+                "2026-11-18",
+                "command",
+                serde_json::json!({"name": HOSTILE[0]}),
+                10,
+            ),
+            row(
+                "2026-11-18",
+                HOSTILE[0],
+                serde_json::json!({HOSTILE[1]: HOSTILE[1]}),
+                2,
+            ),
+        ];
+        crate::stats::props::breakdowns(None, from, to, &rows)
     }
 
     fn range(stats: &ProjectStats, by: Granularity) -> Range {
