@@ -253,3 +253,35 @@ pub struct EventBreakdown {
     /// One breakdown per prop (only the one asked for with `--prop`).
     pub props: Vec<PropBreakdown>,
 }
+
+/// What each field of the stats JSON means, for `telemetry-collector stats
+/// --help` (docs/api.md says the same at length, with an example).
+pub const FIELDS_HELP: &str = "\
+JSON fields (--format json; the same as GET /api/v1/projects/P/stats):
+  project, from, to          the project and the window of UTC days, inclusive
+  installs                   `install` events in the window: new installs
+  installs_all_time          `install` events ever
+  active_installs            weekly active installs: `active` events in the ISO week of `to`
+  setup_started, setup_completed, setup_completion_rate
+                             setup events in the window; completed / started (null if none)
+  daily[]                    per day: day, installs, active, setup_started, setup_completed,
+                             events (all events and counter increments)
+  weekly[]                   per ISO week: week, installs, active_installs, setup_started,
+                             setup_completed
+  versions[], os[], arch[]   key, installs (in the window), active_installs (week of `to`)
+  tiers[]                    tier, events received at that tier in the window
+  events[]                   event, count: every event's total in the window
+  retention[]                week, installs, retained[n] (active n weeks later); anonymous/full only
+  props[]                    per event and prop: event, prop, kind (enum|bool|bucket|version|
+                             undeclared), events (of the event), not_set (without the prop),
+                             values[] {value, count, share (of events with the prop)} in the
+                             kind's order with the tail folded into \"(other)\", folded (values
+                             in \"(other)\"), weeks[], series[] {value, counts[] per week}
+  adoption                   weeks[], active_installs[] per week, versions[] {version,
+                             active_installs[], share[]} in semver order, \"(other)\" last,
+                             folded (versions in \"(other)\")
+  commands[]                 event, count, weekly[] (per week of `weekly`), per_active_install
+                             (last week's count / its active installs)
+With --event E (and --prop K): project, from, to, event, count (events of E), props[] as above.
+Counts come from the daily counters, so every tier contributes; distinct installs by prop
+value are not available (counters count events). See docs/api.md.";

@@ -341,6 +341,54 @@ mod tests {
     }
 
     #[test]
+    fn the_help_names_every_json_field() {
+        fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        out.push(k.clone());
+                        keys(v, out);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+                _ => {}
+            }
+        }
+        let input = StatsInput {
+            counters: vec![
+                row("2026-11-16", "active", "1.0", Tier::Aggregate, 2),
+                row("2026-11-16", "command", "1.0", Tier::Aggregate, 2),
+            ],
+            cohorts: vec![CohortRow {
+                cohort: day("2026-11-16"),
+                active: day("2026-11-16"),
+                installs: 1,
+            }],
+            installs_all_time: 1,
+        };
+        let mut s = compute("p", day("2026-11-16"), day("2026-11-17"), &input);
+        s.props = props::breakdowns(
+            None,
+            day("2026-11-16"),
+            day("2026-11-17"),
+            &[crate::store::PropCounterRow {
+                day: day("2026-11-16"),
+                event: "command".into(),
+                props: r#"{"name":"x"}"#.into(),
+                count: 2,
+            }],
+        );
+        let mut all = Vec::new();
+        keys(&serde_json::to_value(&s).unwrap(), &mut all);
+        for key in all {
+            assert!(
+                crate::report::FIELDS_HELP.contains(&key),
+                "`stats --help` does not explain {key}"
+            );
+        }
+    }
+
+    #[test]
     fn empty_input_gives_zeros_and_no_rate() {
         let s = compute(
             "p",

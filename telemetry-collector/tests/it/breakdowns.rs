@@ -209,3 +209,94 @@ async fn every_prop_kind_breaks_down_in_its_order_on_every_backend() {
         assert_eq!(stats, &seen[0].1, "{name} differs from {}", seen[0].0);
     }
 }
+
+#[tokio::test]
+async fn the_stats_command_prints_one_events_breakdown_as_table_json_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    use_rich_manifest(&cfg);
+    let state = telemetry_collector::AppState::from_config(&cfg).unwrap().0;
+    prop_workload(&state).await;
+    state.store().close().await.unwrap();
+    drop(state);
+    let file = config_file(dir.path(), "");
+    use_rich_manifest(&cfg);
+    let file = file.to_str().unwrap();
+    let base = [
+        "stats",
+        "--config",
+        file,
+        "--project",
+        "demo",
+        "--days",
+        "14",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        crate::backends::run_cli(&args, dir.path())
+    };
+    let json: Value =
+        serde_json::from_str(&with(&["--event", "init", "--format", "json"])).unwrap();
+    assert_eq!(json["event"], "init");
+    assert_eq!(json["count"], 13);
+    let props: Vec<&str> = json["props"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["prop"].as_str().unwrap())
+        .collect();
+    assert_eq!(props, ["ci", "from", "shell", "took"]);
+    let table = with(&["--event", "init", "--prop", "took"]);
+    assert!(table.contains("took (bucket): 6 without it"), "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    let pos = |v: &str| lines.iter().position(|l| l.starts_with(v)).unwrap();
+    assert!(
+        pos("<100") < pos("100..1000") && pos("100..1000") < pos(">=1000"),
+        "{table}"
+    );
+    let csv = with(&["--event", "init", "--prop", "shell", "--format", "csv"]);
+    assert_eq!(
+        csv,
+        "event,prop,kind,value,count,share\r\n\
+         init,shell,enum,zsh,6,0.600000\r\n\
+         init,shell,enum,bash,2,0.200000\r\n\
+         init,shell,enum,fish,2,0.200000\r\n"
+    );
+    // The whole stats agree with the one-event read.
+    let all: Value = serde_json::from_str(&with(&["--format", "json"])).unwrap();
+    let shell = all["props"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["event"] == "init" && p["prop"] == "shell")
+        .unwrap();
+    assert_eq!(shell, &json["props"][2]);
+    let adoption = with(&["--format", "csv", "--table", "adoption"]);
+    assert!(
+        adoption.starts_with("week,version,active_installs,share\r\n"),
+        "{adoption}"
+    );
+    // --help explains the JSON fields.
+    let help = crate::backends::run_cli(&["stats", "--help"], dir.path());
+    for field in [
+        "per_active_install",
+        "not_set",
+        "adoption",
+        "series[]",
+        "folded",
+    ] {
+        assert!(help.contains(field), "{field} in {help}");
+    }
+    // An unknown prop is an error, not an empty table.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_telemetry-collector"))
+        .args(base)
+        .args(["--event", "init", "--prop", "nope"])
+        .current_dir(dir.path())
+        .env_remove("TELEMETRY_COLLECTOR_DB")
+        .env_remove("TELEMETRY_COLLECTOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no prop \"nope\""));
+}
