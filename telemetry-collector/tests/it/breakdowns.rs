@@ -54,9 +54,17 @@ fn init_event(days: i32, props: Value) -> Value {
            "timestamp": format!("{}T12:00:00Z", day_offset(days))})
 }
 
-/// `init` and `query` at every tier, over two weeks; returns nothing, the
+/// `init` and `query` at every tier, over two weeks, through ingest; the
 /// expected numbers are spelled out in the test.
 pub(crate) async fn prop_workload(state: &AppState) {
+    for payload in prop_payloads() {
+        let (status, body) = ingest(state, &payload).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
+
+/// The payloads of [`prop_workload`], for a test that sends them over HTTP.
+pub(crate) fn prop_payloads() -> Vec<Value> {
     // aggregate: counters, versions coarsened to major.minor.
     let mut report = aggregate(new_id(), "init", 1);
     report["counters"] = json!([
@@ -92,10 +100,7 @@ pub(crate) async fn prop_workload(state: &AppState) {
         vec![init_event(0, json!({"shell": "zsh", "from": "2.0.0"}))],
         "someone@example.org",
     );
-    for payload in [report, queries, anon, identified] {
-        let (status, body) = ingest(state, &payload).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
+    vec![report, queries, anon, identified]
 }
 
 fn breakdown<'a>(stats: &'a Value, event: &str, prop: &str) -> &'a Value {
