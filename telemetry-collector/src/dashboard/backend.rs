@@ -65,7 +65,8 @@ impl Backend for AppState {
             if !self.knows(project).await.map_err(storage)? {
                 return Ok(None);
             }
-            crate::stats::project_stats(self.store(), project, from, to)
+            let manifest = self.project(project).map(|p| &p.manifest);
+            crate::stats::project_stats_declared(self.store(), project, manifest, from, to)
                 .await
                 .map(Some)
                 .map_err(storage)

@@ -390,4 +390,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops taking writes, commits everything queued, and waits for the writer to finish.
     fn close(&self) -> StoreFuture<'_, ()>;
+
+    // Prop breakdowns (stats): read from the daily counters only.
+
+    /// Counter cells of `project` over `from..=to` (exact days, not whole
+    /// weeks) summed over version, OS, arch and tier, keeping the props:
+    /// what prop breakdowns need. Only `event`'s cells when it is given.
+    fn prop_counters(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+    ) -> StoreFuture<'_, Vec<PropCounterRow>>;
+}
+
+/// One counter cell with its props, as [`Store::prop_counters`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropCounterRow {
+    /// The UTC day.
+    pub day: Day,
+    /// The event name.
+    pub event: String,
+    /// The props in their canonical JSON form (a sorted object), as stored.
+    pub props: String,
+    /// The count.
+    pub count: u64,
 }

@@ -1230,6 +1230,48 @@ async fn read_stats(
     })
 }
 
+/// [`Store::prop_counters`]; the day range is a prefix of the primary key.
+async fn read_prop_counters(
+    client: &Client,
+    project: &str,
+    from: Day,
+    to: Day,
+    event: Option<&str>,
+) -> Result<Vec<super::PropCounterRow>, tokio_postgres::Error> {
+    let (start, end) = (from.days_since_epoch(), to.days_since_epoch());
+    let rows = match event {
+        Some(event) => {
+            client
+                .query(
+                    "SELECT day, event, props, SUM(count)::BIGINT FROM daily_counters
+                     WHERE project = $1 AND day BETWEEN $2 AND $3 AND event = $4
+                     GROUP BY day, event, props",
+                    &[&project, &start, &end, &event],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query(
+                    "SELECT day, event, props, SUM(count)::BIGINT FROM daily_counters
+                     WHERE project = $1 AND day BETWEEN $2 AND $3
+                     GROUP BY day, event, props",
+                    &[&project, &start, &end],
+                )
+                .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| super::PropCounterRow {
+            day: Day::from_days_since_epoch(r.get(0)),
+            event: r.get(1),
+            props: r.get(2),
+            count: r.get::<_, i64>(3).max(0) as u64,
+        })
+        .collect())
+}
+
 impl Store for PostgresStore {
     fn ingest_checked(&self, batch: IngestBatch, skew: Skew) -> StoreFuture<'_, IngestOutcome> {
         queue::ingest(&self.jobs, batch, skew)
@@ -1269,6 +1311,20 @@ impl Store for PostgresStore {
     fn stats_input(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, StatsInput> {
         let project = project.to_owned();
         self.read(move |client| async move { read_stats(&client, &project, from, to).await })
+    }
+
+    fn prop_counters(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+    ) -> StoreFuture<'_, Vec<super::PropCounterRow>> {
+        let project = project.to_owned();
+        let event = event.map(str::to_owned);
+        self.read(move |client| async move {
+            read_prop_counters(&client, &project, from, to, event.as_deref()).await
+        })
     }
 
     fn projects(&self) -> StoreFuture<'_, Vec<String>> {

@@ -1277,6 +1277,71 @@ fn write_released(conn: &mut Connection, cells: &[ReleasedCell]) -> rusqlite::Re
     tx.commit()
 }
 
+/// [`Store::prop_counters`]: grouped on the integer ids first, like
+/// [`read_stats`], so each props text is looked up once per result row. The
+/// day range is a prefix of the primary key, so only the window is read.
+fn read_prop_counters(
+    conn: &Connection,
+    project: &str,
+    from: Day,
+    to: Day,
+    event: Option<&str>,
+) -> rusqlite::Result<Vec<super::PropCounterRow>> {
+    let Some(project): Option<i64> = conn
+        .prepare_cached("SELECT id FROM projects WHERE name = ?1")?
+        .query_row([project], |r| r.get(0))
+        .optional()?
+    else {
+        return Ok(Vec::new());
+    };
+    let event_id: Option<i64> = match event {
+        None => None,
+        Some(name) => match conn
+            .prepare_cached("SELECT id FROM strings WHERE text = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?
+        {
+            Some(id) => Some(id),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let row = |r: &rusqlite::Row<'_>| {
+        Ok(super::PropCounterRow {
+            day: day_from(r.get(0)?),
+            event: r.get(1)?,
+            props: r.get(2)?,
+            count: r.get::<_, i64>(3)? as u64,
+        })
+    };
+    let (start, end) = (day_num(from), day_num(to));
+    match event_id {
+        Some(event) => conn
+            .prepare_cached(
+                "SELECT g.day, e.text, p.text, g.n
+                 FROM (SELECT day, event, props, SUM(count) AS n
+                       FROM daily_counters
+                       WHERE project = ?1 AND day BETWEEN ?2 AND ?3 AND event = ?4
+                       GROUP BY day, event, props) g
+                 JOIN strings e ON e.id = g.event
+                 JOIN strings p ON p.id = g.props",
+            )?
+            .query_map(params![project, start, end, event], row)?
+            .collect(),
+        None => conn
+            .prepare_cached(
+                "SELECT g.day, e.text, p.text, g.n
+                 FROM (SELECT day, event, props, SUM(count) AS n
+                       FROM daily_counters
+                       WHERE project = ?1 AND day BETWEEN ?2 AND ?3
+                       GROUP BY day, event, props) g
+                 JOIN strings e ON e.id = g.event
+                 JOIN strings p ON p.id = g.props",
+            )?
+            .query_map(params![project, start, end], row)?
+            .collect(),
+    }
+}
+
 impl Store for SqliteStore {
     fn ingest_checked(&self, batch: IngestBatch, skew: Skew) -> StoreFuture<'_, IngestOutcome> {
         queue::ingest(&self.jobs, batch, skew)
@@ -1298,6 +1363,18 @@ impl Store for SqliteStore {
     fn stats_input(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, StatsInput> {
         let project = project.to_owned();
         self.read(move |conn| read_stats(conn, &project, from, to))
+    }
+
+    fn prop_counters(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+    ) -> StoreFuture<'_, Vec<super::PropCounterRow>> {
+        let project = project.to_owned();
+        let event = event.map(str::to_owned);
+        self.read(move |conn| read_prop_counters(conn, &project, from, to, event.as_deref()))
     }
 
     fn projects(&self) -> StoreFuture<'_, Vec<String>> {

@@ -224,6 +224,55 @@ pub(crate) async fn plant_hostile_events(state: &AppState) {
     state.store().ingest(batch).await.unwrap();
 }
 
+/// Writes prop values no client can send (the manifest allows only declared
+/// values) into the store behind ingest's back: an undeclared prop of
+/// `command` with a hostile name and a hostile value.
+pub(crate) async fn plant_hostile_props(state: &AppState) {
+    let day = telemetry_collector::ingest::today();
+    let mut props = telemetry_protocol::Props::new();
+    props.insert(
+        HOSTILE_EVENTS[1].to_owned(),
+        telemetry_protocol::PropValue::Token(HOSTILE_EVENTS[0].to_owned()),
+    );
+    let batch = IngestBatch {
+        project: "demo".to_owned(),
+        tier: Tier::Aggregate,
+        context: BatchContext {
+            version: "1.4.2".to_owned(),
+            os: "linux".to_owned(),
+            arch: "x86_64".to_owned(),
+        },
+        received: day,
+        data: BatchData::Aggregate {
+            report_id: new_id(),
+            counters: vec![Counter {
+                day,
+                event: "command".to_owned(),
+                props,
+                count: 2,
+            }],
+        },
+    };
+    state.store().ingest(batch).await.unwrap();
+}
+
+/// `active` counters of last week (so this week's headline numbers stay as
+/// [`expected`] says) from 12 tool versions, `0.k.0` with k+1 installs each,
+/// so adoption folds a tail.
+pub(crate) fn adoption_payloads() -> Vec<Value> {
+    let day = telemetry_collector::ingest::today()
+        .week_start()
+        .add_days(-7);
+    (0..12u64)
+        .map(|k| {
+            let mut payload = aggregate(new_id(), "active", k + 1);
+            payload["counters"][0]["day"] = json!(day);
+            payload["context"]["tool_version"] = json!(format!("0.{k}.0"));
+            payload
+        })
+        .collect()
+}
+
 async fn loaded_state(cfg: &telemetry_collector::Config, with_history: bool) -> AppState {
     let state = state(cfg);
     let history = if with_history {
@@ -532,6 +581,98 @@ fn public_thresholds_below_five_and_budgets_out_of_range_are_refused() {
             cfg.validate().is_ok(),
             ok,
             "k = {min_count}, epsilon = {epsilon}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn prop_panels_adoption_and_commands_show_the_api_numbers_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    crate::breakdowns::use_rich_manifest(&cfg);
+    let state = loaded_state(&cfg, false).await;
+    crate::breakdowns::prop_workload(&state).await;
+    plant_hostile_props(&state).await;
+    for payload in adoption_payloads() {
+        let (status, body) = ingest(&state, &payload).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let stats = api_stats(&state).await;
+    let cookie = sign_in(&state).await;
+    let (status, _, html) = text(&state, get("/dashboard/projects/demo", Some(&cookie))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("<script"), "no script element at all");
+    for hostile in HOSTILE_EVENTS {
+        assert!(!html.contains(hostile), "raw {hostile}");
+    }
+    // One panel per breakdown but delivery health's, with every value's count.
+    for b in stats
+        .props
+        .iter()
+        .filter(|b| b.event != "telemetry_dropped")
+    {
+        let esc = telemetry_collector::dashboard::html::esc;
+        let start = html
+            .find(&format!(
+                "data-event=\"{}\" data-prop=\"{}\" data-kind=\"{}\"",
+                esc(&b.event),
+                esc(&b.prop),
+                b.kind
+            ))
+            .unwrap_or_else(|| panic!("no panel for {}.{}", b.event, b.prop));
+        let panel = &html[start..start + html[start..].find("</section>").unwrap()];
+        for v in &b.values {
+            assert!(
+                panel.contains(&format!(
+                    "<td class=\"key\">{}</td><td class=\"n\">{}</td>",
+                    esc(&v.value),
+                    num(v.count)
+                )),
+                "{}.{} = {} in {panel}",
+                b.event,
+                b.prop,
+                v.value
+            );
+        }
+    }
+    let took = stats
+        .props
+        .iter()
+        .find(|b| b.event == "init" && b.prop == "took")
+        .unwrap();
+    let labels: Vec<&str> = took.values.iter().map(|v| v.value.as_str()).collect();
+    assert_eq!(labels, ["<100", "100..1000", ">=1000"]);
+    // The hostile prop and value, shown only as text.
+    assert!(html.contains("data-prop=\"&lt;img src=x onerror=alert(1)&gt;\""));
+    assert!(html.contains("<td class=\"key\">&lt;script&gt;alert(1)&lt;/script&gt;</td>"));
+    // Adoption: 12 versions sent this week plus 1.4.2 and the rest: the ten
+    // most active in semver order, then "(other)".
+    let versions: Vec<&str> = stats
+        .adoption
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(versions.len(), 11, "{versions:?}");
+    assert_eq!(*versions.last().unwrap(), "(other)");
+    assert!(
+        versions
+            .windows(2)
+            .take(9)
+            .all(|w| { telemetry_collector::stats::props::semver_cmp(w[0], w[1]).is_lt() })
+    );
+    assert_eq!(html.matches("<polygon class=\"area").count(), 11);
+    // Command usage lists every non-lifecycle event with its count.
+    for c in &stats.commands {
+        let esc = telemetry_collector::dashboard::html::esc;
+        assert!(
+            html.contains(&format!(
+                "<td class=\"key\">{}</td><td class=\"n\">{}</td>",
+                esc(&c.event),
+                num(c.count)
+            )),
+            "{}",
+            c.event
         );
     }
 }
