@@ -8,11 +8,11 @@
 //! served by hyper's HTTP/1 connection with
 //! - a header read timeout (hyper's own), counted from the moment the
 //!   connection starts waiting for a request head;
-//! - a body read deadline per request ([`DeadlineBody`]): the whole body must
+//! - a body read deadline per request (`DeadlineBody`): the whole body must
 //!   arrive within it, so a body trickled one byte at a time is cut off;
-//! - an idle timeout ([`IdleTimeout`]): no byte in either direction while no
+//! - an idle timeout (`IdleTimeout`): no byte in either direction while no
 //!   request is being handled closes the connection;
-//! - a slot ([`Slots`]) taken at accept: past the total or the per-source
+//! - a slot (`Slots`) taken at accept: past the total or the per-source
 //!   limit, the connection is answered `503` and closed at once, so one
 //!   source can never take every slot and `/healthz` keeps answering.
 //!
