@@ -307,11 +307,13 @@ pub struct FleetReport {
     pub missing_by_phase: BTreeMap<String, u64>,
     /// `missing` by event.
     pub missing_by_event: BTreeMap<String, u64>,
-    /// `missing` by the likeliest cause: recorded in a debug run, in the
-    /// manifest window, in a kill slot, or else the slot's phase.
+    /// `missing` by the likeliest cause: recorded in the manifest window, in
+    /// a kill slot, or else the slot's phase.
     pub missing_by_cause: BTreeMap<String, u64>,
-    /// `missing` of events recorded in a debug run.
-    pub missing_from_debug_runs: u64,
+    /// Events of debug runs that the collector counted. A debug run prints
+    /// what would be sent and keeps nothing, so its events are expected
+    /// nowhere; any counted here are also in `double_counted`.
+    pub sent_from_debug_runs: u64,
     /// Counted more often than recorded (or counted, never recorded).
     pub double_counted: u64,
     /// `double_counted` in % of `recorded`.
@@ -555,8 +557,8 @@ impl FleetReport {
         line(
             &mut out,
             format!(
-                "Missing by event: {:?}; of debug runs: {}",
-                self.missing_by_event, self.missing_from_debug_runs
+                "Missing by event: {:?}; counted from debug runs: {}",
+                self.missing_by_event, self.sent_from_debug_runs
             ),
         );
         line(&mut out, "Double-counted by phase recorded in:".into());
@@ -783,7 +785,7 @@ struct Drill<'a> {
     users: Vec<User>,
     /// (who, epoch, slot, event) -> events the drill asked to be recorded.
     expected: BTreeMap<(usize, usize, usize, String), u64>,
-    /// Keys recorded in a debug run.
+    /// Keys of events asked for in a debug run, which must never arrive.
     debug_keys: BTreeSet<(usize, usize, usize, String)>,
     report: FleetReport,
     rng: Rng,
@@ -901,9 +903,12 @@ impl Drill<'_> {
                     for (event, n) in [(EVENT_COMMAND, commands), (EVENT_EXTRA, extras)] {
                         if n > 0 {
                             let key = (u, tags.epoch, slot, event.to_owned());
-                            *self.expected.entry(key.clone()).or_default() += n;
+                            // A debug run keeps nothing: its events must
+                            // never arrive, so none are expected.
                             if debug {
                                 self.debug_keys.insert(key);
+                            } else {
+                                *self.expected.entry(key).or_default() += n;
                             }
                         }
                     }
@@ -1319,6 +1324,9 @@ impl Drill<'_> {
             if got > want {
                 self.report.double_counted += got - want;
                 *self.report.double_by_phase.entry(phase).or_default() += got - want;
+                if self.debug_keys.contains(&key) {
+                    self.report.sent_from_debug_runs += got - want;
+                }
             } else if got < want {
                 let short = want - got;
                 if withdrawn.contains(&(key.0, key.1)) {
@@ -1331,10 +1339,7 @@ impl Drill<'_> {
                         .missing_by_event
                         .entry(key.3.clone())
                         .or_default() += short;
-                    let cause = if self.debug_keys.contains(&key) {
-                        self.report.missing_from_debug_runs += short;
-                        "recorded in a debug run".to_owned()
-                    } else if self.config.manifest_window.contains(&key.2) {
+                    let cause = if self.config.manifest_window.contains(&key.2) {
                         format!(
                             "recorded in the manifest window ({})",
                             self.config.phase(key.2).name()
