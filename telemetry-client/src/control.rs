@@ -504,7 +504,8 @@ fn change_level(
 
 /// Makes local data agree with the tool file's choice at start-up, finishing
 /// an opt-out that was interrupted or done by editing the file by hand.
-pub(crate) fn reconcile(paths: &ToolPaths, choice: Option<Tier>) -> std::io::Result<()> {
+/// Returns whether it changed anything (a deletion may then be queued).
+pub(crate) fn reconcile(paths: &ToolPaths, choice: Option<Tier>) -> std::io::Result<bool> {
     let state = ToolState::load(paths);
     let stale = match choice {
         None | Some(Tier::Off | Tier::Aggregate) => {
@@ -516,7 +517,7 @@ pub(crate) fn reconcile(paths: &ToolPaths, choice: Option<Tier>) -> std::io::Res
     if stale {
         apply_change(paths, None, choice.unwrap_or(Tier::Off), None)?;
     }
-    Ok(())
+    Ok(stale)
 }
 
 /// One tool found on this machine.
