@@ -60,6 +60,9 @@ pub struct Status {
     pub choice: Option<Tier>,
     /// A consent file that could not be read, with the reason.
     pub unreadable: Option<String>,
+    /// Deletion requests the collector has not acknowledged yet; they are
+    /// retried until it does.
+    pub pending_deletions: usize,
 }
 
 /// One request that would be sent next, exactly as it would be sent.
@@ -140,6 +143,7 @@ impl<'a> Control<'a> {
             endpoint: self.core.endpoint.clone(),
             choice: r.choice,
             unreadable: r.unreadable.map(|(_, why)| why),
+            pending_deletions: state.pending_deletions.len(),
         })
     }
 
@@ -242,7 +246,35 @@ impl<'a> Control<'a> {
             now,
         )?;
         self.core.changed(Some(tier));
+        self.deletions_queued();
         Ok(())
+    }
+
+    /// After an opt-out, a reset or a downgrade that retired an id: stores
+    /// where deletions go and starts the detached uploader at once, so that a
+    /// reachable collector has deleted within seconds, with no further run.
+    fn deletions_queued(&self) {
+        let Some(paths) = &self.core.paths else {
+            return;
+        };
+        let stored = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
+            let mut state = ToolState::load(paths);
+            if state.pending_deletions.is_empty() && state.install_id.is_none() {
+                return Ok(false);
+            }
+            // Stored with an id too: `telemetry-consent disable --all` may
+            // retire it later, without this tool's manifest at hand.
+            if state.endpoint.as_deref() != Some(self.core.endpoint.as_str()) {
+                state.endpoint = Some(self.core.endpoint.clone());
+                state.save(paths)?;
+            }
+            Ok(!state.pending_deletions.is_empty())
+        });
+        match stored {
+            Ok(true) => crate::detach::start_now(self.core),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot store the deletion endpoint"),
+        }
     }
 
     /// Starts a new install id and queues deletion of the old one.
@@ -263,6 +295,7 @@ impl<'a> Control<'a> {
         state.save(paths).map_err(io)?;
         drop(_lock);
         self.core.changed(None);
+        self.deletions_queued();
         Ok(fresh)
     }
 
@@ -471,7 +504,8 @@ fn change_level(
 
 /// Makes local data agree with the tool file's choice at start-up, finishing
 /// an opt-out that was interrupted or done by editing the file by hand.
-pub(crate) fn reconcile(paths: &ToolPaths, choice: Option<Tier>) -> std::io::Result<()> {
+/// Returns whether it changed anything (a deletion may then be queued).
+pub(crate) fn reconcile(paths: &ToolPaths, choice: Option<Tier>) -> std::io::Result<bool> {
     let state = ToolState::load(paths);
     let stale = match choice {
         None | Some(Tier::Off | Tier::Aggregate) => {
@@ -483,7 +517,7 @@ pub(crate) fn reconcile(paths: &ToolPaths, choice: Option<Tier>) -> std::io::Res
     if stale {
         apply_change(paths, None, choice.unwrap_or(Tier::Off), None)?;
     }
-    Ok(())
+    Ok(stale)
 }
 
 /// One tool found on this machine.
@@ -630,6 +664,71 @@ impl Machine {
             return Err(Error::InvalidToolName(tool.to_owned()));
         }
         change_level(&self.folders, tool, tier, None, self.clock.now())
+    }
+
+    /// Sends every tool's queued deletion requests to the endpoint stored in
+    /// its state, without running the tools, giving up after `timeout`.
+    /// A tool whose uploader is running is left to it. What cannot be sent
+    /// stays queued with back-off; returns how many were acknowledged.
+    pub fn deliver_deletions(&self, timeout: Duration) -> Result<u64, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut delivered = 0;
+        for tool in self.list_tools()? {
+            if tool.pending_deletions == 0 || Instant::now() >= deadline {
+                continue;
+            }
+            let paths = self.folders.tool_state(&tool.tool);
+            let state = ToolState::load(&paths);
+            let Some(endpoint) = state.endpoint.or(state.endpoint_last_used) else {
+                continue;
+            };
+            if upload::check_endpoint(&endpoint).is_err() {
+                continue;
+            }
+            let Ok(Some(_guard)) = Lock::try_acquire(&paths.uploader_lock()) else {
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let tool_name = tool.tool.clone();
+            let clock = self.clock.clone();
+            let sent = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let http = Http::new(&endpoint, left.min(upload::REQUEST_TIMEOUT))
+                            .map_err(std::io::Error::other)?;
+                        upload::deliver_deletions(
+                            &paths,
+                            &tool_name,
+                            &endpoint,
+                            &http,
+                            clock.as_ref(),
+                            Some(deadline),
+                        )
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the upload thread failed")))
+            });
+            match sent {
+                Ok(n) => delivered += n,
+                Err(e) => tracing::debug!(tool = %tool.tool, error = %e, "cannot send deletions"),
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Whether any tool has a deletion request queued that is due: at once
+    /// when `now_anyway` (right after an opt-out), else once its back-off
+    /// has passed.
+    pub fn deletions_due(&self, now_anyway: bool) -> bool {
+        let now = self.clock.now();
+        self.list_tools().is_ok_and(|tools| {
+            tools.iter().filter(|t| t.pending_deletions > 0).any(|t| {
+                now_anyway
+                    || ToolState::load(&self.folders.tool_state(&t.tool))
+                        .next_attempt
+                        .is_none_or(|at| at <= now)
+            })
+        })
     }
 
     /// Sets every listed tool to `off`; returns their names.

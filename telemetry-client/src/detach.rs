@@ -78,8 +78,29 @@ pub(crate) fn after_run(core: &Core) {
     }
 }
 
+/// Starts the detached uploader now, whatever the schedule says: a deletion
+/// was just queued (opt-out, reset, downgrade), and it must reach the
+/// collector within seconds, not at the next upload slot, even if the user
+/// never runs the tool again.
+pub(crate) fn start_now(core: &Core) {
+    if !core.detach || core.dry {
+        return;
+    }
+    if let Err(why) = upload::check_endpoint(&core.endpoint) {
+        tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
+        return;
+    }
+    spawn(&core.manifest.project);
+}
+
 /// Starts this binary as the detached uploader and does not wait for it.
-fn spawn(tool: &str) {
+pub(crate) fn spawn(tool: &str) {
+    spawn_with(tool, &[]);
+}
+
+/// [`spawn`] with arguments, for a binary that must parse its command line
+/// before it can see the marker (`telemetry-consent`).
+pub(crate) fn spawn_with(tool: &str, args: &[&str]) {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -99,7 +120,8 @@ fn spawn(tool: &str) {
         return;
     }
     let mut cmd = Command::new(exe);
-    cmd.env(UPLOADER_MARKER, tool)
+    cmd.args(args)
+        .env(UPLOADER_MARKER, tool)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -118,6 +140,9 @@ fn spawn(tool: &str) {
         Err(e) => tracing::debug!(error = %e, "cannot start the uploader"),
     }
 }
+
+/// How long an uploader started for a deletion waits for a running one.
+const DELETION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most packaging rounds one uploader runs before it leaves the rest to the
 /// next interval.
@@ -153,11 +178,22 @@ fn upload_rounds(core: &Core) {
         }
     };
     let job = core.job(paths);
+    let started = std::time::Instant::now();
     for _ in 0..MAX_ROUNDS {
-        let guard = match Lock::try_acquire(&paths.uploader_lock()) {
-            Ok(Some(guard)) => guard,
-            // Another uploader is running; it will send what is pending.
-            _ => return,
+        let guard = loop {
+            match Lock::try_acquire(&paths.uploader_lock()) {
+                Ok(Some(guard)) => break guard,
+                // Another uploader is running. It will send what is pending,
+                // unless a deletion was queued after it passed its own; for
+                // those, wait for it (bounded) and go after it.
+                Ok(None)
+                    if !ToolState::load(paths).pending_deletions.is_empty()
+                        && started.elapsed() < DELETION_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ => return,
+            }
         };
         if core.level() > Tier::Off
             && let Err(e) = job.stage()
@@ -174,7 +210,8 @@ fn upload_rounds(core: &Core) {
                 return;
             }
         }
-        if core.level() == Tier::Off || spool::is_empty(paths) {
+        let deletions = !ToolState::load(paths).pending_deletions.is_empty();
+        if !deletions && (core.level() == Tier::Off || spool::is_empty(paths)) {
             return;
         }
     }

@@ -487,10 +487,18 @@ impl Core {
         // user's choice (not an environment variable) triggers deletion.
         if !self.dry
             && let Ok(choice) = consent::file_level(tool_input)
-            && let Err(e) = control::reconcile(paths, choice)
         {
-            tracing::debug!(error = %e, "cannot apply a lowered level to local data");
-            bump(&self.counters.io_errors, 1);
+            match control::reconcile(paths, choice) {
+                // An opt-out done by hand (or cut short): its deletion goes now.
+                Ok(true) if !ToolState::load(paths).pending_deletions.is_empty() => {
+                    detach::start_now(self);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot apply a lowered level to local data");
+                    bump(&self.counters.io_errors, 1);
+                }
+            }
         }
         if self.level() == Tier::Off {
             return;

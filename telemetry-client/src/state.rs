@@ -54,6 +54,10 @@ pub struct ToolState {
     /// When the first-run prompt was last shown without an answer; it is not
     /// shown again for a week after.
     pub prompt_asked_at: Option<Timestamp>,
+    /// The collector this tool sends to, stored whenever a deletion is
+    /// queued, so that `telemetry-consent` can send the tool's deletions
+    /// without running the tool (it has no manifest to read it from).
+    pub endpoint: Option<String>,
     /// The collector URL of the last upload attempt.
     pub endpoint_last_used: Option<String>,
     /// When data was last delivered.

@@ -870,6 +870,82 @@ impl Job<'_> {
     }
 }
 
+/// Sends the queued deletions of `project` on their own (for
+/// `telemetry-consent`, which has no manifest), and schedules a retry with
+/// back-off if one fails. Returns how many the collector acknowledged. The
+/// caller holds the tool's uploader lock.
+pub(crate) fn deliver_deletions(
+    paths: &ToolPaths,
+    project: &str,
+    endpoint: &str,
+    transport: &dyn Transport,
+    clock: &dyn Clock,
+    deadline: Option<Instant>,
+) -> io::Result<u64> {
+    let mut log = Vec::new();
+    let mut delivered = 0;
+    let mut failed = false;
+    let mut retry_after = None;
+    for install_id in ToolState::load(paths).pending_deletions {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            failed = true;
+            break;
+        }
+        let body = serde_json::to_vec(&DeleteRequest {
+            project: project.to_owned(),
+            install_id,
+        })
+        .map_err(io::Error::other)?;
+        let outcome = transport.post(DELETE_PATH, &body);
+        let (result, detail) = match &outcome {
+            Outcome::Delivered { .. } => (UploadResult::Delivered, "2xx".to_owned()),
+            Outcome::Rejected(why) => (UploadResult::Rejected, why.clone()),
+            Outcome::RetryAfter(after, why) => {
+                retry_after = *after;
+                (UploadResult::Deferred, why.clone())
+            }
+            Outcome::TooLarge(why) | Outcome::Failed(why) => (UploadResult::Failed, why.clone()),
+        };
+        log.push(LogEntry {
+            time: clock.now(),
+            kind: UploadKind::Delete,
+            tier: None,
+            items: 1,
+            result,
+            detail,
+        });
+        match outcome {
+            Outcome::Delivered { .. } | Outcome::Rejected(_) => {
+                delivered += u64::from(matches!(outcome, Outcome::Delivered { .. }));
+                let _lock = Lock::acquire(&paths.data_lock())?;
+                let mut state = ToolState::load(paths);
+                state.pending_deletions.retain(|id| *id != install_id);
+                state.save(paths)?;
+            }
+            _ => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    let _lock = Lock::acquire(&paths.data_lock())?;
+    let mut state = ToolState::load(paths);
+    let now = clock.now();
+    state.last_attempt = Some(now);
+    state.endpoint_last_used = Some(endpoint.to_owned());
+    if failed {
+        state.failures = state.failures.saturating_add(1);
+        // The tool's own interval is unknown here; the default one is the base.
+        let wait = backoff(crate::DEFAULT_UPLOAD_INTERVAL, state.failures)
+            .max(retry_after.unwrap_or_default())
+            .min(MAX_BACKOFF);
+        state.next_attempt = Some(later(now, wait));
+    }
+    state.save(paths)?;
+    upload_log::append(paths, &log)?;
+    Ok(delivered)
+}
+
 /// Splits a payload in half (counters or events), or `None` if it holds a
 /// single item. Counter halves get fresh report ids: the collector refused
 /// the whole, so neither half was counted under the old one.

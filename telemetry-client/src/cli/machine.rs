@@ -85,14 +85,45 @@ fn parse_ceiling(s: &str) -> Result<Ceiling, String> {
         .map_err(|e| format!("{e}, or `none` to lift the ceiling"))
 }
 
+/// The marker value the detached copy of this tool runs with: it only
+/// sends the queued deletions of every tool, then exits.
+const DELIVERER: &str = "telemetry-consent";
+
+/// How long the detached copy may spend sending deletions.
+const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl ConsentArgs {
     /// Runs the command for the current user's folders.
+    ///
+    /// After `disable --all` and `global off`, and after any command while a
+    /// tool still has a deletion request queued, a detached copy of this
+    /// program sends those requests to each tool's stored endpoint, so an
+    /// opt-out reaches the collectors within seconds without running the
+    /// tools. Where a collector cannot be reached the request stays queued,
+    /// and the tool's next run or this program's next run retries it.
     pub fn run(&self) -> ExitCode {
-        finish(
-            Machine::new()
-                .map_err(Failure::from)
-                .and_then(|m| self.run_with(&m)),
-        )
+        let machine = match Machine::new() {
+            Ok(m) => m,
+            Err(e) => return finish(Err(Failure::from(e))),
+        };
+        if std::env::var(crate::env::UPLOADER_MARKER).is_ok_and(|v| v == DELIVERER) {
+            let _ = machine.deliver_deletions(DELIVERY_TIMEOUT);
+            return ExitCode::SUCCESS;
+        }
+        let outcome = self.run_with(&machine);
+        let opted_out = matches!(
+            self.command,
+            MachineCommand::Disable { .. }
+                | MachineCommand::Global {
+                    level: Ceiling::Level(Tier::Off)
+                }
+        );
+        if machine.deletions_due(opted_out) {
+            // `where` only so that the copy's command line parses; the
+            // marker makes it send the deletions instead.
+            crate::detach::spawn_with(DELIVERER, &["where"]);
+        }
+        finish(outcome)
     }
 
     fn run_with(&self, machine: &Machine) -> Outcome {
@@ -181,7 +212,7 @@ fn disable_all(machine: &Machine) -> Outcome {
     } else {
         output::out(&format!("Turned off: {}.", tools.join(", ")));
         output::out(
-            "Local data was deleted; each tool sends its deletion request on its next run.",
+            "Local data was deleted, and the deletion requests are being sent now; any that cannot be sent are retried later.",
         );
     }
     Ok(())

@@ -320,6 +320,15 @@ fn status(control: &Control<'_>, json: bool) -> Outcome {
             .map_or_else(|| "none".to_owned(), |id| id.to_string()),
     ));
     rows.push(("pending", format!("{} items", status.pending)));
+    if status.pending_deletions > 0 {
+        rows.push((
+            "deletion pending",
+            style.yellow(&format!(
+                "{} request(s) not yet acknowledged by the collector; retried until they are",
+                status.pending_deletions
+            )),
+        ));
+    }
     rows.push(("last upload", time_or_never(status.last_upload)));
     rows.push(("endpoint", status.endpoint.clone()));
     rows.push(("sends", status.summary.clone()));
@@ -454,7 +463,7 @@ fn disable(control: &Control<'_>) -> Outcome {
     let mut text = format!("Telemetry for {tool} is now {}.\n", style.bold("off"));
     match before.install_id {
         Some(id) => text.push_str(&format!(
-            "Deleted the local install id, identity and pending events. A request to delete everything stored under {id} is queued and goes out with the next upload.\n"
+            "Deleted the local install id, identity and pending events. A request to delete everything stored under {id} is being sent now; if the collector cannot be reached it stays queued and is retried (`{tool} telemetry status` shows it).\n"
         )),
         None => text.push_str("Deleted pending data. Nothing more is recorded or sent.\n"),
     }

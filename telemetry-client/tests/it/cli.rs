@@ -755,3 +755,91 @@ fn help_lists_every_subcommand() {
     );
     assert!(help.contains("--timeout <SECONDS>"), "{help}");
 }
+
+/// Case 4 of issue 13: `telemetry disable` queued the deletion until the next
+/// upload slot (an hour, or a day after failures), so a user who then
+/// uninstalled the tool never deleted. Now it starts the uploader at once.
+#[test]
+fn disable_deletes_within_seconds_without_another_run() {
+    let collector = Collector::start(Mode::Ok);
+    let home = Home::new();
+    let run = |args: &[&str]| {
+        host(home_ref(&home), args)
+            .env("HOST_CLI_TELEMETRY_ENDPOINT", &collector.url)
+            .env("HOST_DETACHED_UPLOAD", "1")
+            .assert()
+            .success();
+    };
+    run(&["telemetry", "enable", "anonymous"]);
+    run(&["greet"]);
+    // The first upload lands and schedules the next one an hour later.
+    wait_until("the first upload", Duration::from_secs(20), || {
+        collector.seen(|s| !s.ingests.is_empty())
+    });
+    let id = status_json(&home, &[])["install_id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    run(&["telemetry", "disable"]);
+    wait_until("the deletion", Duration::from_secs(10), || {
+        collector.seen(|s| s.deletes.iter().any(|d| d.install_id == id))
+    });
+    wait_until("the queue to empty", Duration::from_secs(10), || {
+        status_json(&home, &[])["pending_deletions"] == 0
+    });
+}
+
+fn home_ref(home: &Home) -> &Home {
+    home
+}
+
+/// Where the collector cannot be reached the request stays queued, and
+/// `telemetry status` says so.
+#[test]
+fn an_unsent_deletion_is_shown_as_pending() {
+    let home = Home::new();
+    host(&home, &["telemetry", "enable", "anonymous"])
+        .assert()
+        .success();
+    host(&home, &["telemetry", "disable"])
+        .env("HOST_DETACHED_UPLOAD", "1")
+        .assert()
+        .success();
+    assert_eq!(status_json(&home, &[])["pending_deletions"], 1);
+    let out = host(&home, &["telemetry", "status"]).assert().success();
+    assert!(
+        stdout(&out).contains("deletion pending"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// `telemetry-consent disable --all` and `global off` sent no deletion at
+/// all. Now they send every tool's queued deletions to its stored endpoint,
+/// without running the tools.
+#[test]
+fn the_consent_tool_sends_deletions_without_running_the_tools() {
+    for args in [&["disable", "--all"][..], &["global", "off"][..]] {
+        let collector = Collector::start(Mode::Ok);
+        let home = Home::new();
+        host(&home, &["telemetry", "enable", "anonymous"])
+            .env("HOST_CLI_TELEMETRY_ENDPOINT", &collector.url)
+            .assert()
+            .success();
+        if args[0] == "global" {
+            // A deletion already queued (the tool's uploader never ran).
+            host(&home, &["telemetry", "reset-id"])
+                .env("HOST_CLI_TELEMETRY_ENDPOINT", &collector.url)
+                .assert()
+                .success();
+        }
+        consent(&home, args).assert().success();
+        wait_until("the deletion", Duration::from_secs(10), || {
+            collector.seen(|s| !s.deletes.is_empty())
+        });
+        wait_until("the queue to empty", Duration::from_secs(10), || {
+            status_json(&home, &[])["pending_deletions"] == 0
+        });
+    }
+}
