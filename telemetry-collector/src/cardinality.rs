@@ -182,6 +182,11 @@ impl Cardinality {
                     budget.fold_item(&mut c.event, &mut c.props);
                 }
             }
+            BatchData::Rollup { counters } => {
+                for (_, c) in counters {
+                    budget.fold_item(&mut c.event, &mut c.props);
+                }
+            }
             BatchData::Events { events, .. } => {
                 for e in events {
                     budget.fold_item(&mut e.name, &mut e.props);

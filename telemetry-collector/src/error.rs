@@ -11,6 +11,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use telemetry_protocol::{ErrorBody, ErrorCode, Violation};
 
+/// Most violations a 422 lists.
+pub const MAX_VIOLATIONS_LISTED: usize = 100;
+
 /// An error answer: a status, a stable code, a message, and optionally a `Retry-After`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -47,14 +50,22 @@ impl ApiError {
         }
     }
 
-    /// A 422 listing every violation.
-    pub fn policy(violations: Vec<Violation>) -> ApiError {
+    /// A 422 listing the first [`MAX_VIOLATIONS_LISTED`] violations, so
+    /// that one hostile request cannot make a huge answer (each violation is
+    /// a few hundred bytes at most, so the body stays under 64 KiB).
+    pub fn policy(mut violations: Vec<Violation>) -> ApiError {
+        let total = violations.len();
+        violations.truncate(MAX_VIOLATIONS_LISTED);
         let mut e = ApiError::new(
             ErrorCode::PolicyViolation,
             format!(
-                "the payload breaks the tier policy or the project's manifest ({} problem{}); nothing was stored",
-                violations.len(),
-                if violations.len() == 1 { "" } else { "s" }
+                "the payload breaks the tier policy ({total} problem{}{}); nothing was stored",
+                if total == 1 { "" } else { "s" },
+                if total > MAX_VIOLATIONS_LISTED {
+                    format!(", the first {MAX_VIOLATIONS_LISTED} listed")
+                } else {
+                    String::new()
+                }
             ),
         );
         e.body.violations = violations;

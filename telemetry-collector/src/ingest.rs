@@ -2,12 +2,18 @@
 //!
 //! Each request passes, in order: the per-source rate limit (429), the
 //! content type and encoding (415), the body limit before and after gunzip
-//! (413), JSON parsing (400), the tier policy, `max_tier` and the project's
-//! manifest (422), and the cardinality caps (values past them fold into
-//! `(other)`; in open mode a new project past its cap gets 429). Only then is anything handed to the store, and the answer
-//! waits for the commit, so a 2xx means the data is on disk. Nothing of a
-//! refused request is stored, and no header or address is logged or kept:
-//! the source address is used as a rate-limit key in memory and dropped.
+//! (413), JSON parsing (400; fields the protocol does not define are ignored
+//! and counted), the tier policy and the project (422 for the whole request:
+//! a field above the claimed tier, a malformed id or value, an unknown
+//! project), then per item ([`crate::skew`]): `max_tier` downgrades, and an
+//! item the manifest does not declare or whose time is out of range is
+//! refused on its own. Then the cardinality caps (values past them fold into
+//! `(other)`; in open mode a new project past its cap gets 429). Only then is
+//! anything handed to the store, and the answer waits for the commit, so a
+//! 2xx means the data (and the count of what was refused) is on disk, even
+//! when every item was refused. Nothing of a 4xx request is stored, and no
+//! header or address is logged or kept: the source address is used as a
+//! rate-limit key in memory and dropped.
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,21 +27,19 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use telemetry_protocol::policy::is_project_name;
+use telemetry_protocol::wire::record_ignored;
 use telemetry_protocol::{
-    Day, DeleteRequest, ErrorCode, IngestPayload, IngestResponse, Tier, Timestamp, Violation,
-    ViolationCode, Violations, validate,
+    Day, DeleteRequest, ErrorCode, IgnoredFields, IngestPayload, IngestResponse, Tier, Timestamp,
+    Violation, ViolationCode, Violations, validate,
 };
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{BatchContext, BatchData, IngestBatch, StoreError};
+use crate::store::StoreError;
 
 /// Today's UTC day by the system clock.
 pub fn today() -> Day {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Timestamp::from_unix_millis(millis).day()
+    Timestamp::from_unix_millis(now_millis()).day()
 }
 
 /// `POST /v1/ingest`.
@@ -54,18 +58,37 @@ pub(crate) async fn ingest(State(state): State<AppState>, request: Request) -> R
 }
 
 async fn ingest_inner(state: &AppState, request: Request) -> Result<IngestResponse, ApiError> {
-    let payload: IngestPayload = read_json(state, request).await?;
-    check_policy(state, &payload)?;
-    let mut batch = into_batch(state, payload)?;
+    let (payload, ignored) = read_payload(state, request).await?;
+    check_request(state, &payload)?;
+    let install = payload
+        .install_id
+        .map(|id| state.hasher().hash(&payload.project, &id));
+    let project = state.project(&payload.project);
+    let limits = crate::skew::Limits {
+        manifest: project.map(|p| &p.manifest),
+        max_tier: project.map_or(Tier::Full, |p| p.max_tier),
+        retention_days: project.map_or(state.default_retention_days(), |p| p.retention_days),
+    };
+    let crate::skew::Accepted {
+        mut batch,
+        mut skew,
+        mut answer,
+    } = crate::skew::accept(payload, install, ignored, limits, now_millis());
     state.cardinality().fold(&mut batch, state.metrics())?;
-    let outcome = state.store().ingest(batch).await;
+    state.skew().record(state.metrics(), &batch, &mut skew);
+    let outcome = state.store().ingest_checked(batch, skew).await;
     note_storage(state, &outcome);
     let outcome = outcome.map_err(store_error)?;
-    Ok(IngestResponse {
-        accepted: outcome.accepted,
-        duplicates: outcome.duplicates,
-        refused: 0,
-    })
+    answer.accepted = outcome.accepted;
+    answer.duplicates = outcome.duplicates;
+    Ok(answer)
+}
+
+/// The system clock in milliseconds since the epoch.
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `POST /v1/delete`. Answers the same whether or not the install was known,
@@ -144,8 +167,37 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+/// [`read_json`] for an ingest payload, counting the fields it ignored.
+async fn read_payload(
+    state: &AppState,
+    request: Request,
+) -> Result<(IngestPayload, IgnoredFields), ApiError> {
+    let body = read_body(state, request).await?;
+    let (parsed, ignored) = record_ignored(|| serde_json::from_slice(&body));
+    Ok((parsed.map_err(json_error)?, ignored))
+}
+
 /// Checks the rate limit, content type, encoding and size, then parses the body.
 async fn read_json<T: DeserializeOwned>(state: &AppState, request: Request) -> Result<T, ApiError> {
+    let body = read_body(state, request).await?;
+    serde_json::from_slice(&body).map_err(json_error)
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    // Serde's own messages can quote field names from the input, so only
+    // the position and the kind of problem are reported.
+    let what = match e.classify() {
+        serde_json::error::Category::Data => "does not match protocol v1",
+        _ => "is not valid JSON",
+    };
+    ApiError::new(
+        ErrorCode::MalformedPayload,
+        format!("the body {what} (line {}, column {})", e.line(), e.column()),
+    )
+}
+
+/// Checks the rate limit, content type, encoding and size, and reads the body.
+async fn read_body(state: &AppState, request: Request) -> Result<Vec<u8>, ApiError> {
     // Without a peer address (in-process tests), every request shares one bucket.
     let peer = request
         .extensions()
@@ -180,23 +232,11 @@ async fn read_json<T: DeserializeOwned>(state: &AppState, request: Request) -> R
             }
             _ => ApiError::new(ErrorCode::MalformedPayload, "the body could not be read"),
         })?;
-    let body = if gzip {
-        gunzip(&raw, limit)?
+    if gzip {
+        gunzip(&raw, limit)
     } else {
-        raw.to_vec()
-    };
-    serde_json::from_slice(&body).map_err(|e| {
-        // Serde's own messages can quote field names from the input, so only
-        // the position and the kind of problem are reported.
-        let what = match e.classify() {
-            serde_json::error::Category::Data => "does not match protocol v1",
-            _ => "is not valid JSON",
-        };
-        ApiError::new(
-            ErrorCode::MalformedPayload,
-            format!("the body {what} (line {}, column {})", e.line(), e.column()),
-        )
-    })
+        Ok(raw.to_vec())
+    }
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -257,8 +297,10 @@ fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-/// The tier policy, then `max_tier` and the manifest of a configured project.
-fn check_policy(state: &AppState, payload: &IngestPayload) -> Result<(), ApiError> {
+/// The whole-request checks: the tier policy, and that this collector takes
+/// the project at all. What the manifest declares is checked per item, by
+/// [`crate::skew::accept`].
+fn check_request(state: &AppState, payload: &IngestPayload) -> Result<(), ApiError> {
     let mut violations = match validate(payload) {
         Ok(()) => Vec::new(),
         Err(Violations(list)) => list,
@@ -270,21 +312,12 @@ fn check_policy(state: &AppState, payload: &IngestPayload) -> Result<(), ApiErro
                 ViolationCode::WrongProject,
                 "this collector does not accept this project",
             )),
-            Some(project) => {
-                if payload.tier > project.max_tier {
-                    violations.push(Violation::new(
-                        "tier",
-                        ViolationCode::TierAboveMax,
-                        format!(
-                            "this project accepts tiers up to `{}`; this payload is `{}`",
-                            project.max_tier, payload.tier
-                        ),
-                    ));
-                }
-                if let Err(Violations(list)) = project.manifest.validate_payload(payload) {
-                    violations.extend(list);
-                }
-            }
+            Some(project) if project.max_tier == Tier::Off => violations.push(Violation::new(
+                "tier",
+                ViolationCode::TierAboveMax,
+                "this project accepts no data (`max_tier = \"off\"`)",
+            )),
+            Some(_) => {}
         }
     }
     if violations.is_empty() {
@@ -292,47 +325,6 @@ fn check_policy(state: &AppState, payload: &IngestPayload) -> Result<(), ApiErro
     } else {
         Err(ApiError::policy(violations))
     }
-}
-
-/// Turns a validated payload into what the store takes, hashing the install id.
-fn into_batch(state: &AppState, payload: IngestPayload) -> Result<IngestBatch, ApiError> {
-    let missing = |field: &str| {
-        ApiError::policy(vec![Violation::new(
-            field,
-            ViolationCode::MissingField,
-            format!("`{field}` is required at this tier"),
-        )])
-    };
-    let data = match payload.tier {
-        Tier::Aggregate => BatchData::Aggregate {
-            report_id: payload.report_id.ok_or_else(|| missing("report_id"))?,
-            counters: payload.counters.ok_or_else(|| missing("counters"))?,
-        },
-        Tier::Anonymous | Tier::Full => {
-            let install_id = payload.install_id.ok_or_else(|| missing("install_id"))?;
-            BatchData::Events {
-                install: state.hasher().hash(&payload.project, &install_id),
-                events: payload.events.ok_or_else(|| missing("events"))?,
-                identity: if payload.tier == Tier::Full {
-                    payload.identity
-                } else {
-                    None
-                },
-            }
-        }
-        Tier::Off => return Err(missing("tier")),
-    };
-    Ok(IngestBatch {
-        project: payload.project,
-        tier: payload.tier,
-        context: BatchContext {
-            version: payload.context.tool_version,
-            os: payload.context.os,
-            arch: payload.context.arch,
-        },
-        received: today(),
-        data,
-    })
 }
 
 #[cfg(test)]

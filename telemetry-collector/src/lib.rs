@@ -13,6 +13,7 @@
 //! - [`state`]: [`AppState`], the shared server state, built from a config.
 //! - [`connections`]: the accept loop, connection limits and read timeouts.
 //! - [`ingest`]: `POST /v1/ingest` and `POST /v1/delete`, with every check.
+//! - [`skew`]: per-item acceptance, `max_tier` downgrades and time sanity: version skew.
 //! - [`cardinality`]: caps on distinct values per day; the overflow folds into `(other)`.
 //! - [`admin`]: the bearer-token check, `/metrics` and the stats API.
 //! - [`dashboard`]: the maintainer dashboard (HTML, SVG charts, sign-in) and public pages.
@@ -21,6 +22,7 @@
 //! - [`stats`]: turns stored counters into a [`report::ProjectStats`].
 //! - [`report`]: the stats model every presentation shares.
 //! - [`export`]: CSV and terminal-table renderings of the stats.
+//! - [`manifest_check`]: the evolution rules `check-manifest OLD NEW` applies.
 //! - [`secrets`]: the pseudonymization key, install-id hashing, the admin token.
 //! - [`panic_guard`]: a panic in a handler answers 500 and logs only where it happened.
 //! - [`ratelimit`], [`metrics`], [`error`], [`retention`]: the smaller parts.
@@ -43,13 +45,16 @@ pub mod dashboard;
 pub mod error;
 pub mod export;
 pub mod ingest;
+pub mod manifest_check;
 pub mod metrics;
 pub mod panic_guard;
 mod private_files;
 pub mod ratelimit;
+pub mod release;
 pub mod report;
 pub mod retention;
 pub mod secrets;
+pub mod skew;
 pub mod state;
 pub mod stats;
 pub mod store;

@@ -1,7 +1,8 @@
 //! `telemetry-collector`: the command line around the collector library.
 //!
 //! `serve` runs the server; `default-config` prints a commented example
-//! config; `stats`, `purge` and `backup` work on a database directly.
+//! config; `stats`, `purge` and `backup` work on a database directly;
+//! `check-manifest` compares two versions of a tool's manifest.
 
 // This is the binary's user interface: printing the start-up banner, stats and
 // the example config to the terminal is its job.
@@ -91,6 +92,15 @@ enum Command {
         /// Where to write the copy; must not exist.
         file: PathBuf,
     },
+    /// Check that NEW, a tool's next manifest, keeps every promise OLD made:
+    /// exits 1 naming each removed or retyped event, prop, enum value or
+    /// identity field, and each raised min_tier. Additions are fine.
+    CheckManifest {
+        /// The manifest the released tool (and the collector) have now.
+        old: PathBuf,
+        /// The manifest of the next release.
+        new: PathBuf,
+    },
     /// Copy a SQLite database into an empty PostgreSQL database.
     Migrate {
         /// The source, as `sqlite:PATH`.
@@ -113,6 +123,37 @@ enum Format {
     Csv,
 }
 
+fn check_manifest(old: &Path, new: &Path) -> Result<()> {
+    let read = |path: &Path| -> Result<telemetry_protocol::Manifest> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        telemetry_protocol::Manifest::parse(&text)
+            .with_context(|| format!("parsing {}", path.display()))
+    };
+    let changes =
+        telemetry_collector::manifest_check::incompatible_changes(&read(old)?, &read(new)?);
+    if changes.is_empty() {
+        println!(
+            "{} is compatible with {}: it only adds to it",
+            new.display(),
+            old.display()
+        );
+        return Ok(());
+    }
+    for change in &changes {
+        println!("incompatible: {change}");
+    }
+    eprintln!(
+        "{} incompatible change{} from {} to {}; declare a new event or prop instead \
+         (see docs/integrating.md, 'Manifest evolution rules')",
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        old.display(),
+        new.display()
+    );
+    std::process::exit(1);
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // A panic message can quote a request; the hook logs only where it happened.
@@ -130,6 +171,7 @@ fn main() -> Result<()> {
             print!("{}", config::EXAMPLE);
             Ok(())
         }
+        Command::CheckManifest { old, new } => check_manifest(&old, &new),
         Command::Serve { common, listen } => {
             let config = load_config(&common, listen)?;
             runtime.block_on(serve(config))

@@ -17,6 +17,9 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Items (events or counters) by outcome: `accepted` or `duplicate`.
     items: Mutex<BTreeMap<&'static str, u64>>,
+    /// Items refused, downgraded or ignored by version skew, by (project,
+    /// kind, reason); at most [`MAX_SKEW_SERIES`] series.
+    skew: Mutex<BTreeMap<(String, &'static str, String), u64>>,
     /// Values folded into `(other)` (or, for projects, refused) by cardinality scope.
     cardinality_overflow: Mutex<BTreeMap<&'static str, u64>>,
     /// Whether the last write failed because the disk was full or failing;
@@ -24,7 +27,23 @@ pub struct Metrics {
     storage_unavailable: AtomicBool,
 }
 
+/// Most (project, kind, reason) series of `telemetry_skew_items_total`;
+/// past it new series count under project `(other)`, so open mode's
+/// client-chosen project names cannot grow this map without bound.
+pub const MAX_SKEW_SERIES: usize = 1000;
+
 impl Metrics {
+    /// Counts `n` items of `project` that version skew refused, downgraded
+    /// or ignored (`kind`), for `reason`.
+    pub fn skew(&self, project: &str, kind: &'static str, reason: &str, n: u64) {
+        let mut skew = self.skew.lock().unwrap_or_else(|p| p.into_inner());
+        let mut key = (project.to_owned(), kind, reason.to_owned());
+        if !skew.contains_key(&key) && skew.len() >= MAX_SKEW_SERIES {
+            key.0 = crate::cardinality::OTHER.to_owned();
+        }
+        *skew.entry(key).or_default() += n;
+    }
+
     /// Counts one request to `endpoint` that ended with `outcome`.
     pub fn request(&self, endpoint: &'static str, outcome: &'static str) {
         *self
@@ -78,6 +97,16 @@ impl Metrics {
         out.push_str("# TYPE telemetry_items_total counter\n");
         for (outcome, n) in self.items.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "telemetry_items_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out.push_str("# HELP telemetry_skew_items_total Items refused on their own, downgraded to the project's max_tier, or fields ignored, by project and reason.\n");
+        out.push_str("# TYPE telemetry_skew_items_total counter\n");
+        for ((project, kind, reason), n) in
+            self.skew.lock().unwrap_or_else(|p| p.into_inner()).iter()
+        {
+            let _ = writeln!(
+                out,
+                "telemetry_skew_items_total{{project=\"{project}\",kind=\"{kind}\",reason=\"{reason}\"}} {n}"
+            );
         }
         out.push_str("# HELP telemetry_cardinality_overflow_total Values past their daily cap, stored as (other); for scope=\"project\", requests refused.\n");
         out.push_str("# TYPE telemetry_cardinality_overflow_total counter\n");
@@ -160,6 +189,8 @@ mod tests {
         m.request("ingest", "accepted");
         m.request("ingest", "policy_violation");
         m.items(5, 2);
+        m.skew("demo", "refused", "unknown_event", 3);
+        m.skew("demo", "downgraded", "downgraded_full_to_anonymous", 2);
         m.storage_unavailable(true);
         let text = m.render(&StoreStatus {
             queue_depth: 3,
@@ -173,6 +204,8 @@ mod tests {
             "telemetry_requests_total{endpoint=\"ingest\",outcome=\"policy_violation\"} 1",
             "telemetry_items_total{outcome=\"accepted\"} 5",
             "telemetry_items_total{outcome=\"duplicate\"} 2",
+            "telemetry_skew_items_total{project=\"demo\",kind=\"refused\",reason=\"unknown_event\"} 3",
+            "telemetry_skew_items_total{project=\"demo\",kind=\"downgraded\",reason=\"downgraded_full_to_anonymous\"} 2",
             "telemetry_write_queue_depth 3",
             "telemetry_commit_seconds_count 4",
             "telemetry_database_bytes 4096",

@@ -47,6 +47,8 @@ struct Inner {
     metrics: Metrics,
     /// The caps on distinct values per day, and what today admitted.
     cardinality: crate::cardinality::Cardinality,
+    /// The daily cap on refusal details and the skew-warning throttle.
+    skew: crate::skew::SkewLog,
     /// Largest body accepted, before and after decompression.
     body_limit: usize,
     /// Connection limits and timeouts, for [`crate::serve`].
@@ -154,6 +156,7 @@ impl AppState {
                 limiter: RateLimiter::new(config.rate_limit),
                 metrics: Metrics::default(),
                 cardinality: crate::cardinality::Cardinality::new(config.cardinality, open_mode),
+                skew: crate::skew::SkewLog::default(),
                 body_limit: config.body_limit,
                 connections: crate::config::ConnectionConfig {
                     // Behind a proxy every connection comes from the proxy.
@@ -210,6 +213,16 @@ impl AppState {
                 .map(|(name, p)| (name.clone(), p.retention_days))
                 .collect(),
         }
+    }
+
+    /// Raw-event retention for projects without a configured one (open mode).
+    pub fn default_retention_days(&self) -> u32 {
+        self.inner.default_retention_days
+    }
+
+    /// Version-skew bookkeeping.
+    pub fn skew(&self) -> &crate::skew::SkewLog {
+        &self.inner.skew
     }
 
     /// The install-id hasher.

@@ -25,6 +25,6 @@ pub use tier::{ParseTierError, Tier};
 pub use time::{Day, IsoWeek, Timestamp};
 pub use uuid::Uuid;
 pub use wire::{
-    ClientContext, Counter, DeleteRequest, ErrorBody, ErrorCode, Event, IngestPayload,
-    IngestResponse, PropValue, Props,
+    ClientContext, Counter, DeleteRequest, ErrorBody, ErrorCode, Event, IgnoredFields,
+    IngestPayload, IngestResponse, PropValue, Props, RefusedItem,
 };

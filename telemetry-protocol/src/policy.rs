@@ -37,6 +37,11 @@ pub mod limits {
     /// command more often than this in a day; a larger number is an attempt to
     /// skew the stats.
     pub const MAX_COUNT: u64 = 1_000_000;
+    /// How far ahead of the collector's clock an event's time or a counter's
+    /// day may be, in days. Clocks drift and a UTC day starts at different
+    /// local times, but not by more than this; anything later is refused, so
+    /// the collector never stores a time that no purge would ever reach.
+    pub const MAX_DAYS_AHEAD: i32 = 1;
 }
 
 /// A top-level payload field that the tier policy governs.
@@ -178,6 +183,42 @@ pub enum ViolationCode {
     UnknownProp,
     /// The identity field is not declared in the manifest.
     UnknownIdentityField,
+    /// An event's time or a counter's day is more than
+    /// [`limits::MAX_DAYS_AHEAD`] ahead of the collector's clock. Refused per item.
+    TimeInFuture,
+    /// An event is older than the project's raw-event retention, or a counter's
+    /// day is older than the window in which report ids are remembered: the
+    /// collector could no longer recognise its replay. Refused per item.
+    TimeTooOld,
+}
+
+impl ViolationCode {
+    /// The code as it appears on the wire, e.g. `unknown_event`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ViolationCode::TierOff => "tier_off",
+            ViolationCode::FieldNotAllowed => "field_not_allowed",
+            ViolationCode::MissingField => "missing_field",
+            ViolationCode::InvalidName => "invalid_name",
+            ViolationCode::InvalidValue => "invalid_value",
+            ViolationCode::TooLarge => "too_large",
+            ViolationCode::Duplicate => "duplicate",
+            ViolationCode::WrongProject => "wrong_project",
+            ViolationCode::TierAboveMax => "tier_above_max",
+            ViolationCode::UnknownEvent => "unknown_event",
+            ViolationCode::EventAboveTier => "event_above_tier",
+            ViolationCode::UnknownProp => "unknown_prop",
+            ViolationCode::UnknownIdentityField => "unknown_identity_field",
+            ViolationCode::TimeInFuture => "time_in_future",
+            ViolationCode::TimeTooOld => "time_too_old",
+        }
+    }
+}
+
+impl fmt::Display for ViolationCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One reason a payload was refused, naming the offending item by its path in

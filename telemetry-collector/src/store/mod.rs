@@ -8,7 +8,11 @@
 //! - every tier rolls up into daily counters in the same transaction as its
 //!   raw rows, so stats never scan raw events;
 //! - install ids arrive already pseudonymized ([`InstallHash`]); a backend
-//!   never sees a raw install id, an address or a header.
+//!   never sees a raw install id, an address or a header;
+//! - what ingest refused, downgraded or ignored ([`Skew`]) is counted in
+//!   `refusals` in the same transaction as the accepted items, and a replay
+//!   counts it no more than it counts the items: refused events and
+//!   rolled-up events are remembered by id with the report ids.
 //!
 //! [`sqlite`] is the zero-config default; [`postgres`] lets several
 //! collectors share one database; [`migrate`] copies the first into the second.
@@ -22,6 +26,7 @@ use telemetry_protocol::{Counter, Day, Event, Tier, Uuid};
 pub use crate::secrets::InstallHash;
 
 pub mod migrate;
+pub use sqlite::REPORT_ID_DAYS;
 pub mod postgres;
 mod queue;
 pub mod sqlite;
@@ -133,6 +138,14 @@ pub enum BatchData {
         /// The counters.
         counters: Vec<Counter>,
     },
+    /// Events sent above the project's `max_tier = "aggregate"`, rolled up
+    /// into counters (count 1 each) and stored at `aggregate`: no install and
+    /// no event row. Each keeps its event id, remembered with the report ids
+    /// for the same window, so that a retry is not counted twice.
+    Rollup {
+        /// Each event's id and the counter it became.
+        counters: Vec<(Uuid, Counter)>,
+    },
     /// `anonymous` and `full`: events of one pseudonymized install.
     Events {
         /// The pseudonymized install id.
@@ -144,6 +157,67 @@ pub enum BatchData {
         /// that lowering the tier also forgets who the user said they were.
         identity: Option<BTreeMap<String, String>>,
     },
+}
+
+/// What ingest refused, downgraded or ignored in one request, stored in
+/// `refusals` with it (see [`Store::ingest_checked`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skew {
+    /// Items refused on their own.
+    pub refused: Vec<RefusedRow>,
+    /// Counts of the whole request (downgrades, ignored fields). They are
+    /// stored only if the request stored or refused anything not seen
+    /// before, so a replay does not count them again.
+    pub notes: Vec<SkewNote>,
+}
+
+impl Skew {
+    /// Whether there is nothing to count.
+    pub fn is_empty(&self) -> bool {
+        self.refused.is_empty() && self.notes.is_empty()
+    }
+}
+
+/// One refused item, as `refusals` counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRow {
+    /// The event id, for an event: remembered like a report id so that a
+    /// replay of the event is not counted twice. `None` for a counter (its
+    /// report id covers it) or an identity field: counted only if anything
+    /// else in the request was new, like the notes.
+    pub id: Option<Uuid>,
+    /// The reason, a violation code such as `unknown_event`.
+    pub reason: String,
+    /// What was refused, e.g. `command.name=deploy`; never a value of an
+    /// undeclared prop or of an identity field.
+    pub detail: String,
+}
+
+/// A count for the whole request, as `refusals` counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkewNote {
+    /// E.g. `downgraded_full_to_anonymous` or `ignored_field`.
+    pub reason: String,
+    /// E.g. the ignored field's path.
+    pub detail: String,
+    /// How many items.
+    pub count: u64,
+}
+
+/// One row of `refusals`: how many items of a reason and detail arrived on
+/// `day` from tool version `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalRow {
+    /// The UTC day the items arrived.
+    pub day: Day,
+    /// The tool version that sent them.
+    pub version: String,
+    /// The reason (a violation code, `downgraded_*` or `ignored_field`).
+    pub reason: String,
+    /// What was refused, downgraded or ignored.
+    pub detail: String,
+    /// How many.
+    pub count: u64,
 }
 
 /// What storing a batch did.
@@ -229,6 +303,27 @@ pub struct StatsInput {
     pub cohorts: Vec<CohortRow>,
 }
 
+/// One differentially private cell of a public page, as drawn once and kept
+/// (see [`crate::release`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedCell {
+    /// The project.
+    pub project: String,
+    /// The day of a daily cell, or the Monday of a weekly breakdown.
+    pub period: Day,
+    /// What was counted, e.g. `installs` or `os.active`.
+    pub statistic: String,
+    /// The breakdown value (`linux`, `1.4.2`), or `""` for a daily cell and
+    /// for the row that marks a breakdown as released.
+    pub key: String,
+    /// The noisy count as published.
+    pub value: i64,
+    /// The privacy loss this release spent.
+    pub epsilon: f64,
+    /// The day it was drawn.
+    pub released_on: Day,
+}
+
 /// Live figures for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StoreStatus {
@@ -250,7 +345,16 @@ pub struct StoreStatus {
 pub trait Store: Send + Sync + 'static {
     /// Stores a validated batch; resolves after commit. Fails fast with
     /// [`StoreError::QueueFull`] rather than waiting when writes back up.
-    fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome>;
+    fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome> {
+        self.ingest_checked(batch, Skew::default())
+    }
+
+    /// Like [`Store::ingest`], and counts `skew` in `refusals` in the same
+    /// transaction, no more often than the batch's items are counted.
+    fn ingest_checked(&self, batch: IngestBatch, skew: Skew) -> StoreFuture<'_, IngestOutcome>;
+
+    /// The `refusals` rows of `project` that arrived in `from..=to`.
+    fn refusals(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, Vec<RefusalRow>>;
 
     /// Removes every row of one install: events, install row, activity weeks
     /// and identity. Succeeds whether or not anything was there.
@@ -265,6 +369,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every project that has stored data, sorted.
     fn projects(&self) -> StoreFuture<'_, Vec<String>>;
+
+    /// The public releases of `project` whose period lies in `from..=to`.
+    fn released_cells(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+    ) -> StoreFuture<'_, Vec<ReleasedCell>>;
+
+    /// Keeps newly drawn public releases, durably. A cell that is already
+    /// stored (same project, period, statistic and key) keeps its first
+    /// value: collectors sharing a database that draw at once agree on
+    /// whichever was stored first, and read it back with
+    /// [`Store::released_cells`].
+    fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()>;
 
     /// Live figures for `/metrics`.
     fn status(&self) -> StoreStatus;

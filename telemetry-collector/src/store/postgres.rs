@@ -44,7 +44,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use super::queue::{self, CommitTiming, Done, Job, Msg, Op, Reply};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
-    RetentionPolicy, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
 };
 use crate::secrets::InstallHasher;
 
@@ -133,6 +133,32 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events DROP CONSTRAINT events_pkey;
     ALTER TABLE events ADD PRIMARY KEY (project, install, event_id);
     DROP INDEX events_by_install;
+    "#,
+    // 3: what ingest refused, downgraded or ignored, as SQLite's migration 4.
+    r#"
+    CREATE TABLE refusals (
+        project TEXT NOT NULL,
+        day     INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        reason  TEXT NOT NULL,
+        detail  TEXT NOT NULL,
+        count   BIGINT NOT NULL,
+        PRIMARY KEY (project, day, version, reason, detail)
+    );
+    "#,
+    // 4: the public page's differentially private releases, as in SQLite's
+    // migration 5: each cell is drawn once and kept.
+    r#"
+    CREATE TABLE public_releases (
+        project     TEXT NOT NULL,
+        period      INTEGER NOT NULL,
+        statistic   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       BIGINT NOT NULL,
+        epsilon     DOUBLE PRECISION NOT NULL,
+        released_on INTEGER NOT NULL,
+        PRIMARY KEY (project, period, statistic, key)
+    );
     "#,
 ];
 
@@ -488,6 +514,7 @@ struct Statements {
     weeks: Statement,
     identities: Statement,
     forget_identities: Statement,
+    refusals: Statement,
 }
 
 impl Statements {
@@ -528,6 +555,11 @@ impl Statements {
             forget_identities: p("DELETE FROM identities i
                  USING unnest($1::text[], $2::bytea[]) AS d(project, install)
                  WHERE i.project = d.project AND i.install = d.install")
+            .await?,
+            refusals: p("INSERT INTO refusals (project, day, version, reason, detail, count)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                 ON CONFLICT (project, day, version, reason, detail)
+                 DO UPDATE SET count = refusals.count + excluded.count")
             .await?,
         })
     }
@@ -574,7 +606,7 @@ impl Writer {
         while let Some(first) = rx.recv().await {
             let mut jobs = Vec::new();
             let mut push = |msg: Msg, jobs: &mut Vec<Job>| match msg {
-                Msg::Job(job) => jobs.push(job),
+                Msg::Job(job) => jobs.push(*job),
                 Msg::Shutdown(done) => shutdown = Some(done),
             };
             push(first, &mut jobs);
@@ -587,10 +619,10 @@ impl Writer {
             }
             // Consecutive ingests share a transaction; a delete or purge runs
             // on its own, after the ingests queued before it, keeping order.
-            let mut group: Vec<(IngestBatch, Reply)> = Vec::new();
+            let mut group: Vec<(IngestBatch, Skew, Reply)> = Vec::new();
             for job in jobs {
                 match job.op {
-                    Op::Ingest(batch) => group.push((batch, job.reply)),
+                    Op::Ingest(batch, skew) => group.push((batch, skew, job.reply)),
                     op => {
                         self.ingest_group(std::mem::take(&mut group)).await;
                         let result = self.single(&op).await;
@@ -633,12 +665,13 @@ impl Writer {
     /// Commits a group of ingests together. If the group fails for a reason
     /// a retry does not fix, each ingest is tried alone, so one bad request
     /// cannot fail the others queued with it.
-    async fn ingest_group(&mut self, group: Vec<(IngestBatch, Reply)>) {
+    async fn ingest_group(&mut self, group: Vec<(IngestBatch, Skew, Reply)>) {
         if group.is_empty() {
             return;
         }
-        let (batches, replies): (Vec<IngestBatch>, Vec<Reply>) = group.into_iter().unzip();
-        let refs: Vec<&IngestBatch> = batches.iter().collect();
+        let (batches, replies): (Vec<(IngestBatch, Skew)>, Vec<Reply>) =
+            group.into_iter().map(|(b, s, r)| ((b, s), r)).unzip();
+        let refs: Vec<(&IngestBatch, &Skew)> = batches.iter().map(|(b, s)| (b, s)).collect();
         match self.commit_ingests(&refs).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -665,7 +698,7 @@ impl Writer {
 
     async fn commit_ingests(
         &mut self,
-        batches: &[&IngestBatch],
+        batches: &[(&IngestBatch, &Skew)],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut attempt = 0;
         loop {
@@ -684,7 +717,7 @@ impl Writer {
                 Ok(outcomes) => {
                     self.record_commit(started);
                     self.known_projects
-                        .extend(batches.iter().map(|b| b.project.clone()));
+                        .extend(batches.iter().map(|(b, _)| b.project.clone()));
                     return Ok(outcomes);
                 }
                 Err(e) if retryable(&e) && attempt < RETRIES => {
@@ -709,7 +742,7 @@ impl Writer {
                 Op::Purge { policy, today } => purge_tx(&mut conn.client, policy, *today)
                     .await
                     .map(Done::Purge),
-                Op::Ingest(_) => unreachable!("ingests are grouped"),
+                Op::Ingest(..) => unreachable!("ingests are grouped"),
             };
             match result {
                 Ok(done) => {
@@ -730,9 +763,10 @@ impl Writer {
 /// sorted (see the module doc), and returns each batch's outcome.
 async fn ingest_tx(
     conn: &mut WriterConn,
-    batches: &[&IngestBatch],
+    group: &[(&IngestBatch, &Skew)],
     known_projects: &HashSet<String>,
 ) -> Result<Vec<IngestOutcome>, tokio_postgres::Error> {
+    let batches: Vec<&IngestBatch> = group.iter().map(|(b, _)| *b).collect();
     let s = &conn.stmts;
     let tx = conn.client.transaction().await?;
 
@@ -747,18 +781,41 @@ async fn ingest_tx(
         tx.execute(&s.projects, &[&new_projects]).await?;
     }
 
-    // Report ids: the first batch in the group carrying one is its candidate.
+    // Report ids (and the ids of rolled-up and refused events, remembered
+    // with them): the first batch in the group carrying one is its candidate.
     let mut reports: BTreeMap<(&str, [u8; 16]), (usize, i32)> = BTreeMap::new();
     // Event ids, per install: the first occurrence in the group is the
     // candidate, found by (batch, position in the batch).
     type EventKey<'a> = (&'a str, [u8; 16], [u8; 16]);
     let mut events: BTreeMap<EventKey<'_>, (usize, usize)> = BTreeMap::new();
     for (i, batch) in batches.iter().enumerate() {
+        for item in &group[i].1.refused {
+            if let Some(id) = &item.id {
+                reports
+                    .entry((&batch.project, *id.as_bytes()))
+                    .or_insert((i, batch.received.days_since_epoch()));
+            }
+        }
         match &batch.data {
-            BatchData::Aggregate { report_id, .. } => {
+            BatchData::Aggregate {
+                report_id,
+                counters,
+            } => {
+                // Remembered under its newest day; see `REPORT_ID_DAYS`.
+                let newest = counters
+                    .iter()
+                    .map(|c| c.day)
+                    .fold(batch.received, Day::max);
                 reports
                     .entry((&batch.project, *report_id.as_bytes()))
-                    .or_insert((i, batch.received.days_since_epoch()));
+                    .or_insert((i, newest.days_since_epoch()));
+            }
+            BatchData::Rollup { counters } => {
+                for (id, c) in counters {
+                    reports
+                        .entry((&batch.project, *id.as_bytes()))
+                        .or_insert((i, c.day.max(batch.received).days_since_epoch()));
+                }
             }
             BatchData::Events {
                 install,
@@ -816,6 +873,11 @@ async fn ingest_tx(
     let mut installs: BTreeMap<(&str, [u8; 16]), (i32, i32)> = BTreeMap::new();
     let mut weeks: BTreeSet<(&str, [u8; 16], i32)> = BTreeSet::new();
     let mut identities: BTreeMap<(&str, [u8; 16]), IdentityChange> = BTreeMap::new();
+    let mut refusals: BTreeMap<(&str, i32, &str, &str, &str), i64> = BTreeMap::new();
+    let fresh_id = |project: &str, id: [u8; 16], i: usize| {
+        reports.get(&(project, id)).map(|(first, _)| *first) == Some(i)
+            && fresh_reports.contains(&(project.to_owned(), id.to_vec()))
+    };
     for (i, batch) in batches.iter().enumerate() {
         let project = batch.project.as_str();
         let ctx = &batch.context;
@@ -826,9 +888,7 @@ async fn ingest_tx(
                 report_id,
                 counters: list,
             } => {
-                let key = (project, *report_id.as_bytes());
-                let fresh = reports.get(&key).map(|(first, _)| *first) == Some(i)
-                    && fresh_reports.contains(&(project.to_owned(), key.1.to_vec()));
+                let fresh = fresh_id(project, *report_id.as_bytes(), i);
                 if !fresh {
                     outcome.duplicates = list.len() as u64;
                 } else {
@@ -846,6 +906,26 @@ async fn ingest_tx(
                         *counters.entry(key).or_default() += c.count as i64;
                         outcome.accepted += 1;
                     }
+                }
+            }
+            BatchData::Rollup { counters: list } => {
+                for (id, c) in list {
+                    if !fresh_id(project, *id.as_bytes(), i) {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    let key = (
+                        project,
+                        c.day.days_since_epoch(),
+                        c.event.as_str(),
+                        props_json(&c.props),
+                        ctx.version.as_str(),
+                        ctx.os.as_str(),
+                        ctx.arch.as_str(),
+                        tier,
+                    );
+                    *counters.entry(key).or_default() += c.count as i64;
+                    outcome.accepted += 1;
                 }
             }
             BatchData::Events {
@@ -884,7 +964,10 @@ async fn ingest_tx(
                     weeks.insert((project, install.0, day.week_start().days_since_epoch()));
                     outcome.accepted += 1;
                 }
+                // With every event refused there is no install row to hang an
+                // identity on, and none that a purge would find it by.
                 match (batch.tier, identity) {
+                    _ if list.is_empty() => {}
                     (Tier::Full, Some(fields)) => {
                         let json = serde_json::to_string(fields).unwrap_or_else(|_| "{}".into());
                         identities.insert((project, install.0), IdentityChange::Set(json));
@@ -896,7 +979,55 @@ async fn ingest_tx(
                 }
             }
         }
+        // What was refused, downgraded or ignored: each refused event once
+        // by its id, the request's notes once if anything in it was new.
+        let skew = group[i].1;
+        let report_fresh = match &batch.data {
+            BatchData::Aggregate { report_id, .. } => fresh_id(project, *report_id.as_bytes(), i),
+            _ => false,
+        };
+        let mut fresh = outcome.accepted > 0 || report_fresh;
+        let day = batch.received.days_since_epoch();
+        for item in &skew.refused {
+            if let Some(id) = &item.id
+                && fresh_id(project, *id.as_bytes(), i)
+            {
+                fresh = true;
+                *refusals
+                    .entry((project, day, &ctx.version, &item.reason, &item.detail))
+                    .or_default() += 1;
+            }
+        }
+        if fresh {
+            for item in skew.refused.iter().filter(|r| r.id.is_none()) {
+                *refusals
+                    .entry((project, day, &ctx.version, &item.reason, &item.detail))
+                    .or_default() += 1;
+            }
+            for note in &skew.notes {
+                *refusals
+                    .entry((project, day, &ctx.version, &note.reason, &note.detail))
+                    .or_default() += note.count as i64;
+            }
+        }
         outcomes.push(outcome);
+    }
+    if !refusals.is_empty() {
+        let (mut p, mut days, mut versions, mut reasons, mut details, mut counts) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for ((project, day, version, reason, detail), n) in &refusals {
+            p.push(*project);
+            days.push(*day);
+            versions.push(*version);
+            reasons.push(*reason);
+            details.push(*detail);
+            counts.push(*n);
+        }
+        tx.execute(
+            &s.refusals,
+            &[&p, &days, &versions, &reasons, &details, &counts],
+        )
+        .await?;
     }
 
     if !counters.is_empty() {
@@ -1142,8 +1273,31 @@ async fn read_prop_counters(
 }
 
 impl Store for PostgresStore {
-    fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome> {
-        queue::ingest(&self.jobs, batch)
+    fn ingest_checked(&self, batch: IngestBatch, skew: Skew) -> StoreFuture<'_, IngestOutcome> {
+        queue::ingest(&self.jobs, batch, skew)
+    }
+
+    fn refusals(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, Vec<RefusalRow>> {
+        let project = project.to_owned();
+        self.read(move |client| async move {
+            Ok(client
+                .query(
+                    "SELECT day, version, reason, detail, count FROM refusals
+                     WHERE project = $1 AND day BETWEEN $2 AND $3
+                     ORDER BY day, version, reason, detail",
+                    &[&project, &from.days_since_epoch(), &to.days_since_epoch()],
+                )
+                .await?
+                .iter()
+                .map(|r| RefusalRow {
+                    day: Day::from_days_since_epoch(r.get(0)),
+                    version: r.get(1),
+                    reason: r.get(2),
+                    detail: r.get(3),
+                    count: r.get::<_, i64>(4).max(0) as u64,
+                })
+                .collect())
+        })
     }
 
     fn delete_install(&self, project: &str, install: InstallHash) -> StoreFuture<'_, ()> {
@@ -1181,6 +1335,75 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|r| r.get(0))
                 .collect())
+        })
+    }
+
+    fn released_cells(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+    ) -> StoreFuture<'_, Vec<ReleasedCell>> {
+        let project = project.to_owned();
+        self.read(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT period, statistic, key, value, epsilon, released_on FROM public_releases
+                     WHERE project = $1 AND period BETWEEN $2 AND $3
+                     ORDER BY period, statistic, key",
+                    &[&project, &from.days_since_epoch(), &to.days_since_epoch()],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| ReleasedCell {
+                    project: project.clone(),
+                    period: Day::from_days_since_epoch(r.get(0)),
+                    statistic: r.get(1),
+                    key: r.get(2),
+                    value: r.get(3),
+                    epsilon: r.get(4),
+                    released_on: Day::from_days_since_epoch(r.get(5)),
+                })
+                .collect())
+        })
+    }
+
+    fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()> {
+        // One statement, so all the cells are kept or none; a cell another
+        // collector kept first wins. Releases are rare and small, so they
+        // use the read connection rather than the ingest queue.
+        self.read(move |client| async move {
+            let column = |f: fn(&ReleasedCell) -> String| cells.iter().map(f).collect::<Vec<_>>();
+            let projects = column(|c| c.project.clone());
+            let statistics = column(|c| c.statistic.clone());
+            let keys = column(|c| c.key.clone());
+            let periods: Vec<i32> = cells.iter().map(|c| c.period.days_since_epoch()).collect();
+            let values: Vec<i64> = cells.iter().map(|c| c.value).collect();
+            let epsilons: Vec<f64> = cells.iter().map(|c| c.epsilon).collect();
+            let released: Vec<i32> = cells
+                .iter()
+                .map(|c| c.released_on.days_since_epoch())
+                .collect();
+            client
+                .execute(
+                    "INSERT INTO public_releases
+                     (project, period, statistic, key, value, epsilon, released_on)
+                     SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[],
+                                          $5::int8[], $6::float8[], $7::int4[])
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &projects,
+                        &periods,
+                        &statistics,
+                        &keys,
+                        &values,
+                        &epsilons,
+                        &released,
+                    ],
+                )
+                .await?;
+            Ok(())
         })
     }
 

@@ -12,7 +12,8 @@ use telemetry_protocol::Day;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    IngestBatch, IngestOutcome, InstallHash, PurgeOutcome, RetentionPolicy, StoreError, StoreFuture,
+    IngestBatch, IngestOutcome, InstallHash, PurgeOutcome, RetentionPolicy, Skew, StoreError,
+    StoreFuture,
 };
 
 /// Commit counters a writer updates, for `/metrics`.
@@ -28,8 +29,8 @@ pub(super) struct CommitTiming {
 
 /// One write.
 pub(super) enum Op {
-    /// Store a validated ingest request.
-    Ingest(IngestBatch),
+    /// Store a validated ingest request and count what it refused.
+    Ingest(IngestBatch, Skew),
     /// Delete every row of one install.
     Delete {
         /// The project.
@@ -69,8 +70,9 @@ pub(super) type Reply = oneshot::Sender<Result<Done, StoreError>>;
 
 /// What travels on the queue.
 pub(super) enum Msg {
-    /// A write.
-    Job(Job),
+    /// A write. Boxed: a job is much larger than the shutdown signal, and
+    /// the channel's slots are sized for the largest message.
+    Job(Box<Job>),
     /// Finish the queued writes, then stop and say so.
     Shutdown(oneshot::Sender<()>),
 }
@@ -80,7 +82,7 @@ pub(super) enum Msg {
 /// wait for room.
 async fn submit(jobs: &mpsc::Sender<Msg>, op: Op, wait_for_room: bool) -> Result<Done, StoreError> {
     let (reply, answer) = oneshot::channel();
-    let msg = Msg::Job(Job { op, reply });
+    let msg = Msg::Job(Box::new(Job { op, reply }));
     if wait_for_room {
         jobs.send(msg).await.map_err(|_| StoreError::Closed)?;
     } else {
@@ -96,13 +98,14 @@ fn wrong_answer<T>() -> Result<T, StoreError> {
     Err(StoreError::Database("writer answered the wrong job".into()))
 }
 
-/// [`super::Store::ingest`] through the queue.
+/// [`super::Store::ingest_checked`] through the queue.
 pub(super) fn ingest(
     jobs: &mpsc::Sender<Msg>,
     batch: IngestBatch,
+    skew: Skew,
 ) -> StoreFuture<'_, IngestOutcome> {
     Box::pin(async move {
-        match submit(jobs, Op::Ingest(batch), false).await? {
+        match submit(jobs, Op::Ingest(batch, skew), false).await? {
             Done::Ingest(outcome) => Ok(outcome),
             _ => wrong_answer(),
         }

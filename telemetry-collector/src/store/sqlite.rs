@@ -20,17 +20,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use telemetry_protocol::{Day, Tier};
+use telemetry_protocol::{Day, Tier, Uuid};
 use tokio::sync::{mpsc, oneshot};
 
 use super::queue::{self, CommitTiming, Done, Job, Msg, Op};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
-    RetentionPolicy, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
 };
 
 /// Days a report id is remembered. Clients retry within hours or days; a
 /// month covers any plausible outage without keeping ids for ever.
+///
+/// A report id is remembered under the latest of its arrival day and its
+/// newest counter's day, and ingest refuses counters dated more than this
+/// many days back, so a report replayed after its id was purged has nothing
+/// left that could be counted twice.
 pub const REPORT_ID_DAYS: i32 = 31;
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
@@ -141,6 +146,37 @@ const MIGRATIONS: &[&str] = &[
         FROM installs i
         JOIN install_weeks w ON w.project = i.project AND w.install = i.install
         GROUP BY i.project, i.first_seen_day, w.week;
+    "#,
+    // 4: what ingest refused, downgraded or ignored, per arrival day, tool
+    // version, reason and detail. Written in the transaction of the accepted
+    // items; `detail` is kept out of `strings` because ingest caps how many
+    // distinct details a day may add (see `skew.rs`), not the dictionary.
+    r#"
+    CREATE TABLE refusals (
+        project INTEGER NOT NULL,
+        day     INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        reason  TEXT NOT NULL,
+        detail  TEXT NOT NULL,
+        count   INTEGER NOT NULL,
+        PRIMARY KEY (project, day, version, reason, detail)
+    ) WITHOUT ROWID;
+    "#,
+    // 5: the public page's differentially private releases (see
+    // `crate::release`). Each cell is drawn once and kept, so every later
+    // read returns the same noisy value and averaging reads gains nothing.
+    // `key` is '' for a daily cell and for the marker row of a breakdown.
+    r#"
+    CREATE TABLE public_releases (
+        project     TEXT NOT NULL,
+        period      INTEGER NOT NULL,
+        statistic   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       INTEGER NOT NULL,
+        epsilon     REAL NOT NULL,
+        released_on INTEGER NOT NULL,
+        PRIMARY KEY (project, period, statistic, key)
+    ) WITHOUT ROWID;
     "#,
 ];
 
@@ -467,7 +503,7 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = Vec::new();
             let mut push = |msg: Msg, jobs: &mut Vec<Job>| match msg {
-                Msg::Job(job) => jobs.push(job),
+                Msg::Job(job) => jobs.push(*job),
                 Msg::Shutdown(done) => shutdown = Some(done),
             };
             push(first, &mut jobs);
@@ -628,7 +664,7 @@ impl Writer {
 
     fn apply(&mut self, op: &Op) -> Result<Done, StoreError> {
         match op {
-            Op::Ingest(batch) => self.ingest(batch).map(Done::Ingest),
+            Op::Ingest(batch, skew) => self.ingest(batch, skew).map(Done::Ingest),
             Op::Delete { project, install } => self.delete(project, install).map(|()| Done::Delete),
             Op::Purge { policy, today } => self.purge(policy, *today).map(Done::Purge),
         }
@@ -691,7 +727,20 @@ impl Writer {
         self.job_counts.push((key, count));
     }
 
-    fn ingest(&mut self, batch: &IngestBatch) -> rusqlite::Result<IngestOutcome> {
+    /// Remembers a one-time id (a report id, or the id of a rolled-up or
+    /// refused event) under `day`; whether it was new.
+    fn remember_id(&self, project: i64, id: &Uuid, day: Day) -> rusqlite::Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "INSERT INTO seen_reports (project, report_id, day) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![project, id.as_bytes().as_slice(), day_num(day)])?
+            == 1)
+    }
+
+    fn ingest(&mut self, batch: &IngestBatch, skew: &Skew) -> rusqlite::Result<IngestOutcome> {
         let project = self
             .project_id(&batch.project, true)?
             .expect("created on demand");
@@ -714,23 +763,28 @@ impl Writer {
                 report_id,
                 counters,
             } => {
-                let fresh = self
-                    .conn
-                    .prepare_cached(
-                        "INSERT INTO seen_reports (project, report_id, day) VALUES (?1, ?2, ?3)
-                         ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(params![
-                        project,
-                        report_id.as_bytes().as_slice(),
-                        day_num(batch.received)
-                    ])?
-                    == 1;
-                if !fresh {
+                let newest = counters
+                    .iter()
+                    .map(|c| c.day)
+                    .fold(batch.received, Day::max);
+                if !self.remember_id(project, report_id, newest)? {
+                    // A replay: neither its counters nor its refusals count again.
                     outcome.duplicates = counters.len() as u64;
                     return Ok(outcome);
                 }
                 for c in counters {
+                    let event = self.string_id(&c.event)?;
+                    let props = self.string_id(&props_json(&c.props))?;
+                    self.add_count(key(c.day, event, props), c.count);
+                    outcome.accepted += 1;
+                }
+            }
+            BatchData::Rollup { counters } => {
+                for (id, c) in counters {
+                    if !self.remember_id(project, id, c.day.max(batch.received))? {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
                     let event = self.string_id(&c.event)?;
                     let props = self.string_id(&props_json(&c.props))?;
                     self.add_count(key(c.day, event, props), c.count);
@@ -775,10 +829,62 @@ impl Writer {
                         days.iter().map(|d| day_num(d.week_start())).collect();
                     self.note_activity(project, install, (day_num(*first), day_num(*last)), weeks)?;
                 }
-                self.note_identity(project, install, batch.tier, identity.as_ref())?;
+                // With every event refused there is no install row to hang an
+                // identity on, and none that a purge would find it by.
+                if !events.is_empty() {
+                    self.note_identity(project, install, batch.tier, identity.as_ref())?;
+                }
             }
         }
+        if !skew.is_empty() {
+            self.count_skew(project, context[0], batch, skew, outcome.accepted > 0)?;
+        }
         Ok(outcome)
+    }
+
+    /// Adds `skew` to `refusals`: each refused event only if its id is new,
+    /// and the rest (refused counters and identity fields, the request's
+    /// notes) only if anything in the request was new (`fresh`).
+    fn count_skew(
+        &self,
+        project: i64,
+        version: i64,
+        batch: &IngestBatch,
+        skew: &Skew,
+        mut fresh: bool,
+    ) -> rusqlite::Result<()> {
+        // An aggregate report that got here is new, and so is every counter in it.
+        fresh |= matches!(batch.data, BatchData::Aggregate { .. });
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO refusals (project, day, version, reason, detail, count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO UPDATE SET count = count + excluded.count",
+        )?;
+        let day = day_num(batch.received);
+        for item in &skew.refused {
+            if let Some(id) = &item.id
+                && self.remember_id(project, id, batch.received)?
+            {
+                fresh = true;
+                stmt.execute(params![project, day, version, item.reason, item.detail, 1])?;
+            }
+        }
+        if fresh {
+            for item in skew.refused.iter().filter(|r| r.id.is_none()) {
+                stmt.execute(params![project, day, version, item.reason, item.detail, 1])?;
+            }
+            for note in &skew.notes {
+                stmt.execute(params![
+                    project,
+                    day,
+                    version,
+                    note.reason,
+                    note.detail,
+                    note.count as i64
+                ])?;
+            }
+        }
+        Ok(())
     }
 
     /// Widens the install's first/last-seen span and records its active
@@ -1095,6 +1201,82 @@ fn read_stats(
     })
 }
 
+fn read_refusals(
+    conn: &Connection,
+    project: &str,
+    from: Day,
+    to: Day,
+) -> rusqlite::Result<Vec<RefusalRow>> {
+    conn.prepare_cached(
+        "SELECT r.day, v.text, r.reason, r.detail, r.count
+         FROM refusals r
+         JOIN projects p ON p.id = r.project
+         JOIN strings v ON v.id = r.version
+         WHERE p.name = ?1 AND r.day BETWEEN ?2 AND ?3
+         ORDER BY r.day, v.text, r.reason, r.detail",
+    )?
+    .query_map(params![project, day_num(from), day_num(to)], |r| {
+        Ok(RefusalRow {
+            day: day_from(r.get(0)?),
+            version: r.get(1)?,
+            reason: r.get(2)?,
+            detail: r.get(3)?,
+            count: r.get::<_, i64>(4)? as u64,
+        })
+    })?
+    .collect()
+}
+
+fn read_released(
+    conn: &Connection,
+    project: &str,
+    from: Day,
+    to: Day,
+) -> rusqlite::Result<Vec<ReleasedCell>> {
+    conn.prepare_cached(
+        "SELECT period, statistic, key, value, epsilon, released_on FROM public_releases
+         WHERE project = ?1 AND period BETWEEN ?2 AND ?3 ORDER BY period, statistic, key",
+    )?
+    .query_map(
+        params![project, from.days_since_epoch(), to.days_since_epoch()],
+        |r| {
+            Ok(ReleasedCell {
+                project: project.to_owned(),
+                period: Day::from_days_since_epoch(r.get(0)?),
+                statistic: r.get(1)?,
+                key: r.get(2)?,
+                value: r.get(3)?,
+                epsilon: r.get(4)?,
+                released_on: Day::from_days_since_epoch(r.get(5)?),
+            })
+        },
+    )?
+    .collect()
+}
+
+fn write_released(conn: &mut Connection, cells: &[ReleasedCell]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO public_releases
+             (project, period, statistic, key, value, epsilon, released_on)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for c in cells {
+            insert.execute(params![
+                c.project,
+                c.period.days_since_epoch(),
+                c.statistic,
+                c.key,
+                c.value,
+                c.epsilon,
+                c.released_on.days_since_epoch()
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
 /// [`Store::prop_counters`]: grouped on the integer ids first, like
 /// [`read_stats`], so each props text is looked up once per result row. The
 /// day range is a prefix of the primary key, so only the window is read.
@@ -1161,8 +1343,13 @@ fn read_prop_counters(
 }
 
 impl Store for SqliteStore {
-    fn ingest(&self, batch: IngestBatch) -> StoreFuture<'_, IngestOutcome> {
-        queue::ingest(&self.jobs, batch)
+    fn ingest_checked(&self, batch: IngestBatch, skew: Skew) -> StoreFuture<'_, IngestOutcome> {
+        queue::ingest(&self.jobs, batch, skew)
+    }
+
+    fn refusals(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, Vec<RefusalRow>> {
+        let project = project.to_owned();
+        self.read(move |conn| read_refusals(conn, &project, from, to))
     }
 
     fn delete_install(&self, project: &str, install: InstallHash) -> StoreFuture<'_, ()> {
@@ -1195,6 +1382,31 @@ impl Store for SqliteStore {
             conn.prepare_cached("SELECT name FROM projects ORDER BY name")?
                 .query_map([], |r| r.get(0))?
                 .collect()
+        })
+    }
+
+    fn released_cells(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+    ) -> StoreFuture<'_, Vec<ReleasedCell>> {
+        let project = project.to_owned();
+        self.read(move |conn| read_released(conn, &project, from, to))
+    }
+
+    fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()> {
+        // Releases are a few hundred rows a day at most, so they skip the
+        // ingest queue and take a connection of their own; the busy timeout
+        // waits for the writer's transaction like any second writer.
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = connect(&path)?;
+                write_released(&mut conn, &cells).map_err(db_err)
+            })
+            .await
+            .map_err(|e| StoreError::Database(format!("release task failed: {e}")))?
         })
     }
 

@@ -279,3 +279,47 @@ fn zero_config_start_prints_where_things_are_and_warns_about_open_mode() {
         }
     }
 }
+
+#[test]
+fn check_manifest_names_each_incompatible_change_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.toml");
+    let grown = dir.path().join("grown.toml");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&old, MANIFEST).unwrap();
+    std::fs::write(
+        &grown,
+        MANIFEST.replace(r#"["greet", "init"]"#, r#"["greet", "init", "deploy"]"#)
+            + "\n[events.lint]\ndescription = \"Lint ran\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &broken,
+        MANIFEST
+            .replace(r#"["greet", "init"]"#, r#"["greet"]"#)
+            .replace("min_tier = \"anonymous\"", "min_tier = \"full\""),
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let ok = run(&["check-manifest", &path(&old), &path(&grown)]);
+    assert!(stdout(&ok).contains("is compatible"));
+    let bad = run(&["check-manifest", &path(&old), &path(&broken)]);
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        text.contains("incompatible: prop `command.name`: enum value `init` was removed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "incompatible: event `crash`: min_tier was raised from `anonymous` to `full`"
+        ),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("2 incompatible changes"));
+    // Going back is as incompatible as going forward is fine.
+    let back = run(&["check-manifest", &path(&grown), &path(&old)]);
+    assert_eq!(back.status.code(), Some(1));
+    let missing = run(&["check-manifest", &path(&old), "/nonexistent/manifest.toml"]);
+    assert!(!missing.status.success());
+}

@@ -77,8 +77,6 @@ async fn malformed_bodies_answer_400_without_echoing_input() {
     for body in [
         "{not json".to_owned(),
         "[]".to_owned(),
-        json!({"project": "demo", "tier": "aggregate", "context": context(), "echo_me_back": 1})
-            .to_string(),
         json!({"project": "demo", "tier": "weird-tier-echo_me_back", "context": context()})
             .to_string(),
     ] {
@@ -87,6 +85,14 @@ async fn malformed_bodies_answer_400_without_echoing_input() {
         assert_eq!(error_code(&answer), "malformed_payload");
         assert!(!answer.to_string().contains("echo_me_back"), "{answer}");
     }
+    // An unknown field is ignored (forward compatibility), so this payload
+    // is refused for what it lacks, still without echoing the unknown name.
+    let body =
+        json!({"project": "demo", "tier": "aggregate", "context": context(), "echo_me_back": 1});
+    let (status, answer) = send_json(&state, post("/v1/ingest", body.to_string())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["violations"][0]["code"], "missing_field");
+    assert!(!answer.to_string().contains("echo_me_back"), "{answer}");
     let request = Request::post("/v1/ingest")
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
@@ -142,6 +148,87 @@ async fn wrong_content_type_or_encoding_answers_415() {
     state.store().close().await.unwrap();
 }
 
+/// What the manifest does not declare is refused per item with a 2xx that
+/// names each item; the rest of the payload is stored.
+#[tokio::test]
+async fn undeclared_items_are_refused_on_their_own_naming_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let state = state(&cfg);
+    let install = new_id();
+    let table: Vec<(Value, (&str, &str))> = vec![
+        (
+            anonymous(
+                install,
+                vec![event(new_id(), "install"), event(new_id(), "not_declared")],
+            ),
+            ("events[1]", "unknown_event"),
+        ),
+        (
+            anonymous(
+                install,
+                vec![
+                    event(new_id(), "install"),
+                    json!({"id": new_id(), "name": "command", "timestamp": now_ts(),
+                            "props": {"name": "greet", "secret_prop": "x"}}),
+                ],
+            ),
+            ("events[1].props.secret_prop", "unknown_prop"),
+        ),
+        (
+            anonymous(
+                install,
+                vec![
+                    event(new_id(), "install"),
+                    json!({"id": new_id(), "name": "command", "timestamp": now_ts(),
+                            "props": {"name": "not-an-enum-value"}}),
+                ],
+            ),
+            ("events[1].props.name", "invalid_value"),
+        ),
+        (
+            {
+                let mut p = aggregate(new_id(), "crash", 1);
+                p["counters"]
+                    .as_array_mut()
+                    .unwrap()
+                    .insert(0, json!({"day": today(), "event": "install", "count": 1}));
+                p
+            },
+            ("counters[1]", "event_above_tier"),
+        ),
+        (
+            {
+                let mut p = full(install, vec![event(new_id(), "install")], "a@b");
+                p["identity"]["phone"] = json!("123");
+                p
+            },
+            ("identity.phone", "unknown_identity_field"),
+        ),
+    ];
+    for (payload, (path, code)) in table {
+        let (status, body) = ingest(&state, &payload).await;
+        assert_eq!(status, StatusCode::OK, "{payload}");
+        assert_eq!(body["accepted"], 1, "{body}");
+        assert_eq!(body["refused"], 1, "{body}");
+        assert_eq!(body["refused_by_reason"][code], 1, "{body}");
+        assert_eq!(body["refused_items"][0]["path"], path, "{body}");
+        assert_eq!(body["refused_items"][0]["reason"], code, "{body}");
+    }
+    state.store().close().await.unwrap();
+    let db = cfg.db_path();
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM events"), 4);
+    assert_eq!(query_i64(&db, "SELECT SUM(count) FROM daily_counters"), 5);
+    assert_eq!(query_i64(&db, "SELECT SUM(count) FROM refusals"), 5);
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM identities WHERE fields LIKE '%phone%'"
+        ),
+        0
+    );
+}
+
 #[tokio::test]
 async fn policy_violations_answer_422_naming_every_item_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,32 +251,19 @@ async fn policy_violations_answer_422_naming_every_item_and_store_nothing() {
             ],
         ),
         (
-            anonymous(install, vec![event(new_id(), "not_declared")]),
-            vec![("events[0]", "unknown_event")],
+            {
+                let mut p = anonymous(install, vec![event(new_id(), "install")]);
+                p["identity"] = json!({"email": "x@example.org"});
+                p
+            },
+            vec![("identity", "field_not_allowed")],
         ),
         (
             anonymous(
                 install,
-                vec![
-                    json!({"id": new_id(), "name": "command", "timestamp": now_ts(),
-                            "props": {"name": "greet", "secret_prop": "x"}}),
-                ],
+                vec![json!({"id": "not-a-uuid", "name": "install", "timestamp": now_ts()})],
             ),
-            vec![("events[0].props.secret_prop", "unknown_prop")],
-        ),
-        (
-            anonymous(
-                install,
-                vec![
-                    json!({"id": new_id(), "name": "command", "timestamp": now_ts(),
-                            "props": {"name": "not-an-enum-value"}}),
-                ],
-            ),
-            vec![("events[0].props.name", "invalid_value")],
-        ),
-        (
-            aggregate(new_id(), "crash", 1),
-            vec![("counters[0]", "event_above_tier")],
+            vec![],
         ),
         (
             {
@@ -199,17 +273,14 @@ async fn policy_violations_answer_422_naming_every_item_and_store_nothing() {
             },
             vec![("project", "wrong_project")],
         ),
-        (
-            {
-                let mut p = full(install, vec![event(new_id(), "install")], "a@b");
-                p["identity"]["phone"] = json!("123");
-                p
-            },
-            vec![("identity.phone", "unknown_identity_field")],
-        ),
     ];
     for (payload, expected) in table {
         let (status, body) = ingest(&state, &payload).await;
+        if expected.is_empty() {
+            // A malformed id does not even parse: a 400, stored nothing.
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{payload}");
+            continue;
+        }
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{payload}");
         assert_eq!(error_code(&body), "policy_violation");
         let got: Vec<(String, String)> = body["violations"]
@@ -237,6 +308,7 @@ async fn policy_violations_answer_422_naming_every_item_and_store_nothing() {
         "installs",
         "identities",
         "seen_reports",
+        "refusals",
     ] {
         assert_eq!(
             query_i64(&db, &format!("SELECT COUNT(*) FROM {table}")),
@@ -247,7 +319,7 @@ async fn policy_violations_answer_422_naming_every_item_and_store_nothing() {
 }
 
 #[tokio::test]
-async fn a_tier_above_max_tier_answers_422() {
+async fn a_tier_above_max_tier_is_stored_at_max_tier() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.projects[0].max_tier = telemetry_protocol::Tier::Aggregate;
@@ -257,8 +329,9 @@ async fn a_tier_above_max_tier_answers_422() {
         &anonymous(new_id(), vec![event(new_id(), "install")]),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["violations"][0]["code"], "tier_above_max");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["downgraded_to"], "aggregate");
+    assert_eq!(body["accepted"], 1);
     assert_eq!(
         ingest(&state, &aggregate(new_id(), "install", 1)).await.0,
         StatusCode::OK

@@ -21,3 +21,4 @@ mod multi_collector;
 mod panic;
 mod retention;
 mod server;
+mod skew;

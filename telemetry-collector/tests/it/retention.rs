@@ -15,7 +15,9 @@ fn day_offset(days: i32) -> String {
 async fn purge_removes_old_raw_rows_and_keeps_counters() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.projects[0].retention_days = 30;
+    // Ingest refuses events older than the retention, so the old one arrived
+    // while the retention was longer; the purge below applies 30 days.
+    cfg.projects[0].retention_days = 60;
     let state = state(&cfg);
     let old_install = new_id();
     let old = json!({"id": new_id(), "name": "install",
@@ -33,9 +35,13 @@ async fn purge_removes_old_raw_rows_and_keeps_counters() {
         StatusCode::OK
     );
 
+    let lowered = telemetry_collector::store::RetentionPolicy {
+        default_days: 90,
+        per_project: [("demo".to_owned(), 30)].into(),
+    };
     let out = state
         .store()
-        .purge(&state.retention(), telemetry_collector::ingest::today())
+        .purge(&lowered, telemetry_collector::ingest::today())
         .await
         .unwrap();
     assert_eq!(out.events, 1);
@@ -61,7 +67,8 @@ async fn purge_removes_old_raw_rows_and_keeps_counters() {
 async fn the_purge_command_applies_the_configured_retention() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.projects[0].retention_days = 10;
+    // Sent while the retention was 30 days; the purge applies the new 10.
+    cfg.projects[0].retention_days = 30;
     let state = state(&cfg);
     let old = json!({"id": new_id(), "name": "crash",
                      "timestamp": format!("{}T08:00:00Z", day_offset(-11))});

@@ -62,8 +62,7 @@ async fn ingest(
     seen.items += accepted;
     let answer = IngestResponse {
         accepted,
-        duplicates: 0,
-        refused: 0,
+        ..IngestResponse::default()
     };
     (StatusCode::OK, serde_json::to_string(&answer).unwrap())
 }
