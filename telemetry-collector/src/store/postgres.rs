@@ -44,7 +44,8 @@ use tokio_postgres::{Client, NoTls, Statement};
 use super::queue::{self, CommitTiming, Done, Job, Msg, Op, Reply};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
-    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture,
+    StoreStatus,
 };
 use crate::secrets::InstallHasher;
 

@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::queue::{self, CommitTiming, Done, Job, Msg, Op};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
-    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture,
+    StoreStatus,
 };
 
 /// Days a report id is remembered. Clients retry within hours or days; a
