@@ -39,11 +39,13 @@ pub enum CsvTable {
     Adoption,
     /// Command usage: one row per event, one column per week.
     Commands,
+    /// Delivery health: one row per dropped reason, refusal, downgrade or ignored field.
+    Delivery,
 }
 
 impl CsvTable {
     /// Every table, in the order the dashboard lists them.
-    pub const ALL: [CsvTable; 12] = [
+    pub const ALL: [CsvTable; 13] = [
         CsvTable::Daily,
         CsvTable::Weekly,
         CsvTable::Versions,
@@ -56,6 +58,7 @@ impl CsvTable {
         CsvTable::PropWeeks,
         CsvTable::Adoption,
         CsvTable::Commands,
+        CsvTable::Delivery,
     ];
 
     /// The table's name in URLs and on the command line.
@@ -73,6 +76,7 @@ impl CsvTable {
             CsvTable::PropWeeks => "prop_weeks",
             CsvTable::Adoption => "adoption",
             CsvTable::Commands => "commands",
+            CsvTable::Delivery => "delivery",
         }
     }
 }
@@ -81,7 +85,7 @@ impl CsvTable {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown table; valid tables are: daily, weekly, versions, os, arch, events, tiers, retention, \
-     props, prop_weeks, adoption, commands"
+     props, prop_weeks, adoption, commands, delivery"
 )]
 pub struct UnknownTable;
 
@@ -242,6 +246,43 @@ pub fn csv(stats: &ProjectStats, table: CsvTable) -> String {
                 ];
                 row.extend(c.weekly.iter().map(u64::to_string));
                 push_row(&mut out, &row);
+            }
+        }
+        CsvTable::Delivery => {
+            push_row(
+                &mut out,
+                &["kind", "reason", "version", "count", "details"].map(String::from),
+            );
+            let h = &stats.delivery;
+            for r in &h.dropped {
+                push_row(
+                    &mut out,
+                    &[
+                        "dropped".to_owned(),
+                        r.reason.clone(),
+                        String::new(),
+                        r.count.to_string(),
+                        String::new(),
+                    ],
+                );
+            }
+            for (kind, rows) in [
+                ("refused", &h.refused),
+                ("downgraded", &h.downgraded),
+                ("ignored", &h.ignored),
+            ] {
+                for r in rows {
+                    push_row(
+                        &mut out,
+                        &[
+                            kind.to_owned(),
+                            r.reason.clone(),
+                            r.version.clone(),
+                            r.count.to_string(),
+                            r.details.join(" "),
+                        ],
+                    );
+                }
             }
         }
     }
@@ -484,6 +525,11 @@ pub fn table(stats: &ProjectStats) -> String {
         }));
         columns(&mut out, &lines);
     }
+    let _ = writeln!(
+        out,
+        "\ndelivery health: {}",
+        printable(&stats.delivery.summary)
+    );
     if !stats.commands.is_empty() {
         out.push('\n');
         let mut lines = vec![vec![

@@ -61,6 +61,9 @@ pub struct ProjectStats {
     /// Each non-lifecycle event's use over time.
     #[serde(default)]
     pub commands: Vec<CommandUsage>,
+    /// What is known to be missing: dropped by clients, refused or downgraded here.
+    #[serde(default)]
+    pub delivery: DeliveryHealth,
 }
 
 /// The lifecycle numbers of one day.
@@ -282,6 +285,80 @@ JSON fields (--format json; the same as GET /api/v1/projects/P/stats):
                              folded (versions in \"(other)\")
   commands[]                 event, count, weekly[] (per week of `weekly`), per_active_install
                              (last week's count / its active installs)
+  delivery                   summary (one sentence about the week of `to`), week, week_received,
+                             week_missing, week_missing_share, received, missing, missing_share
+                             (in the window), dropped[] {reason, count} and dropped_by_version[]
+                             {version, count} (telemetry_dropped counters), refused[],
+                             downgraded[], ignored[] {reason, version, count, details[]}
 With --event E (and --prop K): project, from, to, event, count (events of E), props[] as above.
 Counts come from the daily counters, so every tier contributes; distinct installs by prop
 value are not available (counters count events). See docs/api.md.";
+
+/// Delivery health: what is known to be missing or changed on the way, so a
+/// maintainer sees a pipeline problem before drawing conclusions from the
+/// numbers. From the `telemetry_dropped` counters clients send and the
+/// collector's own `refusals` table; neither holds an install id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryHealth {
+    /// One plain sentence about the ISO week of `to`, such as "About 0.4% of
+    /// events are known to be missing this week (...)".
+    pub summary: String,
+    /// The ISO week the summary is about.
+    pub week: Option<IsoWeek>,
+    /// That week: events and counter increments stored (delivery health's own excluded).
+    pub week_received: u64,
+    /// That week: items known to be missing (see `missing`).
+    pub week_missing: u64,
+    /// `week_missing / (week_received + week_missing)`, `None` without either.
+    pub week_missing_share: Option<f64>,
+    /// In the window: events and counter increments stored (delivery health's own excluded).
+    pub received: u64,
+    /// In the window: items known to be missing: what clients dropped for any
+    /// reason but `refused_items` (the collector counts those itself, in
+    /// `refused`), plus what the collector refused.
+    pub missing: u64,
+    /// `missing / (received + missing)`, `None` without either.
+    pub missing_share: Option<f64>,
+    /// Items clients reported dropping in the window, by reason (every
+    /// reason listed, most first), from `telemetry_dropped` counters.
+    pub dropped: Vec<ReasonCount>,
+    /// The same counts by the tool version that reported them, most first.
+    pub dropped_by_version: Vec<VersionCount>,
+    /// Items the collector refused in the window, by reason and tool version, most first.
+    pub refused: Vec<RefusalCount>,
+    /// Items stored at a lower tier than sent (`downgraded_*`), by reason and version.
+    pub downgraded: Vec<RefusalCount>,
+    /// Unknown fields ignored (`ignored_field`), by reason and version.
+    pub ignored: Vec<RefusalCount>,
+}
+
+/// A count for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    /// The reason.
+    pub reason: String,
+    /// How many items.
+    pub count: u64,
+}
+
+/// A count for one tool version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionCount {
+    /// The tool version as sent (escape before display).
+    pub version: String,
+    /// How many items.
+    pub count: u64,
+}
+
+/// A count of refused, downgraded or ignored items for one reason and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalCount {
+    /// The reason: a violation code such as `unknown_event`, `downgraded_*` or `ignored_field`.
+    pub reason: String,
+    /// The tool version that sent the items (escape before display).
+    pub version: String,
+    /// How many items.
+    pub count: u64,
+    /// The most frequent details (what was refused, e.g. `command.name=deploy`), at most five.
+    pub details: Vec<String>,
+}

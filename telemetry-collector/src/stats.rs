@@ -10,6 +10,7 @@ use telemetry_protocol::manifest::builtin;
 use telemetry_protocol::{Day, Manifest, Tier};
 
 pub mod adoption;
+pub mod health;
 pub mod props;
 
 use crate::report::{
@@ -39,9 +40,14 @@ pub async fn project_stats_declared(
 ) -> Result<ProjectStats, StoreError> {
     let input = store.stats_input(project, from, to).await?;
     let (lo, hi) = if from <= to { (from, to) } else { (to, from) };
-    let rows = store.prop_counters(project, lo, hi, None).await?;
+    // Delivery health's sentence is about the week of `to`, which may start
+    // before the window.
+    let first = lo.min(hi.week_start());
+    let rows = store.prop_counters(project, first, hi, None).await?;
+    let refusals = store.refusals(project, first, hi).await?;
     let mut stats = compute(project, from, to, &input);
     stats.props = props::breakdowns(manifest, lo, hi, &rows);
+    stats.delivery = health::delivery_health(lo, hi, &input, &rows, &refusals);
     Ok(stats)
 }
 
@@ -229,6 +235,7 @@ pub fn compute(project: &str, from: Day, to: Day, input: &StatsInput) -> Project
         props: Vec::new(),
         adoption: adoption::version_adoption(from, to, input),
         commands: adoption::command_usage(from, to, input),
+        delivery: Default::default(),
     }
 }
 

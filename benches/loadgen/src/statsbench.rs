@@ -121,6 +121,16 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         statsquery::time_stats_path(&store, &config.spec.project, from, to, config.stats_runs)
             .await?
             .to_vec();
+    stats.push(
+        statsquery::time_event_breakdown(
+            &store,
+            &config.spec.project,
+            (from, to),
+            ("command", "name"),
+            config.stats_runs,
+        )
+        .await?,
+    );
     stats.extend(statsquery::time_queries(
         &conn,
         &STATS_PARTS,
@@ -380,7 +390,15 @@ mod tests {
         let report = run(&config).await.unwrap();
         assert!(report.reused);
         assert_eq!(report.load.accepted, 2_000);
-        assert_eq!(report.stats.len(), 2 + STATS_PARTS.len());
+        assert_eq!(report.stats.len(), 3 + STATS_PARTS.len());
+        assert!(
+            report.stats[2]
+                .label
+                .contains("breakdown of `command` by `name`"),
+            "{}",
+            report.stats[2].label
+        );
+        assert!(report.stats[2].rows > 0, "the breakdown has values");
         assert_eq!(report.naive.len(), NAIVE.len());
         assert!(report.stats.iter().all(|t| t.ms.n == 3));
         assert_eq!(report.stats[0].rows, 90, "one daily point per window day");
@@ -401,7 +419,7 @@ mod tests {
         let columns = |line: &str| line.matches('|').count();
         let header_columns = columns(HEADER.lines().next().unwrap());
         let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
-        assert_eq!(rows.len(), 1 + 2 + STATS_PARTS.len() + NAIVE.len());
+        assert_eq!(rows.len(), 1 + 3 + STATS_PARTS.len() + NAIVE.len());
         assert!(rows.iter().all(|r| columns(r) == header_columns), "{md}");
     }
 

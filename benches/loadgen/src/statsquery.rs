@@ -375,6 +375,35 @@ pub async fn time_stats_path(
     Ok([whole, compute])
 }
 
+/// Times one event's breakdown by one prop, [`stats::event_breakdown`] (read
+/// that event's counter cells with their props, then fold them), as
+/// `telemetry-collector stats --event E --prop K` runs it.
+pub async fn time_event_breakdown(
+    store: &dyn Store,
+    project: &str,
+    (from, to): (Day, Day),
+    (event, prop): (&str, &str),
+    runs: Runs,
+) -> Result<Timing, Error> {
+    let read = || async {
+        stats::event_breakdown(store, project, None, from, to, event, Some(prop))
+            .await
+            .map_err(|e| Error::Store(e.to_string()))
+    };
+    let mut sampler = Sampler::start(runs);
+    let mut rows = read().await?.props.first().map_or(0, |b| b.values.len());
+    sampler.warmed_up();
+    while sampler.again() {
+        let t = Instant::now();
+        rows = read().await?.props.first().map_or(0, |b| b.values.len());
+        sampler.record(t);
+    }
+    Ok(sampler.finish(
+        &format!("stats: breakdown of `{event}` by `{prop}` (stats --event {event} --prop {prop})"),
+        rows,
+    ))
+}
+
 /// Checks that the copies in [`STATS_PARTS`] return exactly what the store's
 /// stats read returns for the same window; an error says which differs.
 pub fn parts_match_the_store(

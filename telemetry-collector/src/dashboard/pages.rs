@@ -10,7 +10,7 @@ use super::charts::{self, Mark, Series, ShareBand, TimeChart};
 use super::html::{Chrome, Esc, esc, num, page, pct, ratio, url_component};
 use super::range::{Granularity, Range};
 use crate::export::CsvTable;
-use crate::report::{Breakdown, Cohort, OTHER, ProjectStats, PropBreakdown};
+use crate::report::{Breakdown, Cohort, DeliveryHealth, OTHER, ProjectStats, PropBreakdown};
 
 /// How many rows a breakdown chart shows before folding the rest into "other".
 pub const TOP_ROWS: usize = 10;
@@ -397,6 +397,8 @@ pub fn render_project(stats: &ProjectStats, range: &Range) -> String {
     );
     body.push_str("</section>\n");
 
+    body.push_str(&delivery_section(&stats.delivery));
+
     body.push_str("<section id=\"usage\"><h2>Installs and use</h2>\n");
     body.push_str(&time_series(stats, range));
     body.push_str("</section>\n");
@@ -497,7 +499,89 @@ pub fn render_project(stats: &ProjectStats, range: &Range) -> String {
     page(&stats.project, Chrome::Admin, &body)
 }
 
-// Version adoption, command usage and prop breakdowns (issue 18).
+// Delivery health, version adoption, command usage and prop breakdowns (issue 18).
+
+/// Delivery health: the sentence first, then what was dropped, refused,
+/// downgraded or ignored, by reason and tool version.
+fn delivery_section(h: &DeliveryHealth) -> String {
+    let mut out = String::from("<section id=\"delivery\"><h2>Delivery health</h2>\n");
+    let warn = h.week_missing > 0 || !h.downgraded.is_empty();
+    let _ = writeln!(
+        out,
+        "<p class=\"health{}\" id=\"delivery-summary\">{}</p>",
+        if warn { " warn" } else { "" },
+        Esc(&h.summary)
+    );
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">In this range: {} items stored, {} known to be missing ({}). Missing \
+         means dropped by clients (reported in <code>telemetry_dropped</code>) or refused by this \
+         collector; items clients report as <code>refused_items</code> are the collector's \
+         refusals, counted once. Whether uploads were retries is not stored: a retry changes \
+         nothing.</p>",
+        num(h.received),
+        num(h.missing),
+        pct(h.missing_share)
+    );
+    out.push_str("<div class=\"cols\">\n");
+    let dropped: Vec<(String, Vec<u64>)> = h
+        .dropped
+        .iter()
+        .map(|r| (r.reason.clone(), vec![r.count]))
+        .collect();
+    out.push_str("<section class=\"breakdown\" id=\"delivery-dropped\">");
+    out.push_str(&charts::bar_rows(
+        "Dropped by clients, by reason",
+        "items",
+        &[("items", "s2")],
+        &dropped,
+    ));
+    out.push_str(
+        "<div class=\"table-scroll\"><table class=\"dropped-by-version\"><thead><tr>\
+         <th scope=\"col\">Version</th><th scope=\"col\" class=\"n\">Dropped</th></tr></thead><tbody>",
+    );
+    if h.dropped_by_version.is_empty() {
+        out.push_str("<tr><td colspan=\"2\">Nothing reported dropped.</td></tr>");
+    }
+    for v in &h.dropped_by_version {
+        let _ = write!(
+            out,
+            "<tr><td class=\"key\">{}</td><td class=\"n\">{}</td></tr>",
+            Esc(&v.version),
+            num(v.count)
+        );
+    }
+    out.push_str("</tbody></table></div></section>\n");
+    for (id, title, rows) in [
+        ("delivery-refused", "Refused by the collector", &h.refused),
+        ("delivery-downgraded", "Kept at a lower tier", &h.downgraded),
+        ("delivery-ignored", "Unknown fields ignored", &h.ignored),
+    ] {
+        let _ = write!(
+            out,
+            "<section class=\"breakdown\" id=\"{id}\"><h3>{title}</h3><div class=\"table-scroll\"><table>\
+             <thead><tr><th scope=\"col\">Reason</th><th scope=\"col\">Version</th>\
+             <th scope=\"col\" class=\"n\">Items</th><th scope=\"col\">What</th></tr></thead><tbody>"
+        );
+        if rows.is_empty() {
+            out.push_str("<tr><td colspan=\"4\">None in this range.</td></tr>");
+        }
+        for r in rows.iter() {
+            let details: Vec<String> = r.details.iter().map(|d| esc(d)).collect();
+            let _ = write!(
+                out,
+                "<tr><td class=\"key\">{}</td><td class=\"key\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                Esc(&r.reason),
+                Esc(&r.version),
+                num(r.count),
+                details.join(", ")
+            );
+        }
+        out.push_str("</tbody></table></div></section>\n");
+    }
+    out.push_str("</div>\n</section>\n");
+    out
+}
 
 /// `W47` for a week, as the weekly charts label it.
 fn week_short(week: IsoWeek) -> String {
@@ -822,6 +906,24 @@ pub(crate) mod tests {
                 day("2026-11-21"),
                 &sample_counters(),
             ),
+            delivery: crate::stats::health::delivery_health(
+                from,
+                day("2026-11-21"),
+                &sample_counters(),
+                &[crate::store::PropCounterRow {
+                    day: day("2026-11-18"),
+                    event: "telemetry_dropped".to_owned(),
+                    props: r#"{"reason":"outbox_full"}"#.to_owned(),
+                    count: 3,
+                }],
+                &[crate::store::RefusalRow {
+                    day: day("2026-11-18"),
+                    version: HOSTILE[1].to_owned(),
+                    reason: "unknown_event".to_owned(),
+                    detail: HOSTILE[0].to_owned(),
+                    count: 2,
+                }],
+            ),
         }
     }
 
@@ -950,6 +1052,27 @@ pub(crate) mod tests {
         }
         let weekly = render_project(&stats, &range(&stats, Granularity::Week));
         assert!(weekly.contains("<title>2026-W47 (week of 2026-11-16): 7 new installs</title>"));
+    }
+
+    #[test]
+    fn delivery_health_says_what_is_missing_with_escaped_values() {
+        let stats = sample_stats();
+        let html = render_project(&stats, &range(&stats, Granularity::Day));
+        assert_escaped(&html);
+        assert_eq!(stats.delivery.week_missing, 5);
+        assert!(
+            html.contains(
+                "id=\"delivery-summary\">About 4.1% of events are known to be missing this week \
+                 (2026-W47): 3 dropped by clients, 2 refused by the collector.</p>"
+            ),
+            "{}",
+            stats.delivery.summary
+        );
+        assert!(html.contains(
+            "<td class=\"key\">unknown_event</td><td class=\"key\">&lt;img src=x onerror=alert(1)&gt;</td>\
+             <td class=\"n\">2</td><td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"
+        ));
+        assert!(html.contains("<title>outbox_full: 3 items</title>"));
     }
 
     #[test]

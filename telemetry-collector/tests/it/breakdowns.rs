@@ -305,3 +305,76 @@ async fn the_stats_command_prints_one_events_breakdown_as_table_json_and_csv() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no prop \"nope\""));
 }
+
+/// Delivery-health data: a client's drop counts, an item the collector
+/// refuses and a payload it downgrades. Needs `max_tier = "anonymous"`.
+pub(crate) fn delivery_payloads() -> Vec<Value> {
+    let mut report = aggregate(new_id(), "command", 96);
+    report["counters"] = json!([
+        {"day": today(), "event": "command", "count": 96, "props": {"name": "greet"}},
+        {"day": today(), "event": "telemetry_dropped", "count": 3, "props": {"reason": "outbox_full"}},
+        {"day": today(), "event": "telemetry_dropped", "count": 1, "props": {"reason": "refused_items"}},
+    ]);
+    let mut refused = anonymous(
+        new_id(),
+        vec![event(new_id(), "deploy"), event(new_id(), "crash")],
+    );
+    refused["context"]["tool_version"] = json!("1.5.0");
+    let downgraded = full(
+        new_id(),
+        vec![event(new_id(), "crash")],
+        "someone@example.org",
+    );
+    vec![report, refused, downgraded]
+}
+
+#[tokio::test]
+async fn delivery_health_counts_drops_refusals_and_downgrades_on_every_backend() {
+    let mut seen: Vec<(&str, Value)> = Vec::new();
+    for mut b in backends().await {
+        b.config.projects[0].max_tier = telemetry_protocol::Tier::Anonymous;
+        let state = b.state();
+        for payload in delivery_payloads() {
+            let (status, body) = ingest(&state, &payload).await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", b.name);
+        }
+        let (status, stats) = admin_get(&state, "/api/v1/projects/demo/stats").await;
+        assert_eq!(status, StatusCode::OK, "{stats}");
+        let h = &stats["delivery"];
+        // 96 commands + 2 crashes stored; 3 dropped (refused_items are the
+        // collector's own count) + 1 refused known to be missing.
+        assert_eq!(h["week_received"], 98, "{}: {h}", b.name);
+        assert_eq!(h["week_missing"], 4, "{}: {h}", b.name);
+        assert_eq!(
+            h["summary"],
+            "About 3.9% of events are known to be missing this week \
+             ("
+            .to_owned()
+                + &telemetry_collector::ingest::today().iso_week().to_string()
+                + "): 3 dropped by clients, 1 refused by the collector. \
+             1 more item was kept at a lower tier than sent.",
+            "{}",
+            b.name
+        );
+        assert_eq!(h["dropped"][0]["reason"], "outbox_full");
+        assert_eq!(h["dropped"][0]["count"], 3);
+        assert_eq!(h["refused"][0]["reason"], "unknown_event");
+        assert_eq!(h["refused"][0]["version"], "1.5.0");
+        assert_eq!(h["refused"][0]["count"], 1);
+        assert_eq!(h["downgraded"][0]["reason"], "downgraded_full_to_anonymous");
+        // The CSV says the same.
+        let stats_typed: telemetry_collector::report::ProjectStats =
+            serde_json::from_value(stats.clone()).unwrap();
+        let csv = telemetry_collector::export::csv(
+            &stats_typed,
+            telemetry_collector::export::CsvTable::Delivery,
+        );
+        assert!(csv.contains("dropped,outbox_full,,3,\r\n"), "{csv}");
+        assert!(csv.contains("refused,unknown_event,1.5.0,1,"), "{csv}");
+        seen.push((b.name, stats));
+        state.store().close().await.unwrap();
+    }
+    for (name, stats) in &seen[1..] {
+        assert_eq!(stats, &seen[0].1, "{name} differs from {}", seen[0].0);
+    }
+}

@@ -220,6 +220,7 @@ fn the_dashboard_in_a_real_browser() {
             .chain(history_payloads())
             .chain(adoption_payloads())
             .chain(crate::breakdowns::prop_payloads())
+            .chain(crate::breakdowns::delivery_payloads())
         {
             let (status, body) = http_post(&client, &format!("{url}/v1/ingest"), &payload)
                 .await
@@ -406,7 +407,29 @@ fn the_dashboard_in_a_real_browser() {
         );
     }
     assert_eq!(eval(&tab, "document.querySelectorAll('script').length"), 0);
+    // Delivery health: the sentence, and the non-zero drops and refusals.
+    let summary = text_of(&tab, "#delivery-summary");
+    assert!(
+        summary.starts_with("About ") && summary.contains("known to be missing this week"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("3 dropped by clients, 1 refused by the collector"),
+        "{summary}"
+    );
+    assert_eq!(
+        texts_of(&tab, "#delivery-refused td.key"),
+        ["unknown_event", "1.5.0"]
+    );
+    assert_eq!(
+        eval(
+            &tab,
+            "document.querySelectorAll('#delivery-dropped rect.bar').length"
+        ),
+        6
+    );
     for (id, file) in [
+        ("#delivery", "dashboard-delivery.png"),
         ("#adoption", "dashboard-adoption.png"),
         ("#props", "dashboard-props.png"),
     ] {
