@@ -285,10 +285,12 @@ fn breakdown(
         _ => Cell::Suppressed(format!("< {k}")),
     };
     let cell = |n: Option<i64>| n.map_or_else(|| missing.clone(), |n| Cell::new(n, k));
-    // Everything else is the week's total less what the named rows show:
-    // post-processing of noisy numbers, so it too is only noisy.
-    let shown_installs: i64 = named.iter().filter_map(|r| r.1).sum();
-    let shown_active: i64 = named.iter().filter_map(|r| r.2).sum();
+    // Everything else is the week's total less the numbers the named rows
+    // show: post-processing of noisy numbers, so it too is only noisy, and
+    // the rows and "all others" add up to the week as published.
+    let shown = |n: Option<i64>| n.filter(|n| *n >= k as i64).unwrap_or(0);
+    let shown_installs: i64 = named.iter().map(|r| shown(r.1)).sum();
+    let shown_active: i64 = named.iter().map(|r| shown(r.2)).sum();
     let rest = (totals.0 - shown_installs, totals.1 - shown_active);
     let other = (rest.0 > 0 || rest.1 > 0 || named.is_empty()).then(|| PublicOther {
         installs: Cell::new(rest.0, k),

@@ -18,5 +18,6 @@ mod hardening;
 mod idempotency;
 mod multi_collector;
 mod panic;
+mod public;
 mod retention;
 mod server;
