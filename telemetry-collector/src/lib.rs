@@ -19,6 +19,7 @@
 //! - [`store`]: the [`store::Store`] trait, its SQLite ([`store::sqlite`]) and
 //!   PostgreSQL ([`store::postgres`]) backends, and [`store::migrate`].
 //! - [`stats`]: turns stored counters into a [`report::ProjectStats`].
+//! - [`release`]: the public pages' differentially private cells, drawn once and kept.
 //! - [`report`]: the stats model every presentation shares.
 //! - [`export`]: CSV and terminal-table renderings of the stats.
 //! - [`secrets`]: the pseudonymization key, install-id hashing, the admin token.

@@ -52,7 +52,7 @@ use telemetry_protocol::manifest::builtin;
 use crate::store::{ReleasedCell, StatsInput, Store, StoreError};
 
 /// The privacy loss per week when the config sets none. At this value a
-/// weekly count is within about ±90 of the truth 95% of the time, under 1%
+/// weekly count is within ±74 of the truth 95% of the time, under 1%
 /// of a project with 10,000 installs a week (see docs/benchmarks.md).
 pub const DEFAULT_EPSILON_PER_WEEK: f64 = 1.0;
 /// The confidence of the accuracy the page states.
