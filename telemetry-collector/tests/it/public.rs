@@ -418,3 +418,50 @@ async fn collectors_sharing_a_database_publish_the_same_cells() {
         assert_eq!(x.unwrap(), y.unwrap());
     }
 }
+
+/// `telemetry-collector migrate` copies the released cells, so the public
+/// page on PostgreSQL shows what it showed on SQLite instead of drawing
+/// fresh noise for the same days, which would let a visitor average the two.
+#[tokio::test]
+async fn migrating_to_postgres_keeps_the_released_cells() {
+    let Some(pg) = crate::backends::PgSchema::create().await else {
+        return;
+    };
+    let monday = day("2026-11-16");
+    let from = public_window(monday).0;
+    let budget = Budget::default();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let state = state(&cfg);
+    background(&state, from, monday, 40).await;
+    let before = release::release(state.store(), "demo", from, monday, budget, 10)
+        .await
+        .unwrap();
+    state.store().close().await.unwrap();
+    drop(state);
+
+    let db = cfg.db_path();
+    let out = crate::backends::run_cli(
+        &[
+            "migrate",
+            "--from",
+            &format!("sqlite:{}", db.to_str().unwrap()),
+            "--to",
+            &pg.url,
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.contains(&format!("public_releases: {} rows", before.len())),
+        "{out}"
+    );
+    let mut pg_cfg = cfg.clone();
+    pg_cfg.db = pg.url.clone();
+    pg_cfg.pseudonym_key_file = Some(cfg.pseudonym_key_path());
+    let moved = crate::common::state(&pg_cfg);
+    let after = release::release(moved.store(), "demo", from, monday, budget, 10)
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+    moved.store().close().await.unwrap();
+}
