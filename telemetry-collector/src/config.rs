@@ -548,7 +548,7 @@ public_projects = []
 # Public pages are differentially private: every number carries random noise,
 # drawn once and kept, so that no single install can be told apart. This is
 # the privacy loss epsilon that one install's data of one week may cost; lower
-# is more private and noisier. At 1.0 a weekly count is within about +-90 of
+# is more private and noisier. At 1.0 a weekly count is within +-74 of
 # the truth 95% of the time. See PRIVACY.md, "Public pages".
 public_epsilon_per_week = 1.0
 # On public pages, any noisy count below this is shown as "< 10". At least 5.

@@ -20,6 +20,7 @@
 //! - [`store`]: the [`store::Store`] trait, its SQLite ([`store::sqlite`]) and
 //!   PostgreSQL ([`store::postgres`]) backends, and [`store::migrate`].
 //! - [`stats`]: turns stored counters into a [`report::ProjectStats`].
+//! - [`release`]: the public pages' differentially private cells, drawn once and kept.
 //! - [`report`]: the stats model every presentation shares.
 //! - [`export`]: CSV and terminal-table renderings of the stats.
 //! - [`manifest_check`]: the evolution rules `check-manifest OLD NEW` applies.

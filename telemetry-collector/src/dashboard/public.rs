@@ -140,7 +140,8 @@ pub struct PublicOther {
 /// A public breakdown of the last whole week: named rows, then the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PublicBreakdown {
-    /// Rows with a noisy count of at least `k`.
+    /// Rows with a noisy count of at least `k`; for OS and arch, also above
+    /// the noise level of one cell ([`Accuracy::cell`]).
     pub rows: Vec<PublicRow>,
     /// Everything else, if there was anything.
     pub other: Option<PublicOther>,
@@ -256,6 +257,7 @@ fn breakdown(
     totals: (i64, i64),
     k: u64,
     version_threshold: i64,
+    noise_level: u64,
 ) -> PublicBreakdown {
     let installs = Breakdown {
         dimension,
@@ -267,7 +269,15 @@ fn breakdown(
     };
     let mut keys: BTreeSet<&str> = cells.keys(installs).into_iter().collect();
     keys.extend(cells.keys(active));
-    let big = |n: Option<i64>| n.is_some_and(|n| n >= k as i64);
+    // Every OS and arch value gets a noisy count, so one nobody uses would
+    // often reach k on noise alone; name it only above the noise level of a
+    // cell. Versions are already chosen by the threshold mechanism. Either
+    // way this is post-processing: it costs no privacy.
+    let name_at = match dimension {
+        Dimension::Version => k,
+        _ => k.max(noise_level),
+    } as i64;
+    let big = |n: Option<i64>| n.is_some_and(|n| n >= name_at);
     let mut named: Vec<(&str, Option<i64>, Option<i64>)> = keys
         .into_iter()
         .filter(|key| *key != release::OTHER)
@@ -285,10 +295,12 @@ fn breakdown(
         _ => Cell::Suppressed(format!("< {k}")),
     };
     let cell = |n: Option<i64>| n.map_or_else(|| missing.clone(), |n| Cell::new(n, k));
-    // Everything else is the week's total less what the named rows show:
-    // post-processing of noisy numbers, so it too is only noisy.
-    let shown_installs: i64 = named.iter().filter_map(|r| r.1).sum();
-    let shown_active: i64 = named.iter().filter_map(|r| r.2).sum();
+    // Everything else is the week's total less the numbers the named rows
+    // show: post-processing of noisy numbers, so it too is only noisy, and
+    // the rows and "all others" add up to the week as published.
+    let shown = |n: Option<i64>| n.filter(|n| *n >= k as i64).unwrap_or(0);
+    let shown_installs: i64 = named.iter().map(|r| shown(r.1)).sum();
+    let shown_active: i64 = named.iter().map(|r| shown(r.2)).sum();
     let rest = (totals.0 - shown_installs, totals.1 - shown_active);
     let other = (rest.0 > 0 || rest.1 > 0 || named.is_empty()).then(|| PublicOther {
         installs: Cell::new(rest.0, k),
@@ -343,6 +355,17 @@ impl PublicStats {
             week(Daily::Active, last_week).0,
         );
         let budget = settings.budget;
+        let cell_accuracy = budget.accuracy(1);
+        let split = |dimension| {
+            breakdown(
+                &index,
+                dimension,
+                totals,
+                k,
+                version_threshold,
+                cell_accuracy,
+            )
+        };
         PublicStats {
             project: project.to_owned(),
             from,
@@ -351,7 +374,7 @@ impl PublicStats {
             epsilon_per_week: budget.epsilon_per_week,
             accuracy: Accuracy {
                 confidence: release::CONFIDENCE,
-                cell: budget.accuracy(1),
+                cell: cell_accuracy,
                 weekly: budget.accuracy(7),
                 window: budget.accuracy(7 * PUBLIC_WEEKS as u32),
             },
@@ -362,9 +385,9 @@ impl PublicStats {
             setup_completion_rate: rate,
             weekly,
             breakdown_week: last_week.iso_week(),
-            versions: breakdown(&index, Dimension::Version, totals, k, version_threshold),
-            os: breakdown(&index, Dimension::Os, totals, k, version_threshold),
-            arch: breakdown(&index, Dimension::Arch, totals, k, version_threshold),
+            versions: split(Dimension::Version),
+            os: split(Dimension::Os),
+            arch: split(Dimension::Arch),
         }
     }
 }
@@ -529,11 +552,12 @@ pub(crate) mod tests {
         }
         cells.push(cell(week, "version.installs", HOSTILE[1], 12));
         cells.push(cell(week, "version.active", "1.2.0", 30));
-        cells.push(cell(week, "os.installs", "linux", 11));
+        cells.push(cell(week, "os.installs", "linux", 41));
         cells.push(cell(week, "os.installs", "macos", 3));
         cells.push(cell(week, "os.installs", "freebsd", -2));
         cells.push(cell(week, "os.installs", "other", 4));
         cells.push(cell(week, "os.active", "linux", 20));
+        cells.push(cell(week, "os.installs", "netbsd", 14));
         cells.push(cell(week, "os.active", "macos", 9));
         cells.push(cell(week, "arch.installs", "x86_64", 2));
         cells
@@ -602,12 +626,13 @@ pub(crate) mod tests {
         assert_eq!(p.setup_completion_rate, Some(rate));
 
         // Named rows reach k; everything else is the week's total less them.
+        // netbsd's 14 reaches k but not the noise level of a cell (±30).
         assert_eq!(p.os.rows.len(), 1);
         assert_eq!(p.os.rows[0].key, "linux");
-        assert_eq!(p.os.rows[0].installs, Cell::Count(11));
+        assert_eq!(p.os.rows[0].installs, Cell::Count(41));
         assert_eq!(p.os.rows[0].active_installs, Cell::Count(20));
         let other = p.os.other.as_ref().unwrap();
-        assert_eq!(other.installs, Cell::new(week_installs - 11, 10));
+        assert_eq!(other.installs, Cell::new(week_installs - 41, 10));
         // Versions the threshold left out show as below the threshold.
         assert_eq!(p.versions.rows.len(), 2);
         let v = p.versions.rows.iter().find(|r| r.key == "1.2.0").unwrap();

@@ -197,8 +197,9 @@ fn the_dashboard_in_a_real_browser() {
 
     // A real collector on 127.0.0.1:0, fed over HTTP at every tier.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let mut cfg = config(dir.path());
     crate::breakdowns::use_rich_manifest(&cfg);
+    cfg.dashboard.public_projects = vec!["demo".to_owned()];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -516,6 +517,33 @@ fn the_dashboard_in_a_real_browser() {
         "{}",
         tab.get_url()
     );
+
+    // The public page, signed out: noisy numbers and the line saying how noisy.
+    tab.navigate_to(&format!("{url}/public/demo"))
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    let line = text_of(&tab, "#noise-line");
+    assert!(
+        line.starts_with("Each weekly number is within ±") && line.contains("95% of the time"),
+        "{line}"
+    );
+    assert_eq!(
+        eval(
+            &tab,
+            "document.querySelector('#noise-line a').getAttribute('href').endsWith('PRIVACY.md#public-pages')"
+        ),
+        true
+    );
+    assert_eq!(
+        eval(
+            &tab,
+            "document.querySelector('#stat-installs-all-time') === null"
+        ),
+        true,
+        "no all-time total in public"
+    );
+    assert!(!tab.get_content().unwrap().contains(EMAIL));
     assert!(!dialogs.load(Ordering::SeqCst), "no script ran a dialog");
 
     drop(tab);

@@ -19,6 +19,7 @@ mod hardening;
 mod idempotency;
 mod multi_collector;
 mod panic;
+mod public;
 mod retention;
 mod server;
 mod skew;
