@@ -22,8 +22,9 @@
 //!   the settle time (a blackholed upload waits 10 s) are killed too.
 //! - Along the way users opt in at a tier (some never do), run in debug mode
 //!   (`FLEET_DRILL_TELEMETRY_DEBUG=1`), run under a ceiling
-//!   (`FLEET_DRILL_TELEMETRY=aggregate`, `DO_NOT_TRACK=1`), opt out (half of
-//!   them then "uninstall": they never run again), reset their id, downgrade
+//!   (`FLEET_DRILL_TELEMETRY=aggregate`, `DO_NOT_TRACK=1`), opt out (one in
+//!   three with `telemetry-consent disable --all`; half of them then
+//!   "uninstall": they never run again), reset their id, downgrade
 //!   and opt in again. Every withdrawal starts a new consent epoch.
 //! - The drain days at the end pass everything through and every remaining
 //!   user runs once per slot, recording nothing new, so whatever the clients
@@ -287,8 +288,10 @@ pub struct FleetReport {
     pub debug_runs: u64,
     /// Runs under a ceiling (`<TOOL>_TELEMETRY` or `DO_NOT_TRACK`).
     pub ceiling_runs: u64,
-    /// Opt-outs, id resets and downgrades that retired an install id.
+    /// Opt-outs, id resets and downgrades that ended a consent epoch.
     pub withdrawals: u64,
+    /// Of the opt-outs, those made with `telemetry-consent disable --all`.
+    pub consent_tool_optouts: u64,
     /// Uploaders killed with SIGKILL on purpose in the kill slots.
     pub uploaders_killed: u64,
     /// Uploaders still alive at the end of a slot's settle time, then killed.
@@ -455,10 +458,11 @@ impl FleetReport {
         line(
             &mut out,
             format!(
-                "{} debug runs, {} ceiling runs, {} withdrawals, {} uploaders killed on purpose, {} lingering uploaders killed",
+                "{} debug runs, {} ceiling runs, {} withdrawals ({} opt-outs with `telemetry-consent disable --all`), {} uploaders killed on purpose, {} lingering uploaders killed",
                 self.debug_runs,
                 self.ceiling_runs,
                 self.withdrawals,
+                self.consent_tool_optouts,
                 self.uploaders_killed,
                 self.uploaders_lingering_killed
             ),
@@ -625,6 +629,8 @@ enum Step {
     Init,
     Enable(Tier),
     Disable,
+    /// `telemetry-consent disable --all`, the machine-wide opt-out.
+    ConsentDisableAll,
     ResetId,
     Status,
 }
@@ -959,7 +965,13 @@ impl Drill<'_> {
         let roll = self.rng.below(1000);
         if level > Tier::Off && roll < 30 {
             steps.push(at(Step::Status, e, false));
-            steps.push(at(Step::Disable, e, true));
+            // One opt-out in three through the machine-wide consent tool.
+            if self.rng.chance(1.0 / 3.0) {
+                steps.push(at(Step::ConsentDisableAll, e, true));
+                self.report.consent_tool_optouts += 1;
+            } else {
+                steps.push(at(Step::Disable, e, true));
+            }
             self.start_epoch(u, Tier::Off);
             if self.rng.chance(0.5) {
                 self.users[u].uninstalled = true;
@@ -1032,6 +1044,9 @@ impl Drill<'_> {
             }
             Step::Disable => {
                 cmd.args(["telemetry", "disable"]);
+            }
+            Step::ConsentDisableAll => {
+                cmd.args(["consent", "disable", "--all"]);
             }
             Step::ResetId => {
                 cmd.args(["telemetry", "reset-id"]);
