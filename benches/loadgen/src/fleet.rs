@@ -206,11 +206,11 @@ impl FleetConfig {
             ],
             manifest_window: vec![7],
             kill_slots: vec![3, 9],
-            run_probability: 0.4,
+            run_probability: 0.3,
             concurrency: 8,
             settle: Duration::from_secs(2),
             step_timeout: Duration::from_secs(20),
-            max_duration: Duration::from_secs(90),
+            max_duration: Duration::from_secs(75),
             seed: 13,
         }
     }
@@ -1542,7 +1542,8 @@ fn kill_watcher(marker: &str, done: &AtomicBool, killed: &AtomicU64, rng: &mut R
                 killed.fetch_add(1, Ordering::SeqCst);
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Each look reads every process's environment; not too often.
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
