@@ -23,8 +23,9 @@
 //! - Along the way users opt in at a tier (some never do), run in debug mode
 //!   (`FLEET_DRILL_TELEMETRY_DEBUG=1`), run under a ceiling
 //!   (`FLEET_DRILL_TELEMETRY=aggregate`, `DO_NOT_TRACK=1`), opt out (one in
-//!   three with `telemetry-consent disable --all`; half of them then
-//!   "uninstall": they never run again), reset their id, downgrade
+//!   three with `telemetry-consent disable --all`; half of those who opt out
+//!   while the collector is reachable then "uninstall": they never run
+//!   again), reset their id, downgrade
 //!   and opt in again. Every withdrawal starts a new consent epoch.
 //! - The drain days at the end pass everything through and every remaining
 //!   user runs once per slot, recording nothing new, so whatever the clients
@@ -927,7 +928,8 @@ impl Drill<'_> {
                 });
             }
             if slot < last_actions && self.users[u].epochs.len() < MAX_EPOCHS {
-                self.plan_action(u, &mut steps);
+                let reachable = self.config.phase(slot).reachable();
+                self.plan_action(u, &mut steps, reachable);
             }
             if !steps.is_empty() {
                 tasks.push(Task { user: u, steps });
@@ -954,7 +956,10 @@ impl Drill<'_> {
     }
 
     /// Maybe opts the user out, resets the id, downgrades or opts in again.
-    fn plan_action(&mut self, u: usize, steps: &mut Vec<Planned>) {
+    /// Only a user who opts out while the collector is reachable may
+    /// uninstall: no client can deliver a deletion from a machine on which
+    /// the tool never runs again after an opt-out the collector never heard.
+    fn plan_action(&mut self, u: usize, steps: &mut Vec<Planned>, reachable: bool) {
         let level = self.users[u].level;
         let e = self.users[u].epoch();
         let at = |step: Step, epoch: usize, withdraws: bool| Planned {
@@ -973,7 +978,7 @@ impl Drill<'_> {
                 steps.push(at(Step::Disable, e, true));
             }
             self.start_epoch(u, Tier::Off);
-            if self.rng.chance(0.5) {
+            if self.rng.chance(0.5) && reachable {
                 self.users[u].uninstalled = true;
             }
         } else if level >= Tier::Anonymous && roll < 60 {
