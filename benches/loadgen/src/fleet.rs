@@ -285,6 +285,8 @@ pub struct FleetReport {
     pub processes: u64,
     /// Of those, the ones that failed or timed out.
     pub process_failures: u64,
+    /// The failures by what the process was asked to do.
+    pub process_failures_by_step: BTreeMap<String, u64>,
     /// Runs in debug mode.
     pub debug_runs: u64,
     /// Runs under a ceiling (`<TOOL>_TELEMETRY` or `DO_NOT_TRACK`).
@@ -446,13 +448,14 @@ impl FleetReport {
         line(
             &mut out,
             format!(
-                "{} installs, {} simulated days, {} slots{}, {} processes ({} failed), {:.0} s",
+                "{} installs, {} simulated days, {} slots{}, {} processes ({} failed: {:?}), {:.0} s",
                 self.installs,
                 self.days,
                 self.slots_run,
                 if self.cut_short { " (cut short)" } else { "" },
                 self.processes,
                 self.process_failures,
+                self.process_failures_by_step,
                 self.elapsed_secs
             ),
         );
@@ -634,6 +637,21 @@ enum Step {
     ConsentDisableAll,
     ResetId,
     Status,
+}
+
+impl Step {
+    /// What the step runs, for reports.
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Run { .. } => "run",
+            Step::Init => "init",
+            Step::Enable(_) => "telemetry enable",
+            Step::Disable => "telemetry disable",
+            Step::ConsentDisableAll => "telemetry-consent disable --all",
+            Step::ResetId => "telemetry reset-id",
+            Step::Status => "telemetry status",
+        }
+    }
 }
 
 /// The outcome of one step.
@@ -1072,6 +1090,7 @@ impl Drill<'_> {
         let killed = AtomicU64::new(0);
         let processes = AtomicU64::new(0);
         let failures = AtomicU64::new(0);
+        let failed_steps: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let this = &*self;
         std::thread::scope(|scope| {
             if kill {
@@ -1092,6 +1111,10 @@ impl Drill<'_> {
                                 processes.fetch_add(1, Ordering::Relaxed);
                                 if !out.ok {
                                     failures.fetch_add(1, Ordering::Relaxed);
+                                    failed_steps
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .push(planned.step.name().to_owned());
                                 }
                                 outs.push(out);
                             }
@@ -1108,6 +1131,13 @@ impl Drill<'_> {
         self.report.uploaders_killed += killed.load(Ordering::SeqCst);
         self.report.processes += processes.load(Ordering::SeqCst);
         self.report.process_failures += failures.load(Ordering::SeqCst);
+        for name in failed_steps.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            *self
+                .report
+                .process_failures_by_step
+                .entry(name)
+                .or_default() += 1;
+        }
         results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
