@@ -168,6 +168,8 @@ pub struct FleetConfig {
     pub kill_slots: Vec<usize>,
     /// Chance that an install runs in a fault slot.
     pub run_probability: f64,
+    /// Whether some runs are in debug mode or under a ceiling.
+    pub env_variants: bool,
     /// Processes at once.
     pub concurrency: usize,
     /// How long the drill waits for uploaders after a slot before killing them.
@@ -208,6 +210,7 @@ impl FleetConfig {
             manifest_window: vec![7],
             kill_slots: vec![3, 9],
             run_probability: 0.3,
+            env_variants: true,
             concurrency: 8,
             settle: Duration::from_secs(2),
             step_timeout: Duration::from_secs(20),
@@ -251,6 +254,17 @@ impl FleetConfig {
             max_duration: Duration::from_secs(1500),
             ..FleetConfig::short_form(host, dir)
         }
+    }
+
+    /// The control run: the same fleet and schedule with every slot passing
+    /// through, no manifest window, no kills, no debug or ceiling runs.
+    /// Whatever it reports missing is not caused by the faults.
+    pub fn calm(mut self) -> FleetConfig {
+        self.phases = vec![Phase::Pass];
+        self.manifest_window.clear();
+        self.kill_slots.clear();
+        self.env_variants = false;
+        self
     }
 
     fn fault_slots(&self) -> usize {
@@ -892,7 +906,9 @@ impl Drill<'_> {
                 let level = self.users[u].level;
                 let mut asked = level;
                 if fault {
-                    match self.rng.below(100) {
+                    let roll = self.rng.below(100);
+                    let roll = if self.config.env_variants { roll } else { 100 };
+                    match roll {
                         0..6 => {
                             env.push((format!("{ENV_PREFIX}_DEBUG"), "1".to_owned()));
                             self.report.debug_runs += 1;
