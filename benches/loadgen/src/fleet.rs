@@ -22,8 +22,10 @@
 //!   the settle time (a blackholed upload waits 10 s) are killed too.
 //! - Along the way users opt in at a tier (some never do), run in debug mode
 //!   (`FLEET_DRILL_TELEMETRY_DEBUG=1`), run under a ceiling
-//!   (`FLEET_DRILL_TELEMETRY=aggregate`, `DO_NOT_TRACK=1`), opt out (half of
-//!   them then "uninstall": they never run again), reset their id, downgrade
+//!   (`FLEET_DRILL_TELEMETRY=aggregate`, `DO_NOT_TRACK=1`), opt out (one in
+//!   three with `telemetry-consent disable --all`; half of those who opt out
+//!   while the collector is reachable then "uninstall": they never run
+//!   again), reset their id, downgrade
 //!   and opt in again. Every withdrawal starts a new consent epoch.
 //! - The drain days at the end pass everything through and every remaining
 //!   user runs once per slot, recording nothing new, so whatever the clients
@@ -166,6 +168,8 @@ pub struct FleetConfig {
     pub kill_slots: Vec<usize>,
     /// Chance that an install runs in a fault slot.
     pub run_probability: f64,
+    /// Whether some runs are in debug mode or under a ceiling.
+    pub env_variants: bool,
     /// Processes at once.
     pub concurrency: usize,
     /// How long the drill waits for uploaders after a slot before killing them.
@@ -205,11 +209,12 @@ impl FleetConfig {
             ],
             manifest_window: vec![7],
             kill_slots: vec![3, 9],
-            run_probability: 0.4,
+            run_probability: 0.3,
+            env_variants: true,
             concurrency: 8,
             settle: Duration::from_secs(2),
             step_timeout: Duration::from_secs(20),
-            max_duration: Duration::from_secs(90),
+            max_duration: Duration::from_secs(75),
             seed: 13,
         }
     }
@@ -251,6 +256,17 @@ impl FleetConfig {
         }
     }
 
+    /// The control run: the same fleet and schedule with every slot passing
+    /// through, no manifest window, no kills, no debug or ceiling runs.
+    /// Whatever it reports missing is not caused by the faults.
+    pub fn calm(mut self) -> FleetConfig {
+        self.phases = vec![Phase::Pass];
+        self.manifest_window.clear();
+        self.kill_slots.clear();
+        self.env_variants = false;
+        self
+    }
+
     fn fault_slots(&self) -> usize {
         (self.days * self.slots_per_day) as usize
     }
@@ -283,12 +299,16 @@ pub struct FleetReport {
     pub processes: u64,
     /// Of those, the ones that failed or timed out.
     pub process_failures: u64,
+    /// The failures by what the process was asked to do.
+    pub process_failures_by_step: BTreeMap<String, u64>,
     /// Runs in debug mode.
     pub debug_runs: u64,
     /// Runs under a ceiling (`<TOOL>_TELEMETRY` or `DO_NOT_TRACK`).
     pub ceiling_runs: u64,
-    /// Opt-outs, id resets and downgrades that retired an install id.
+    /// Opt-outs, id resets and downgrades that ended a consent epoch.
     pub withdrawals: u64,
+    /// Of the opt-outs, those made with `telemetry-consent disable --all`.
+    pub consent_tool_optouts: u64,
     /// Uploaders killed with SIGKILL on purpose in the kill slots.
     pub uploaders_killed: u64,
     /// Uploaders still alive at the end of a slot's settle time, then killed.
@@ -472,23 +492,25 @@ impl FleetReport {
         line(
             &mut out,
             format!(
-                "{} installs, {} simulated days, {} slots{}, {} processes ({} failed), {:.0} s",
+                "{} installs, {} simulated days, {} slots{}, {} processes ({} failed: {:?}), {:.0} s",
                 self.installs,
                 self.days,
                 self.slots_run,
                 if self.cut_short { " (cut short)" } else { "" },
                 self.processes,
                 self.process_failures,
+                self.process_failures_by_step,
                 self.elapsed_secs
             ),
         );
         line(
             &mut out,
             format!(
-                "{} debug runs, {} ceiling runs, {} withdrawals, {} uploaders killed on purpose, {} lingering uploaders killed",
+                "{} debug runs, {} ceiling runs, {} withdrawals ({} opt-outs with `telemetry-consent disable --all`), {} uploaders killed on purpose, {} lingering uploaders killed",
                 self.debug_runs,
                 self.ceiling_runs,
                 self.withdrawals,
+                self.consent_tool_optouts,
                 self.uploaders_killed,
                 self.uploaders_lingering_killed
             ),
@@ -655,8 +677,25 @@ enum Step {
     Init,
     Enable(Tier),
     Disable,
+    /// `telemetry-consent disable --all`, the machine-wide opt-out.
+    ConsentDisableAll,
     ResetId,
     Status,
+}
+
+impl Step {
+    /// What the step runs, for reports.
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Run { .. } => "run",
+            Step::Init => "init",
+            Step::Enable(_) => "telemetry enable",
+            Step::Disable => "telemetry disable",
+            Step::ConsentDisableAll => "telemetry-consent disable --all",
+            Step::ResetId => "telemetry reset-id",
+            Step::Status => "telemetry status",
+        }
+    }
 }
 
 /// The outcome of one step.
@@ -897,7 +936,9 @@ impl Drill<'_> {
                 let level = self.users[u].level;
                 let mut asked = level;
                 if fault {
-                    match self.rng.below(100) {
+                    let roll = self.rng.below(100);
+                    let roll = if self.config.env_variants { roll } else { 100 };
+                    match roll {
                         0..6 => {
                             env.push((format!("{ENV_PREFIX}_DEBUG"), "1".to_owned()));
                             self.report.debug_runs += 1;
@@ -954,7 +995,8 @@ impl Drill<'_> {
                 });
             }
             if slot < last_actions && self.users[u].epochs.len() < MAX_EPOCHS {
-                self.plan_action(u, &mut steps);
+                let reachable = self.config.phase(slot).reachable();
+                self.plan_action(u, &mut steps, reachable);
             }
             if !steps.is_empty() {
                 tasks.push(Task { user: u, steps });
@@ -981,7 +1023,10 @@ impl Drill<'_> {
     }
 
     /// Maybe opts the user out, resets the id, downgrades or opts in again.
-    fn plan_action(&mut self, u: usize, steps: &mut Vec<Planned>) {
+    /// Only a user who opts out while the collector is reachable may
+    /// uninstall: no client can deliver a deletion from a machine on which
+    /// the tool never runs again after an opt-out the collector never heard.
+    fn plan_action(&mut self, u: usize, steps: &mut Vec<Planned>, reachable: bool) {
         let level = self.users[u].level;
         let e = self.users[u].epoch();
         let at = |step: Step, epoch: usize, withdraws: bool| Planned {
@@ -992,9 +1037,15 @@ impl Drill<'_> {
         let roll = self.rng.below(1000);
         if level > Tier::Off && roll < 30 {
             steps.push(at(Step::Status, e, false));
-            steps.push(at(Step::Disable, e, true));
+            // One opt-out in three through the machine-wide consent tool.
+            if self.rng.chance(1.0 / 3.0) {
+                steps.push(at(Step::ConsentDisableAll, e, true));
+                self.report.consent_tool_optouts += 1;
+            } else {
+                steps.push(at(Step::Disable, e, true));
+            }
             self.start_epoch(u, Tier::Off);
-            if self.rng.chance(0.5) {
+            if self.rng.chance(0.5) && reachable {
                 self.users[u].uninstalled = true;
             }
         } else if level >= Tier::Anonymous && roll < 60 {
@@ -1066,6 +1117,9 @@ impl Drill<'_> {
             Step::Disable => {
                 cmd.args(["telemetry", "disable"]);
             }
+            Step::ConsentDisableAll => {
+                cmd.args(["consent", "disable", "--all"]);
+            }
             Step::ResetId => {
                 cmd.args(["telemetry", "reset-id"]);
             }
@@ -1085,6 +1139,7 @@ impl Drill<'_> {
         let killed = AtomicU64::new(0);
         let processes = AtomicU64::new(0);
         let failures = AtomicU64::new(0);
+        let failed_steps: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let this = &*self;
         std::thread::scope(|scope| {
             if kill {
@@ -1105,6 +1160,10 @@ impl Drill<'_> {
                                 processes.fetch_add(1, Ordering::Relaxed);
                                 if !out.ok {
                                     failures.fetch_add(1, Ordering::Relaxed);
+                                    failed_steps
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .push(planned.step.name().to_owned());
                                 }
                                 outs.push(out);
                             }
@@ -1121,6 +1180,13 @@ impl Drill<'_> {
         self.report.uploaders_killed += killed.load(Ordering::SeqCst);
         self.report.processes += processes.load(Ordering::SeqCst);
         self.report.process_failures += failures.load(Ordering::SeqCst);
+        for name in failed_steps.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            *self
+                .report
+                .process_failures_by_step
+                .entry(name)
+                .or_default() += 1;
+        }
         results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -1578,7 +1644,8 @@ fn kill_watcher(marker: &str, done: &AtomicBool, killed: &AtomicU64, rng: &mut R
                 killed.fetch_add(1, Ordering::SeqCst);
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Each look reads every process's environment; not too often.
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -10,8 +10,9 @@
 //!   schedule slot, and at which level the drill expects it to be recorded,
 //!   so the collector's rows can be checked against ground truth.
 //!
-//! Usage: `drillhost run --who N --epoch E --slot S --asked LEVEL --commands C --extras X`
-//! or `drillhost telemetry ...`. Folders come from `HOME`/`XDG_*`;
+//! Usage: `drillhost run --who N --epoch E --slot S --asked LEVEL --commands C --extras X`,
+//! `drillhost telemetry ...`, or `drillhost consent ...`, which is exactly
+//! the machine-wide `telemetry-consent` tool (`consent disable --all`). Folders come from `HOME`/`XDG_*`;
 //! `DRILL_INTERVAL_MS` sets the upload interval (default one hour).
 
 // The drill reads what a run recorded from its stdout.
@@ -60,6 +61,13 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // `consent ...` is the machine-wide consent tool, which embeds no tool's
+    // handle: run it as `telemetry-consent` runs, before anything else.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("consent") {
+        let args = std::iter::once("telemetry-consent".to_owned()).chain(argv[2..].iter().cloned());
+        return telemetry_client::cli::machine::ConsentArgs::parse_from(args).run();
+    }
     let now_ms = std::env::var("DRILL_NOW_MS")
         .ok()
         .and_then(|v| v.parse::<i64>().ok());

@@ -32,6 +32,10 @@ struct Args {
     /// The long form: more installs, 14 simulated days, every phase.
     #[arg(long)]
     long: bool,
+    /// The control run: every slot passes through, no manifest window, no
+    /// kills, no debug or ceiling runs.
+    #[arg(long)]
+    calm: bool,
     /// Simulated installs (at most 256).
     #[arg(long)]
     installs: Option<usize>,
@@ -74,6 +78,9 @@ fn main() -> anyhow::Result<ExitCode> {
     } else {
         FleetConfig::short_form(host, dir.clone())
     };
+    if args.calm {
+        config = config.calm();
+    }
     if let Some(n) = args.installs {
         config.installs = n;
     }
