@@ -498,3 +498,63 @@ async fn a_rollup_to_aggregate_keeps_the_numbers_and_no_install_on_every_backend
             .await;
     }
 }
+
+/// A report id is remembered under its newest counter's day, so that a
+/// report replayed after the purge forgot its arrival day (but while its
+/// counters are still within the window ingest accepts) is recognised, on
+/// every backend. Before, the id went 31 days after arrival, and a counter
+/// dated a day ahead was still accepted the day after: counted twice.
+#[tokio::test]
+async fn a_report_replayed_after_its_arrival_day_expired_counts_once() {
+    use telemetry_collector::store::{
+        BatchContext, BatchData, IngestBatch, REPORT_ID_DAYS, RetentionPolicy,
+    };
+    use telemetry_protocol::Counter;
+    for b in backends().await {
+        let state = b.state();
+        let arrival = telemetry_collector::ingest::today();
+        let report = |received| IngestBatch {
+            project: "demo".into(),
+            tier: Tier::Aggregate,
+            context: BatchContext {
+                version: "1.0.0".into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+            },
+            received,
+            data: BatchData::Aggregate {
+                report_id: telemetry_protocol::Uuid::from_u128(42),
+                counters: vec![Counter {
+                    day: arrival.add_days(1),
+                    event: "install".into(),
+                    props: Default::default(),
+                    count: 1,
+                }],
+            },
+        };
+        let first = state.store().ingest(report(arrival)).await.unwrap();
+        assert_eq!(first.accepted, 1, "{}", b.name);
+        // The day a replay of that counter is still inside ingest's window.
+        let later = arrival.add_days(1 + REPORT_ID_DAYS);
+        let policy = RetentionPolicy {
+            default_days: 90,
+            per_project: Default::default(),
+        };
+        state.store().purge(&policy, later).await.unwrap();
+        let replay = state.store().ingest(report(later)).await.unwrap();
+        assert_eq!(
+            (replay.accepted, replay.duplicates),
+            (0, 1),
+            "{}: the replay counted again",
+            b.name
+        );
+        // A day later the counter is outside the window, and the id may go.
+        let out = state
+            .store()
+            .purge(&policy, later.add_days(1))
+            .await
+            .unwrap();
+        assert_eq!(out.report_ids, 1, "{}", b.name);
+        state.store().close().await.unwrap();
+    }
+}
