@@ -20,6 +20,11 @@
 #      collector's store with 10M anonymous events from 1M installs, the stats
 #      of a 90-day window (median, p90, each SQL part and its query plan)
 #      against the naive GROUP BY over raw events.
+#   7. the fleet drill (issue 13), long form: 250 installs as real client
+#      processes over 14 simulated days behind a fault-injecting proxy
+#      (down, refuse, blackhole, 500, 503 and 429 with Retry-After, 413,
+#      slow, reset mid-response), then what the collector holds against what
+#      each process recorded and each user chose.
 # It prints one results table (also written to $BENCH_OUT/results.md).
 #
 # Usage: scripts/bench.sh [--no-build]
@@ -59,6 +64,7 @@
 #                 ["--yes --identity email=bench@example.invalid --identity organization=bench"]
 #   COLLECTOR             the collector binary [$CARGO_TARGET_DIR/release/telemetry-collector]
 #   BENCH_CRASH_KILLS     SIGKILLs in the crash drill                  [10]
+#   BENCH_FLEET_ARGS      extra arguments of the fleet drill           [""]
 #   CONSENT_TOOL          telemetry-consent, sets toolkit-cli's level
 #                                   [$CARGO_TARGET_DIR/release/telemetry-consent]
 set -euo pipefail
@@ -98,6 +104,8 @@ RAWSQLITE="$RELEASE_BIN/rawsqlite"
 CRASHDRILL="$RELEASE_BIN/crashdrill"
 CRASH_KILLS="${BENCH_CRASH_KILLS:-10}"
 STATSBENCH="$RELEASE_BIN/statsbench"
+FLEETDRILL="$RELEASE_BIN/fleetdrill"
+FLEET_ARGS="${BENCH_FLEET_ARGS:-}"
 
 mkdir -p "$OUT"
 RESULTS="$OUT/results.md"
@@ -506,6 +514,23 @@ exactly the distinct events sent, and a replay of every batch must store nothing
     out ""
 }
 
+# fleet_drill: the long form of issue 13's fleet drill. It bounds its own
+# schedule (1500 s) and every process (20 s); `timeout` is a last resort. It
+# exits non-zero when a target is missed, which is reported, not fatal.
+fleet_drill() {
+    out "## Fleet drill: 250 installs, 14 simulated days of faults, 2 drain days (fleetdrill --long)"
+    out ""
+    if [[ ! -x "$FLEETDRILL" || ! -x "$RELEASE_BIN/drillhost" ]]; then
+        skip "fleetdrill or drillhost not built in $RELEASE_BIN"
+        return
+    fi
+    log "fleet drill: long form"
+    # shellcheck disable=SC2086 # FLEET_ARGS is words on purpose
+    timeout 2400 "$FLEETDRILL" --long --dir "$WORK/fleetdrill" $FLEET_ARGS | tee -a "$RESULTS" \
+        || out "_the fleet drill missed targets, failed or timed out (exit $?); see above_"
+    out ""
+}
+
 # stats_latency: statsbench at full scale, in process (no collector needed).
 # The loaded database is cached in $STATS_DB; a load cut short by its time
 # limit is timed once as such, then removed so the next run loads afresh.
@@ -586,6 +611,7 @@ main() {
     fi
     crash_drill
     stats_latency
+    fleet_drill
     out "Suite time: $((SECONDS - start)) s"
     log "done; results in $RESULTS"
     printf '\n' >&2

@@ -7,6 +7,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use telemetry_protocol::Timestamp;
 
+/// The last millisecond of the year 9999, the latest time the client writes:
+/// the text form of a time has four-digit years, and a later one would make
+/// the file that holds it unreadable.
+pub(crate) const MAX_MILLIS: i64 = 253_402_300_799_999;
+
+/// `t` moved into the years 1970 to 9999, the range every time the client
+/// writes stays within, whatever a clock or a server says.
+pub(crate) fn bounded(t: Timestamp) -> Timestamp {
+    Timestamp::from_unix_millis(t.unix_millis().clamp(0, MAX_MILLIS))
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current moment in UTC.
@@ -22,7 +33,7 @@ impl Clock for SystemClock {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Timestamp::from_unix_millis(millis)
+        bounded(Timestamp::from_unix_millis(millis))
     }
 }
 
@@ -53,6 +64,8 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_unix_millis(self.millis.load(Ordering::SeqCst))
+        bounded(Timestamp::from_unix_millis(
+            self.millis.load(Ordering::SeqCst),
+        ))
     }
 }

@@ -10,8 +10,8 @@
 //! 3. the system policy file → ceiling.
 //! 4. the user's global file → ceiling.
 //! 5. the per-tool file → the user's choice.
-//! 6. the author's default; unset means `off`, and without a terminal (or in
-//!    CI) an unset level is always `off`.
+//! 6. no stored choice: `off`, always. Nothing is recorded or sent until the
+//!    user has chosen a level and the choice is stored in the per-tool file.
 //!
 //! A consent file that cannot be read or parsed fails closed: the level is
 //! `off` and the caller prints one warning.
@@ -59,16 +59,16 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// What the tool's author chose for users who have not chosen.
+/// What users who have not chosen get. The toolkit is strictly opt-in, so
+/// the only default is `Off`: nothing is recorded or sent without a stored
+/// choice. (An earlier "aggregate after a notice" mode was removed because it
+/// recorded without a choice.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DefaultLevel {
     /// Nothing is recorded until the user opts in.
     #[default]
     Off,
-    /// The first interactive run prints a one-line notice and sends nothing;
-    /// from the next interactive run on, `aggregate` counts are collected.
-    AggregateNotice,
 }
 
 /// A consent file as the resolver sees it.
@@ -107,10 +107,8 @@ pub struct ConsentInput {
     pub tool: FileInput,
     /// The author's default.
     pub default: DefaultLevel,
-    /// Whether stdin and stderr are terminals and no CI was detected.
+    /// Whether a person can answer a prompt here (see [`interactive`]).
     pub interactive: bool,
-    /// Whether the `aggregate` notice was already shown on an earlier run.
-    pub notice_shown: bool,
 }
 
 /// The outcome of [`resolve`].
@@ -125,8 +123,6 @@ pub struct Resolution {
     /// The lowest ceiling from the environment and the policy and global
     /// files (`Full` when none applies).
     pub ceiling: Tier,
-    /// Whether this run should print the `aggregate` notice.
-    pub show_notice: bool,
     /// A consent file that could not be used: which one, and why.
     pub unreadable: Option<(Source, String)>,
 }
@@ -175,7 +171,6 @@ pub fn resolve(input: &ConsentInput) -> Resolution {
         source,
         choice: None,
         ceiling: Tier::Off,
-        show_notice: false,
         unreadable: None,
     };
     if input.env.do_not_track() {
@@ -225,18 +220,13 @@ pub fn resolve(input: &ConsentInput) -> Resolution {
             (tier, own)
         }
     };
-    let mut show_notice = false;
+    // Strictly opt-in: without a stored choice the level is `off`, whatever
+    // the author's default, the terminal or the ceilings say.
     let (level, source) = match choice {
         Some(tier) => capped(tier, Source::ToolFile),
         None if ceiling == Tier::Off => (Tier::Off, ceiling_source),
-        None if !input.interactive => (Tier::Off, Source::Default),
         None => match input.default {
             DefaultLevel::Off => (Tier::Off, Source::Default),
-            DefaultLevel::AggregateNotice if !input.notice_shown => {
-                show_notice = true;
-                (Tier::Off, Source::Default)
-            }
-            DefaultLevel::AggregateNotice => capped(Tier::Aggregate, Source::Default),
         },
     };
     Resolution {
@@ -244,16 +234,40 @@ pub fn resolve(input: &ConsentInput) -> Resolution {
         source,
         choice,
         ceiling,
-        show_notice,
         unreadable: None,
     }
 }
 
-/// Whether this process runs where a person can answer: stdin and stderr are
-/// terminals and no CI system is detected.
+/// Whether this process runs where a person is talking to it: stdin, stdout
+/// and stderr are all terminals, the process is in the terminal's foreground
+/// process group, and no CI system is detected.
+///
+/// Each condition rules out a case where a prompt would break something: a
+/// captured stdout is `eval "$(tool init bash)"` in a shell start-up file; a
+/// redirected stdin is a script feeding the tool; a background job (`tool &`)
+/// shares the terminal with the shell, which would then lose typed commands
+/// to the prompt.
 pub fn interactive() -> bool {
     use std::io::IsTerminal;
-    std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !ci_info::is_ci()
+    std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal()
+        && in_foreground()
+        && !ci_info::is_ci()
+}
+
+/// Whether this process is in the foreground process group of the terminal
+/// on stdin.
+#[cfg(unix)]
+fn in_foreground() -> bool {
+    rustix::termios::tcgetpgrp(std::io::stdin())
+        .is_ok_and(|group| group == rustix::process::getpgrp())
+}
+
+/// Elsewhere there are no process groups to check.
+#[cfg(not(unix))]
+fn in_foreground() -> bool {
+    true
 }
 
 #[cfg(test)]
@@ -273,9 +287,7 @@ mod tests {
         tool: FileInput,
         default: DefaultLevel,
         interactive: bool,
-        notice_shown: bool,
         expect: (Tier, Source),
-        notice: bool,
         unreadable: bool,
     }
 
@@ -289,9 +301,7 @@ mod tests {
             tool: FileInput::Missing,
             default: DefaultLevel::Off,
             interactive: true,
-            notice_shown: false,
             expect,
-            notice: false,
             unreadable: false,
         }
     }
@@ -369,9 +379,7 @@ mod tests {
             },
             Case {
                 global: text("off"),
-                default: DefaultLevel::AggregateNotice,
-                notice_shown: true,
-                ..case("global off beats the default", (Off, GlobalFile))
+                ..case("global off is reported as the source", (Off, GlobalFile))
             },
             Case {
                 tool: FileInput::Text("level = ".into()),
@@ -400,31 +408,8 @@ mod tests {
                 ..case("a tool file without level is unset", (Off, Default))
             },
             Case {
-                default: DefaultLevel::AggregateNotice,
-                ..case("notice run sends nothing", (Off, Default))
-            }
-            .notice(),
-            Case {
-                default: DefaultLevel::AggregateNotice,
-                notice_shown: true,
-                ..case("after the notice, aggregate", (Aggregate, Default))
-            },
-            Case {
-                default: DefaultLevel::AggregateNotice,
-                notice_shown: true,
-                env: Some("off"),
-                ..case("env off beats the notice default", (Off, Environment))
-            },
-            Case {
-                default: DefaultLevel::AggregateNotice,
                 interactive: false,
-                ..case("no tty: no notice, off", (Off, Default))
-            },
-            Case {
-                default: DefaultLevel::AggregateNotice,
-                interactive: false,
-                notice_shown: true,
-                ..case("no tty: unset is off even after the notice", (Off, Default))
+                ..case("no tty, no choice: off", (Off, Default))
             },
             Case {
                 tool: text("anonymous"),
@@ -444,11 +429,9 @@ mod tests {
                 tool: c.tool,
                 default: c.default,
                 interactive: c.interactive,
-                notice_shown: c.notice_shown,
             };
             let r = resolve(&input);
             assert_eq!((r.level, r.source), c.expect, "{}", c.name);
-            assert_eq!(r.show_notice, c.notice, "{}: notice", c.name);
             assert_eq!(
                 r.unreadable.is_some(),
                 c.unreadable,
@@ -462,12 +445,6 @@ mod tests {
         fn unreadable(self) -> Case {
             Case {
                 unreadable: true,
-                ..self
-            }
-        }
-        fn notice(self) -> Case {
-            Case {
-                notice: true,
                 ..self
             }
         }

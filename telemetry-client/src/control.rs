@@ -28,8 +28,11 @@ use crate::folders::{Folders, ToolPaths};
 use crate::outbox;
 use crate::spool::{self, Record};
 use crate::state::ToolState;
-use crate::upload::{self, Http, Job, Printer, UploadReport};
+use crate::upload::{self, Http, Job, UploadReport};
 use crate::upload_log::{self, LogEntry};
+
+/// How long an unanswered first-run prompt stays quiet: a week.
+const PROMPT_QUIET_MILLIS: i64 = 7 * 24 * 3600 * 1000;
 
 /// What `telemetry status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,20 +108,13 @@ impl<'a> Control<'a> {
         let core = self.core;
         let read = |p: Option<PathBuf>| p.map_or(FileInput::Missing, |p| FileInput::read(&p));
         let folders = core.folders.as_ref();
-        let state = core.paths.as_ref().map(ToolState::load).unwrap_or_default();
         let mut r = consent::resolve(&ConsentInput {
             env: core.env.clone(),
             system_policy: read(core.system_policy.clone()),
             global: read(folders.map(Folders::global_file)),
             tool: read(folders.map(|f| f.tool_file(self.tool()))),
-            // A notice is never due on a second look within one run.
-            default: if core.resolution.show_notice {
-                DefaultLevel::Off
-            } else {
-                core.default_level
-            },
+            default: core.default_level,
             interactive: core.interactive,
-            notice_shown: state.notice_shown,
         });
         if folders.is_none() {
             r.level = Tier::Off;
@@ -147,18 +143,46 @@ impl<'a> Control<'a> {
         })
     }
 
-    /// Whether the first-run prompt should be shown now: a terminal, no CI,
-    /// no choice stored for this tool, and no ceiling or environment variable
-    /// that rules telemetry out anyway.
+    /// Whether the first-run prompt should be shown now: a person at the
+    /// terminal (see [`consent::interactive`]), no choice stored for this
+    /// tool, no ceiling or environment variable that rules telemetry out
+    /// anyway, not asked before in this run, and not left unanswered in the
+    /// last week.
     pub fn should_prompt(&self) -> bool {
         let Some(folders) = &self.core.folders else {
             return false;
         };
+        if !self.core.interactive || self.core.prompted.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         let r = self.resolve();
-        self.core.interactive
-            && r.unreadable.is_none()
+        let asked = self
+            .core
+            .paths
+            .as_ref()
+            .and_then(|p| ToolState::load(p).prompt_asked_at);
+        let now = self.core.clock.now().unix_millis();
+        let recently = asked.is_some_and(|t| {
+            let since = now.saturating_sub(t.unix_millis());
+            (0..PROMPT_QUIET_MILLIS).contains(&since)
+        });
+        r.unreadable.is_none()
             && r.ceiling > Tier::Off
+            && !recently
             && FileInput::read(&folders.tool_file(self.tool())) == FileInput::Missing
+    }
+
+    /// Remembers that the prompt went unanswered (no answer in time, or one
+    /// that is not a level), so it is not shown again for a week.
+    pub(crate) fn note_unanswered(&self) -> Result<(), Error> {
+        let paths = self.paths()?;
+        let _lock =
+            Lock::acquire(&paths.data_lock()).map_err(Error::io("lock", paths.data_lock()))?;
+        let mut state = ToolState::load(paths);
+        state.prompt_asked_at = Some(self.core.clock.now());
+        state
+            .save(paths)
+            .map_err(Error::io("update", paths.state_file()))
     }
 
     /// Stores the prompt's answer; "no" is `Tier::Off`, which is stored too
@@ -293,6 +317,13 @@ impl<'a> Control<'a> {
         let paths = self.paths()?;
         let deadline = Instant::now() + timeout;
         let level = self.resolve().level;
+        if self.core.dry {
+            // Debug mode prints and changes nothing; see `Job::preview`.
+            return self
+                .job(paths, level)
+                .preview(Vec::new())
+                .map_err(Error::io("read", paths.dir.clone()));
+        }
         let _guard = loop {
             match Lock::try_acquire(&paths.uploader_lock()) {
                 Ok(Some(guard)) => break guard,
@@ -307,9 +338,7 @@ impl<'a> Control<'a> {
         if level > Tier::Off {
             job.stage().map_err(Error::io("package", paths.spool()))?;
         }
-        let report = if self.core.env.debug() {
-            job.send(&Printer, None)
-        } else {
+        let report = {
             upload::check_endpoint(&self.core.endpoint).map_err(Error::Endpoint)?;
             let left = deadline.saturating_duration_since(Instant::now());
             // Its own thread: the blocking HTTP client must not run inside a
@@ -580,7 +609,6 @@ impl Machine {
             tool: read(Some(config_file.clone())),
             default: DefaultLevel::Off,
             interactive: false,
-            notice_shown: false,
         });
         let state = ToolState::load(&self.folders.tool_state(&tool));
         ToolSummary {

@@ -14,7 +14,7 @@ use telemetry_protocol::Tier;
 use crate::env::UPLOADER_MARKER;
 use crate::files::Lock;
 use crate::state::ToolState;
-use crate::upload::{self, Http, Job, Printer, REQUEST_TIMEOUT};
+use crate::upload::{self, Http, Job, REQUEST_TIMEOUT};
 use crate::{Core, outbox, spool};
 
 impl Core {
@@ -28,6 +28,7 @@ impl Core {
             clock: self.clock.as_ref(),
             interval: self.interval,
             endpoint: &self.endpoint,
+            outbox: self.outbox_limits,
         }
     }
 }
@@ -35,27 +36,18 @@ impl Core {
 /// End-of-run check on the host: start the uploader if one is due.
 pub(crate) fn after_run(core: &Core) {
     let Some(paths) = &core.paths else { return };
+    if core.dry {
+        // The user asked to see payloads instead of sending them; doing it
+        // in-process is the only way they reach this terminal. Nothing on
+        // disk changes.
+        if let Err(e) = core.job(paths).preview(core.drain_buffer()) {
+            tracing::debug!(error = %e, "debug print failed");
+        }
+        return;
+    }
     let state = ToolState::load(paths);
     let has_data = core.level() > Tier::Off && !(spool::is_empty(paths) && outbox::is_empty(paths));
     if !has_data && state.pending_deletions.is_empty() {
-        return;
-    }
-    if core.env.debug() {
-        // The user asked to see payloads instead of sending them; doing it
-        // in-process is the only way they reach this terminal.
-        let job = core.job(paths);
-        let result = (|| {
-            let Some(_guard) = Lock::try_acquire(&paths.uploader_lock())? else {
-                return Ok(upload::UploadReport::default());
-            };
-            if core.level() > Tier::Off {
-                job.stage()?;
-            }
-            job.send(&Printer, None)
-        })();
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "debug upload failed");
-        }
         return;
     }
     let now = core.clock.now();

@@ -83,6 +83,15 @@ impl ToolPaths {
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
     }
+    /// The last good copy of the state file, to recover from if it is damaged.
+    pub fn state_backup(&self) -> PathBuf {
+        self.dir.join("state.json.bak")
+    }
+    /// The spool record ids the staging round in progress consumed; only
+    /// present after a crash between writing the outbox and the spool.
+    pub fn staging_journal(&self) -> PathBuf {
+        self.dir.join("staging.json")
+    }
     /// Recorded but not yet packaged events and counts.
     pub fn spool(&self) -> PathBuf {
         self.dir.join("spool.jsonl")

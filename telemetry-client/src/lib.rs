@@ -73,7 +73,7 @@ pub use crate::spool::SpoolLimits;
 use telemetry_protocol::manifest::builtin;
 use telemetry_protocol::{Day, Props, Timestamp, Uuid};
 
-use crate::consent::{ConsentInput, FileInput, Resolution};
+use crate::consent::{ConsentInput, FileInput};
 use crate::env::EnvSnapshot;
 use crate::files::Lock;
 use crate::folders::ToolPaths;
@@ -100,8 +100,14 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     interactive: Option<bool>,
     spool_limits: SpoolLimits,
+    outbox_limits: upload::OutboxLimits,
     detach: bool,
+    prompt_commands: Vec<String>,
+    prompt_timeout: Duration,
 }
+
+/// How long the first-run prompt waits for an answer before it gives up.
+pub const PROMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Builder {
     /// The host tool's version, sent in every payload's context.
@@ -162,9 +168,37 @@ impl Builder {
         self
     }
 
+    /// The commands that may show the first-run prompt (default: none). Name
+    /// only commands a person types to use the tool, such as `init`: never
+    /// one that shell start-up files, shell hooks, editors or scripts run
+    /// (`init bash` for `eval "$(tool init bash)"`, a `cd` hook's command).
+    /// The `telemetry` subcommand never prompts. See
+    /// `cli::prompt_if_needed`.
+    pub fn prompt_commands<S: Into<String>>(
+        mut self,
+        commands: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.prompt_commands = commands.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long the first-run prompt waits for an answer (default
+    /// [`PROMPT_TIMEOUT`]); tests shorten it.
+    #[doc(hidden)]
+    pub fn prompt_timeout(mut self, timeout: Duration) -> Self {
+        self.prompt_timeout = timeout;
+        self
+    }
+
     /// Overrides the spool bounds (default 1 MiB and 10,000 records).
     pub fn spool_limits(mut self, limits: SpoolLimits) -> Self {
         self.spool_limits = limits;
+        self
+    }
+
+    /// Overrides the outbox bounds (default 4 MiB and 30 days).
+    pub fn outbox_limits(mut self, limits: upload::OutboxLimits) -> Self {
+        self.outbox_limits = limits;
         self
     }
 
@@ -194,7 +228,7 @@ impl Builder {
     }
 
     /// Builds the handle; `side_effects` is false in the uploader, which must
-    /// neither print a notice nor record lifecycle events.
+    /// not record lifecycle events.
     fn open(self, side_effects: bool) -> Telemetry {
         let manifest = match Manifest::parse(&self.manifest) {
             Ok(m) => m,
@@ -207,7 +241,6 @@ impl Builder {
         let env = EnvSnapshot::capture(&tool);
         let folders = self.folders.or_else(Folders::from_env);
         let paths = folders.as_ref().map(|f| f.tool_state(&tool));
-        let state = paths.as_ref().map(ToolState::load).unwrap_or_default();
         let interactive = side_effects && self.interactive.unwrap_or_else(consent::interactive);
         let read = |path: Option<PathBuf>| path.map_or(FileInput::Missing, |p| FileInput::read(&p));
         let tool_input = read(folders.as_ref().map(|f| f.tool_file(&tool)));
@@ -218,7 +251,6 @@ impl Builder {
             tool: tool_input.clone(),
             default: self.default_level,
             interactive,
-            notice_shown: state.notice_shown,
         };
         let mut resolution = consent::resolve(&input);
         if folders.is_none() {
@@ -242,24 +274,29 @@ impl Builder {
             .tool_version
             .filter(|v| v.len() <= 64 && telemetry_protocol::policy::is_token(v))
             .unwrap_or_else(|| "unknown".to_owned());
+        let dry = env.debug();
         let core = Core {
             manifest,
             tool_version,
             folders,
             paths,
             env,
-            start_level: resolution.level,
+            start_level: std::sync::atomic::AtomicU8::new(tier_index(resolution.level)),
             cap: std::sync::atomic::AtomicU8::new(tier_index(Tier::Full)),
-            resolution,
             install_id: Mutex::new(None),
             clock: self.clock,
             interval: self.upload_interval,
             endpoint,
             system_policy: self.system_policy,
             spool_limits: self.spool_limits,
+            outbox_limits: self.outbox_limits,
             interactive,
             detach: self.detach,
             default_level: self.default_level,
+            prompt_commands: self.prompt_commands,
+            prompt_timeout: self.prompt_timeout,
+            prompted: AtomicBool::new(false),
+            dry,
             buffer: Mutex::new(Buffer::default()),
             counters: Counters::default(),
             finished: AtomicBool::new(false),
@@ -301,7 +338,8 @@ pub struct Diagnostics {
     pub above_tier: u64,
     /// Props dropped because they are undeclared or their value does not fit.
     pub dropped_props: u64,
-    /// Old records dropped because the spool was full.
+    /// Recorded occurrences (a day's count, or one event) dropped because
+    /// the spool was full.
     pub spool_dropped: u64,
     /// File operations that failed (the data involved was lost or not written).
     pub io_errors: u64,
@@ -343,10 +381,8 @@ pub(crate) struct Core {
     pub(crate) paths: Option<ToolPaths>,
     /// The environment as read at start.
     pub(crate) env: EnvSnapshot,
-    /// How the level was decided.
-    pub(crate) resolution: Resolution,
     /// The effective level at start; see [`Core::level`].
-    pub(crate) start_level: Tier,
+    pub(crate) start_level: std::sync::atomic::AtomicU8,
     /// A ceiling lowered by [`Control::set_level`] within this run, so that
     /// an opt-out takes effect at once in a long-running host.
     pub(crate) cap: std::sync::atomic::AtomicU8,
@@ -362,12 +398,23 @@ pub(crate) struct Core {
     pub(crate) system_policy: Option<PathBuf>,
     /// Spool bounds.
     pub(crate) spool_limits: SpoolLimits,
+    /// Outbox bounds.
+    pub(crate) outbox_limits: upload::OutboxLimits,
     /// Whether a person can answer a prompt here.
     pub(crate) interactive: bool,
     /// Whether to start the detached uploader.
     pub(crate) detach: bool,
     /// The author's default.
     pub(crate) default_level: DefaultLevel,
+    /// The commands that may show the first-run prompt.
+    pub(crate) prompt_commands: Vec<String>,
+    /// How long the prompt waits for an answer.
+    pub(crate) prompt_timeout: Duration,
+    /// Whether this run already showed (or decided not to show) the prompt.
+    pub(crate) prompted: AtomicBool,
+    /// Debug mode (`<TOOL>_TELEMETRY_DEBUG=1`): print what would be sent and
+    /// change nothing on disk.
+    pub(crate) dry: bool,
     buffer: Mutex<Buffer>,
     counters: Counters,
     finished: AtomicBool,
@@ -381,7 +428,8 @@ impl Core {
     /// The effective level for this run.
     pub(crate) fn level(&self) -> Tier {
         let cap = Tier::ALL[usize::from(self.cap.load(Ordering::SeqCst)).min(3)];
-        self.start_level.min(cap)
+        let start = Tier::ALL[usize::from(self.start_level.load(Ordering::SeqCst)).min(3)];
+        start.min(cap)
     }
 
     /// Applies a level change made in this run: lowers the ceiling (never
@@ -389,8 +437,9 @@ impl Core {
     /// exists, and picks up the current install id.
     pub(crate) fn changed(&self, new_level: Option<Tier>) {
         if let Some(tier) = new_level {
-            // Only ever lowers: a raise takes effect from the next run, so a
-            // run that asks for consent never records under the new answer.
+            // Only ever lowers: a raise made with `telemetry enable` takes
+            // effect from the next run; only the first-run prompt's answer
+            // applies at once (see `adopt_answer`).
             self.cap.fetch_min(tier_index(tier), Ordering::SeqCst);
         }
         let state = self.paths.as_ref().map(ToolState::load).unwrap_or_default();
@@ -405,16 +454,39 @@ impl Core {
         *lock(&self.install_id) = state.install_id.filter(|_| self.level().has_install_id());
     }
 
-    /// Start-of-run work: the notice, repairing an interrupted opt-out, and
-    /// the once-per-install and once-per-week lifecycle events.
+    /// Applies the first-run prompt's answer to the rest of this run: the
+    /// level becomes what the files now resolve to, anything buffered before
+    /// the answer is dropped (nothing may be sent from before a choice), and
+    /// the lifecycle events of this run are recorded at the new level, so the
+    /// setup that follows the prompt counts.
+    pub(crate) fn adopt_answer(&self) {
+        let level = Control::new(self).resolve().level;
+        {
+            let mut buffer = lock(&self.buffer);
+            buffer.counts.clear();
+            buffer.events.clear();
+        }
+        self.start_level.store(tier_index(level), Ordering::SeqCst);
+        self.changed(None);
+        if self.level() == Tier::Off {
+            return;
+        }
+        if let Some(paths) = &self.paths
+            && let Err(e) = self.start_lifecycle(paths)
+        {
+            tracing::debug!(error = %e, "cannot record lifecycle events");
+            bump(&self.counters.io_errors, 1);
+        }
+    }
+
+    /// Start-of-run work: repairing an interrupted opt-out, and the
+    /// once-per-install and once-per-week lifecycle events.
     fn start(&self, tool_input: &FileInput) {
         let Some(paths) = &self.paths else { return };
-        if self.resolution.show_notice {
-            self.show_notice(paths);
-        }
         // The tool file's own value, whatever the ceilings say: only the
         // user's choice (not an environment variable) triggers deletion.
-        if let Ok(choice) = consent::file_level(tool_input)
+        if !self.dry
+            && let Ok(choice) = consent::file_level(tool_input)
             && let Err(e) = control::reconcile(paths, choice)
         {
             tracing::debug!(error = %e, "cannot apply a lowered level to local data");
@@ -429,24 +501,6 @@ impl Core {
         }
     }
 
-    #[allow(clippy::print_stderr)] // The notice is the one message the issue asks the library to show.
-    fn show_notice(&self, paths: &ToolPaths) {
-        let tool = &self.manifest.project;
-        eprintln!(
-            "{tool}: from the next run on, this tool counts how often its commands are used (daily totals, no identifier). \
-             To opt out: `{tool} telemetry disable` or {}=off.",
-            env::level_var(tool)
-        );
-        let result = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
-            let mut state = ToolState::load(paths);
-            state.notice_shown = true;
-            state.save(paths)
-        });
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "cannot store that the notice was shown");
-        }
-    }
-
     fn start_lifecycle(&self, paths: &ToolPaths) -> std::io::Result<()> {
         let now = self.clock.now();
         let today = now.day();
@@ -457,7 +511,12 @@ impl Core {
             *lock(&self.install_id) = peek.install_id;
             return Ok(());
         }
-        let _lock = Lock::acquire(&paths.data_lock())?;
+        // Debug mode writes nothing, not even a lock file.
+        let _lock = if self.dry {
+            None
+        } else {
+            Some(Lock::acquire(&paths.data_lock())?)
+        };
         let mut state = ToolState::load(paths);
         let before = state.clone();
         if self.level().has_install_id() && state.install_id.is_none() {
@@ -478,6 +537,11 @@ impl Core {
             records.extend(self.record(builtin::ACTIVE, props, now, state.install_id));
             state.last_active_week = Some(week);
         }
+        if self.dry {
+            // Shown by the debug print at the end of the run, never stored.
+            lock(&self.buffer).events.extend(records);
+            return Ok(());
+        }
         let dropped = spool::append(paths, &records, self.spool_limits)?;
         self.note_dropped(&mut state, dropped);
         if state != before {
@@ -494,6 +558,7 @@ impl Core {
             );
             bump(&self.counters.spool_dropped, dropped);
             state.spool_dropped = state.spool_dropped.saturating_add(dropped);
+            state.count_dropped(state::reason::SPOOL_FULL, dropped);
         }
     }
 
@@ -601,6 +666,13 @@ impl Core {
         if self.level() == Tier::Off || *flag(&mut ToolState::load(paths)) {
             return;
         }
+        if self.dry {
+            let id = *lock(&self.install_id);
+            if let Some(record) = self.record(name, Props::new(), self.clock.now(), id) {
+                lock(&self.buffer).events.push(record);
+            }
+            return;
+        }
         let result = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
             let mut state = ToolState::load(paths);
             if *flag(&mut state) {
@@ -622,25 +694,32 @@ impl Core {
         }
     }
 
-    /// Moves the buffer into the spool.
+    /// Takes everything buffered, as spool records.
+    pub(crate) fn drain_buffer(&self) -> Vec<Record> {
+        let mut buffer = lock(&self.buffer);
+        let counts = std::mem::take(&mut buffer.counts);
+        let mut records: Vec<Record> = counts
+            .into_iter()
+            .map(|((day, event, props), n)| Record::Count {
+                id: ids::next(),
+                day,
+                event,
+                props,
+                n,
+            })
+            .collect();
+        records.append(&mut buffer.events);
+        records
+    }
+
+    /// Moves the buffer into the spool (in debug mode it stays in memory,
+    /// for the print at the end of the run).
     fn persist(&self) {
         let Some(paths) = &self.paths else { return };
-        let records: Vec<Record> = {
-            let mut buffer = lock(&self.buffer);
-            let counts = std::mem::take(&mut buffer.counts);
-            let mut records: Vec<Record> = counts
-                .into_iter()
-                .map(|((day, event, props), n)| Record::Count {
-                    id: ids::next(),
-                    day,
-                    event,
-                    props,
-                    n,
-                })
-                .collect();
-            records.append(&mut buffer.events);
-            records
-        };
+        if self.dry {
+            return;
+        }
+        let records = self.drain_buffer();
         if records.is_empty() {
             return;
         }
@@ -649,16 +728,28 @@ impl Core {
         match result {
             Ok(0) => {}
             Ok(dropped) => {
-                bump(&self.counters.spool_dropped, dropped);
                 let _ = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
                     let mut state = ToolState::load(paths);
-                    state.spool_dropped = state.spool_dropped.saturating_add(dropped);
+                    self.note_dropped(&mut state, dropped);
                     state.save(paths)
                 });
             }
             Err(e) => {
                 tracing::debug!(error = %e, lost = records.len(), "cannot write the telemetry spool");
                 bump(&self.counters.io_errors, 1);
+                // Best effort: the state may be writable where the spool is not.
+                let lost: u64 = records
+                    .iter()
+                    .map(|r| match r {
+                        Record::Count { n, .. } => *n,
+                        Record::Event { .. } => 1,
+                    })
+                    .sum();
+                let _ = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
+                    let mut state = ToolState::load(paths);
+                    state.count_dropped(state::reason::IO_ERROR, lost);
+                    state.save(paths)
+                });
             }
         }
     }
@@ -693,7 +784,10 @@ impl Telemetry {
             clock: Arc::new(SystemClock),
             interactive: None,
             spool_limits: SpoolLimits::default(),
+            outbox_limits: upload::OutboxLimits::default(),
             detach: true,
+            prompt_commands: Vec::new(),
+            prompt_timeout: PROMPT_TIMEOUT,
         }
     }
 
@@ -993,51 +1087,8 @@ min_tier = "anonymous"
 }
 
 #[cfg(test)]
-mod notice_tests {
+mod prompt_tests {
     use super::*;
-
-    #[test]
-    fn aggregate_notice_run_sends_nothing_and_the_next_interactive_run_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let folders = Folders::new(dir.path().join("c"), dir.path().join("s"));
-        let build = |interactive: bool| {
-            Telemetry::builder(tests::MANIFEST)
-                .folders(folders.clone())
-                .system_policy(None)
-                .interactive(interactive)
-                .detached_upload(false)
-                .default_level(DefaultLevel::AggregateNotice)
-                .build()
-        };
-        let paths = folders.tool_state("demo-cli");
-
-        // Without a terminal: no notice, nothing stored, off.
-        let t = build(false);
-        assert_eq!(t.level(), Tier::Off);
-        drop(t);
-        assert!(!ToolState::load(&paths).notice_shown);
-
-        // First interactive run: the notice, and still nothing recorded.
-        let t = build(true);
-        assert_eq!(t.level(), Tier::Off);
-        t.track("command", [("name", "greet".into())]);
-        let status = t.control().unwrap().status().unwrap();
-        assert_eq!(status.level, Tier::Off, "the notice run stays off");
-        drop(t);
-        assert!(ToolState::load(&paths).notice_shown);
-        assert!(spool::is_empty(&paths));
-
-        // Next interactive run: aggregate counts start.
-        let t = build(true);
-        assert_eq!(t.level(), Tier::Aggregate);
-        assert_eq!(
-            t.control().unwrap().status().unwrap().source,
-            Source::Default
-        );
-        t.track("command", [("name", "greet".into())]);
-        drop(t);
-        assert!(!spool::is_empty(&paths));
-    }
 
     #[test]
     fn the_prompt_is_due_only_on_a_terminal_without_a_stored_choice() {
@@ -1061,5 +1112,45 @@ mod notice_tests {
         assert!(!control.should_prompt(), "answered once, never again");
         let status = control.status().unwrap();
         assert_eq!((status.level, status.source), (Tier::Off, Source::ToolFile));
+    }
+}
+
+#[cfg(test)]
+mod prompt_quiet_tests {
+    use super::*;
+
+    #[test]
+    fn an_unanswered_prompt_is_quiet_for_a_week_and_once_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::new(dir.path().join("c"), dir.path().join("s"));
+        let clock = Arc::new(ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap()));
+        let build = || {
+            Telemetry::builder(tests::MANIFEST)
+                .folders(folders.clone())
+                .system_policy(None)
+                .interactive(true)
+                .detached_upload(false)
+                .clock(clock.clone())
+                .build()
+        };
+        let t = build();
+        let control = t.control().unwrap();
+        assert!(control.should_prompt());
+        control.note_unanswered().unwrap();
+        assert!(!control.should_prompt());
+        clock.advance_millis(6 * 24 * 3600 * 1000);
+        assert!(
+            !build().control().unwrap().should_prompt(),
+            "six days later"
+        );
+        clock.advance_millis(24 * 3600 * 1000);
+        let t = build();
+        assert!(t.control().unwrap().should_prompt(), "a week later");
+        t.core
+            .as_ref()
+            .unwrap()
+            .prompted
+            .store(true, Ordering::SeqCst);
+        assert!(!t.control().unwrap().should_prompt(), "once per run");
     }
 }

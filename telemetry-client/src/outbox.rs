@@ -2,9 +2,12 @@
 //! to be sent.
 //!
 //! The uploader moves spool records into the outbox *before* it removes them
-//! from the spool, and each outbox file lists the spool records it consumed.
-//! A crash between the two steps is repaired on the next run by dropping
-//! those records from the spool, so nothing is packaged twice; and because a
+//! from the spool, and first writes the ids it consumes to a small staging
+//! journal (each outbox file lists them too). A crash between the two steps
+//! is repaired on the next run by dropping the journal's records from the
+//! spool, so nothing is packaged twice, without reading the outbox under the
+//! lock the host waits on. The outbox is bounded in bytes and age, like the
+//! spool; the oldest payloads go first and are counted. And because a
 //! payload's report id and event ids never change once written, resending it
 //! after a lost answer cannot count twice at the collector.
 
@@ -33,6 +36,15 @@ impl Entry {
         let p = &self.payload;
         (p.counters.as_ref().map_or(0, Vec::len) + p.events.as_ref().map_or(0, Vec::len)) as u64
     }
+
+    /// How many recorded occurrences the payload carries: a counter counts
+    /// as its count, an event as one. Drops are counted in these units, so
+    /// that what is missing can be compared with what was recorded.
+    pub fn occurrences(&self) -> u64 {
+        let p = &self.payload;
+        let counted: u64 = p.counters.iter().flatten().map(|c| c.count).sum();
+        counted + p.events.as_ref().map_or(0, Vec::len) as u64
+    }
 }
 
 /// Writes `entry` atomically under a name that sorts by creation time.
@@ -48,8 +60,17 @@ pub fn put(paths: &ToolPaths, entry: &Entry, now: Timestamp) -> io::Result<PathB
     Ok(path)
 }
 
-/// Every entry, oldest first. Unreadable files are logged and skipped.
+/// Every entry, oldest first. Unreadable files are logged and removed.
 pub fn list(paths: &ToolPaths) -> io::Result<Vec<(PathBuf, Entry)>> {
+    read_all(paths, true)
+}
+
+/// Every entry, oldest first, touching nothing (debug mode).
+pub(crate) fn list_read_only(paths: &ToolPaths) -> io::Result<Vec<(PathBuf, Entry)>> {
+    read_all(paths, false)
+}
+
+fn read_all(paths: &ToolPaths, remove_unreadable: bool) -> io::Result<Vec<(PathBuf, Entry)>> {
     let dir = match fs::read_dir(paths.outbox()) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -75,7 +96,9 @@ pub fn list(paths: &ToolPaths) -> io::Result<Vec<(PathBuf, Entry)>> {
                 // payload cannot be sent, and keeping it would block nothing
                 // but clutter the folder.
                 tracing::debug!(path = %path.display(), error = %e, "dropping unreadable outbox file");
-                let _ = fs::remove_file(&path);
+                if remove_unreadable {
+                    let _ = fs::remove_file(&path);
+                }
             }
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "cannot read outbox file")

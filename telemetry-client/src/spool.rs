@@ -159,8 +159,9 @@ pub fn rewrite(paths: &ToolPaths, records: &[Record]) -> io::Result<()> {
     files::write_atomic(&paths.spool(), &bytes)
 }
 
-/// Appends `records` and enforces the limits; returns how many old records
-/// were dropped to make room. The caller holds the data lock.
+/// Appends `records` and enforces the limits; returns how many recorded
+/// occurrences (a count record's `n`, one per event) were dropped, oldest
+/// first, to make room. The caller holds the data lock.
 ///
 /// Appends are not fsynced: a killed process cannot lose what it already
 /// handed to the kernel, and paying for a disk flush on every host run would
@@ -227,7 +228,14 @@ fn compact(paths: &ToolPaths, limits: SpoolLimits) -> io::Result<u64> {
         skip += 1;
     }
     rewrite(paths, &contents.records[skip..])?;
-    Ok(skip as u64)
+    let lost = contents.records[..skip]
+        .iter()
+        .map(|r| match r {
+            Record::Count { n, .. } => *n,
+            Record::Event { .. } => 1,
+        })
+        .sum();
+    Ok(lost)
 }
 
 /// Whether the spool holds anything, from its size alone (cheap).
@@ -307,7 +315,8 @@ mod tests {
             max_bytes: 1024 * 1024,
             max_records: 10,
         };
-        let records: Vec<Record> = (1..=20).map(count).collect();
+        // One occurrence each, so dropped occurrences are dropped records.
+        let records: Vec<Record> = (1..=20).map(|_| count(1)).collect();
         let mut dropped = 0;
         for r in &records {
             dropped += append(&p, std::slice::from_ref(r), limits).unwrap();

@@ -16,8 +16,8 @@ use telemetry_protocol::manifest::Manifest;
 use telemetry_protocol::policy::limits;
 use telemetry_protocol::wire::{DELETE_PATH, INGEST_PATH};
 use telemetry_protocol::{
-    ClientContext, Counter, Day, DeleteRequest, ErrorBody, Event, IngestPayload, Props, Tier,
-    Timestamp, Uuid,
+    ClientContext, Counter, Day, DeleteRequest, ErrorBody, Event, IngestPayload, IngestResponse,
+    Props, Tier, Timestamp, Uuid,
 };
 
 use crate::clock::Clock;
@@ -26,7 +26,10 @@ use crate::folders::ToolPaths;
 use crate::outbox::{self, Entry};
 use crate::spool::{self, Record};
 use crate::state::ToolState;
+use crate::state::{HealthReport, reason};
 use crate::upload_log::{self, LogEntry, UploadKind, UploadResult};
+use telemetry_protocol::PropValue;
+use telemetry_protocol::manifest::builtin;
 
 /// How long to wait for a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -35,20 +38,32 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest back-off, whatever the interval.
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
-/// How one request ended.
+/// How one request ended. Only a final answer ends a request: a 2xx, or a
+/// 400 or 422, which say the request itself can never succeed. Everything
+/// else (401, 403, 404, 405, 408, 409, 5xx, TLS and proxy errors, timeouts,
+/// 429) can be a misrouted proxy, a firewall or a passing outage, so the
+/// request stays queued and is retried with back-off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// 2xx.
-    Delivered,
-    /// Printed in debug mode.
-    Printed,
-    /// A 4xx other than 429: drop it, with the reason.
+    /// 2xx; `refused` items of an ingest were refused on their own.
+    Delivered {
+        /// `IngestResponse::refused`, 0 for a deletion or an old collector.
+        refused: u64,
+    },
+    /// 400 or 422: drop it, with the reason.
     Rejected(String),
+    /// 413: the body is too large; split it and retry.
+    TooLarge(String),
     /// 429 or 503, with the server's `Retry-After` if any.
     RetryAfter(Option<Duration>, String),
-    /// Unreachable, timed out or 5xx.
+    /// Unreachable, timed out, or any other status.
     Failed(String),
 }
+
+/// The most bytes one ingest payload may have: the collector's body limit is
+/// larger, and staying well under it leaves room for proxies that are
+/// stricter.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// Something that can deliver a JSON body to a collector path.
 pub(crate) trait Transport {
@@ -108,43 +123,42 @@ impl Transport for Http {
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_vec()
+            .ok();
         if (200..300).contains(&status) {
-            return Outcome::Delivered;
+            // A 2xx is delivered whatever its body says; `refused` counts the
+            // items the collector refused on their own.
+            let refused = body
+                .and_then(|b| serde_json::from_slice::<IngestResponse>(&b).ok())
+                .map_or(0, |r| r.refused);
+            return Outcome::Delivered { refused };
         }
         let retry_after = response
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let code = response
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_vec()
-            .ok()
+            .map(|secs| Duration::from_secs(secs).min(MAX_BACKOFF));
+        let code = body
             .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
             .map(|b| format!(" {}: {}", b.error, b.message))
             .unwrap_or_default();
         let detail = format!("HTTP {status}{code}");
-        match status {
-            429 | 503 => Outcome::RetryAfter(retry_after, detail),
-            400..=499 => Outcome::Rejected(detail),
-            _ => Outcome::Failed(detail),
-        }
+        classify(status, retry_after, detail)
     }
 }
 
-/// Debug mode: prints each body to stderr instead of sending it.
-pub(crate) struct Printer;
-
-impl Transport for Printer {
-    fn post(&self, path: &str, body: &[u8]) -> Outcome {
-        eprintln!(
-            "telemetry (debug, not sent): POST {path} {}",
-            String::from_utf8_lossy(body)
-        );
-        Outcome::Printed
+/// What a non-2xx status means for the request.
+pub(crate) fn classify(status: u16, retry_after: Option<Duration>, detail: String) -> Outcome {
+    match status {
+        400 | 422 => Outcome::Rejected(detail),
+        413 => Outcome::TooLarge(detail),
+        429 | 503 => Outcome::RetryAfter(retry_after, detail),
+        _ => Outcome::Failed(detail),
     }
 }
 
@@ -193,6 +207,16 @@ pub struct UploadReport {
     pub failure: Option<String>,
 }
 
+/// What [`Job::plan`] makes of the spool.
+struct Plan {
+    /// Payloads for the outbox.
+    entries: Vec<Entry>,
+    /// Records that stay in the spool (above this run's level).
+    keep: Vec<Record>,
+    /// Whether any record was taken out.
+    changed: bool,
+}
+
 /// Everything an upload run needs to know about the tool.
 pub(crate) struct Job<'a> {
     /// The manifest every payload is checked against.
@@ -209,30 +233,212 @@ pub(crate) struct Job<'a> {
     pub interval: Duration,
     /// Where to send.
     pub endpoint: &'a str,
+    /// The outbox's bounds.
+    pub outbox: OutboxLimits,
+}
+
+/// Bounds on the outbox, like the spool's: a long outage must not grow it
+/// without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Largest total size of the payload files, in bytes.
+    pub max_bytes: u64,
+    /// How long a payload may wait before it is dropped.
+    pub max_age: Duration,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_bytes: 4 * 1024 * 1024,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 impl Job<'_> {
     /// Moves eligible spool records into outbox payloads with fixed ids, then
     /// removes them from the spool. Takes the data lock.
+    ///
+    /// The host waits on that lock at the end of every run, so nothing here
+    /// reads the outbox: the ids a staging round consumed are written to a
+    /// small journal first and removed once the spool is rewritten, and a
+    /// journal left by a crash says which spool records are already
+    /// packaged. The outbox's bounds are enforced after the lock is released.
     pub(crate) fn stage(&self) -> io::Result<()> {
+        {
+            let _lock = Lock::acquire(&self.paths.data_lock())?;
+            self.stage_locked()?;
+        }
+        self.bound_outbox()
+    }
+
+    fn stage_locked(&self) -> io::Result<()> {
         let paths = self.paths;
-        let _lock = Lock::acquire(&paths.data_lock())?;
         let state = ToolState::load(paths);
-        let consumed: HashSet<Uuid> = outbox::list(paths)?
+        let journal = paths.staging_journal();
+        let consumed: HashSet<Uuid> = match crate::files::read_optional(&journal) {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
+            _ => HashSet::new(),
+        };
+        let contents = spool::read(paths)?;
+        let mut changed = contents.torn > 0;
+        let records = contents
+            .records
+            .into_iter()
+            .filter(|r| {
+                // Packaged before a crash cut the spool rewrite short.
+                let packaged = consumed.contains(&r.id());
+                changed |= packaged;
+                !packaged
+            })
+            .collect();
+        let now = self.clock.now();
+        let plan = self.plan(records, &state);
+        if !plan.entries.is_empty() {
+            let ids: Vec<Uuid> = plan
+                .entries
+                .iter()
+                .flat_map(|e| e.consumed.iter().copied())
+                .collect();
+            let bytes = serde_json::to_vec(&ids).map_err(io::Error::other)?;
+            crate::files::write_atomic(&journal, &bytes)?;
+        }
+        let mut log = Vec::new();
+        let mut invalid = 0;
+        for entry in plan.entries {
+            invalid += self.put_checked(entry, now, &mut log)?;
+        }
+        if changed || plan.changed {
+            spool::rewrite(paths, &plan.keep)?;
+        }
+        crate::files::remove_if_exists(&journal)?;
+        if invalid > 0 {
+            let mut state = ToolState::load(paths);
+            state.count_dropped(reason::REFUSED_PAYLOAD, invalid);
+            state.save(paths)?;
+        }
+        upload_log::append(paths, &log)
+    }
+
+    /// Keeps the outbox within its bounds: payloads older than the age bound
+    /// go, then the oldest until the folder is within the size bound. What
+    /// goes is counted (`outbox_expired`, `outbox_full`). Only file names
+    /// (which start with the creation time) and sizes are looked at, except
+    /// for the payloads dropped, which are read to count what they held.
+    /// Runs under the uploader lock only.
+    pub(crate) fn bound_outbox(&self) -> io::Result<()> {
+        let dir = match std::fs::read_dir(self.paths.outbox()) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut files: Vec<(std::path::PathBuf, i64, u64)> = dir
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let path = e.path();
+                let name = path.file_name()?.to_str()?.to_owned();
+                if !name.ends_with(".json") || name.starts_with('.') {
+                    return None;
+                }
+                let created = name.split('-').next()?.parse().ok()?;
+                let size = e.metadata().ok()?.len();
+                Some((path, created, size))
+            })
+            .collect();
+        files.sort();
+        let now = self.clock.now().unix_millis();
+        let max_age = i64::try_from(self.outbox.max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut total: u64 = files.iter().map(|f| f.2).sum();
+        let mut dropped: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for (path, created, size) in files {
+            let why = if now.saturating_sub(created) > max_age {
+                reason::OUTBOX_EXPIRED
+            } else if total > self.outbox.max_bytes {
+                reason::OUTBOX_FULL
+            } else {
+                continue;
+            };
+            let lost = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+                .map_or(0, |e| e.occurrences());
+            tracing::debug!(reason = why, lost, "dropping an outbox payload");
+            crate::files::remove_if_exists(&path)?;
+            total = total.saturating_sub(size);
+            *dropped.entry(why).or_default() += lost;
+        }
+        if !dropped.is_empty() {
+            let _lock = Lock::acquire(&self.paths.data_lock())?;
+            let mut state = ToolState::load(self.paths);
+            for (why, n) in dropped {
+                state.count_dropped(why, n);
+            }
+            state.save(self.paths)?;
+        }
+        Ok(())
+    }
+
+    /// Prints, for debug mode, exactly what the next upload would send: the
+    /// outbox, the spool and `extra` (this run's unspooled records) packaged
+    /// as `stage` would, and the queued deletions. Writes nothing, takes no
+    /// lock and creates no file: debug mode must leave the spool, the outbox,
+    /// the state and the deletion queue exactly as they were.
+    pub(crate) fn preview(&self, extra: Vec<Record>) -> io::Result<UploadReport> {
+        let paths = self.paths;
+        let state = ToolState::load(paths);
+        let mut report = UploadReport::default();
+        let print = |path: &str, body: &[u8]| {
+            eprintln!(
+                "telemetry (debug, not sent): POST {path} {}",
+                String::from_utf8_lossy(body)
+            );
+        };
+        for install_id in &state.pending_deletions {
+            let body = serde_json::to_vec(&DeleteRequest {
+                project: self.manifest.project.clone(),
+                install_id: *install_id,
+            })
+            .map_err(io::Error::other)?;
+            print(DELETE_PATH, &body);
+            report.deletions += 1;
+        }
+        if self.level == Tier::Off {
+            return Ok(report);
+        }
+        let outbox = outbox::list_read_only(paths)?;
+        let consumed: HashSet<Uuid> = outbox
             .iter()
             .flat_map(|(_, e)| e.consumed.iter().copied())
             .collect();
-        let contents = spool::read(paths)?;
-        let mut changed = contents.torn > 0;
+        let mut records: Vec<Record> = spool::read(paths)?
+            .records
+            .into_iter()
+            .filter(|r| !consumed.contains(&r.id()))
+            .collect();
+        records.extend(extra);
+        let planned = self.plan(records, &state).entries;
+        for entry in outbox.into_iter().map(|(_, e)| e).chain(planned) {
+            if entry.payload.tier > self.level {
+                continue;
+            }
+            let body = serde_json::to_vec(&entry.payload).map_err(io::Error::other)?;
+            print(INGEST_PATH, &body);
+            report.delivered_payloads += 1;
+            report.delivered_items += entry.items();
+        }
+        Ok(report)
+    }
+
+    /// Packages `records` into payloads: what to put in the outbox, what stays
+    /// in the spool, and whether anything was taken out of it.
+    fn plan(&self, records: Vec<Record>, state: &ToolState) -> Plan {
+        let mut changed = false;
         let mut keep = Vec::new();
         let mut counts: BTreeMap<(Day, String, Props), (u64, Vec<Uuid>)> = BTreeMap::new();
         let mut events: BTreeMap<(Tier, Uuid), Vec<(Uuid, Event)>> = BTreeMap::new();
-        for record in contents.records {
-            if consumed.contains(&record.id()) {
-                // Packaged before a crash cut the spool rewrite short.
-                changed = true;
-                continue;
-            }
+        // (Spool record id, event); they are equal, kept apart for clarity.
+        for record in records {
             match record {
                 Record::Count {
                     id,
@@ -274,75 +480,90 @@ impl Job<'_> {
                 other => keep.push(other),
             }
         }
-        let mut log = Vec::new();
-        let now = self.clock.now();
+        let mut entries = Vec::new();
         let context = ClientContext::current(self.tool_version);
-        let counters: Vec<_> = counts.into_iter().collect();
-        for chunk in counters.chunks(limits::MAX_COUNTERS) {
-            let mut ids = Vec::new();
-            let list = chunk
-                .iter()
-                .map(|((day, event, props), (n, from))| {
-                    ids.extend_from_slice(from);
-                    Counter {
-                        day: *day,
-                        event: event.clone(),
-                        props: props.clone(),
-                        count: (*n).min(limits::MAX_COUNT),
-                    }
-                })
-                .collect();
+        let counters: Vec<(Counter, Vec<Uuid>)> = counts
+            .into_iter()
+            .map(|((day, event, props), (n, from))| {
+                let counter = Counter {
+                    day,
+                    event,
+                    props,
+                    count: n.min(limits::MAX_COUNT),
+                };
+                (counter, from)
+            })
+            .collect();
+        let empty = IngestPayload {
+            project: self.manifest.project.clone(),
+            tier: Tier::Aggregate,
+            context: context.clone(),
+            report_id: Some(Uuid::nil()),
+            counters: Some(Vec::new()),
+            install_id: None,
+            events: None,
+            identity: None,
+        };
+        let budget = item_budget(&empty);
+        let list: Vec<Counter> = counters.iter().map(|(c, _)| c.clone()).collect();
+        let mut from = counters.into_iter().map(|(_, ids)| ids);
+        for chunk in chunks_by_size(&list, limits::MAX_COUNTERS, budget) {
+            let ids = from.by_ref().take(chunk.len()).flatten().collect();
             let payload = IngestPayload {
-                project: self.manifest.project.clone(),
-                tier: Tier::Aggregate,
-                context: context.clone(),
                 report_id: Some(Uuid::new_v4()),
-                counters: Some(list),
-                install_id: None,
-                events: None,
-                identity: None,
+                counters: Some(chunk),
+                ..empty.clone()
             };
-            self.put_checked(
-                Entry {
-                    consumed: ids,
-                    payload,
-                },
-                now,
-                &mut log,
-            )?;
+            entries.push(Entry {
+                consumed: ids,
+                payload,
+            });
         }
         for ((tier, install_id), list) in events {
-            for chunk in list.chunks(limits::MAX_EVENTS) {
-                let identity = (tier == Tier::Full && !state.identity.is_empty())
-                    .then(|| state.identity.clone());
+            let identity =
+                (tier == Tier::Full && !state.identity.is_empty()).then(|| state.identity.clone());
+            let empty = IngestPayload {
+                project: self.manifest.project.clone(),
+                tier,
+                context: context.clone(),
+                report_id: None,
+                counters: None,
+                install_id: Some(install_id),
+                events: Some(Vec::new()),
+                identity,
+            };
+            let budget = item_budget(&empty);
+            let list: Vec<Event> = list.into_iter().map(|(_, e)| e).collect();
+            for chunk in chunks_by_size(&list, limits::MAX_EVENTS, budget) {
+                // An event's id is the id of the spool record it came from.
+                let consumed = chunk.iter().map(|e| e.id).collect();
                 let payload = IngestPayload {
-                    project: self.manifest.project.clone(),
-                    tier,
-                    context: context.clone(),
-                    report_id: None,
-                    counters: None,
-                    install_id: Some(install_id),
-                    events: Some(chunk.iter().map(|(_, e)| e.clone()).collect()),
-                    identity,
+                    events: Some(chunk),
+                    ..empty.clone()
                 };
-                let consumed = chunk.iter().map(|(id, _)| *id).collect();
-                self.put_checked(Entry { consumed, payload }, now, &mut log)?;
+                entries.push(Entry { consumed, payload });
             }
         }
-        if changed {
-            spool::rewrite(paths, &keep)?;
+        Plan {
+            entries,
+            keep,
+            changed,
         }
-        upload_log::append(paths, &log)
     }
 
     /// Writes `entry` to the outbox if it passes the same checks the collector
     /// applies; a payload that fails them would only be refused, so it is
-    /// dropped here and logged.
-    fn put_checked(&self, entry: Entry, now: Timestamp, log: &mut Vec<LogEntry>) -> io::Result<()> {
+    /// dropped here and logged. Returns the occurrences dropped.
+    fn put_checked(
+        &self,
+        entry: Entry,
+        now: Timestamp,
+        log: &mut Vec<LogEntry>,
+    ) -> io::Result<u64> {
         let checked = telemetry_protocol::validate(&entry.payload)
             .and_then(|()| self.manifest.validate_payload(&entry.payload));
         match checked {
-            Ok(()) => outbox::put(self.paths, &entry, now).map(drop),
+            Ok(()) => outbox::put(self.paths, &entry, now).map(|_| 0),
             Err(violations) => {
                 tracing::debug!(%violations, "dropping a payload that fails the tier policy");
                 log.push(LogEntry {
@@ -353,13 +574,14 @@ impl Job<'_> {
                     result: UploadResult::Invalid,
                     detail: violations.to_string(),
                 });
-                Ok(())
+                Ok(entry.occurrences())
             }
         }
     }
 
-    /// Sends the outbox, then the queued deletions, and schedules the next
-    /// attempt. Stops at the first failure so that a dead collector costs one
+    /// Sends the queued deletions, then the outbox, and schedules the next
+    /// attempt. Deletions go first: an opt-out must not wait behind data.
+    /// Stops at the first failure so that a dead collector costs one
     /// timeout, not one per payload.
     pub(crate) fn send(
         &self,
@@ -370,12 +592,68 @@ impl Job<'_> {
         let mut report = UploadReport::default();
         let mut log = Vec::new();
         let mut retry_after = None;
+        let mut dropped: BTreeMap<&'static str, u64> = BTreeMap::new();
         let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
         let fail = |report: &mut UploadReport, why: String| {
             report.failure.get_or_insert(why);
         };
 
-        'entries: for (path, entry) in outbox::list(paths)? {
+        let project = self.manifest.project.clone();
+        for install_id in ToolState::load(paths).pending_deletions {
+            if out_of_time() {
+                fail(&mut report, "timed out".into());
+                break;
+            }
+            let body = serde_json::to_vec(&DeleteRequest {
+                project: project.clone(),
+                install_id,
+            })
+            .map_err(io::Error::other)?;
+            let outcome = transport.post(DELETE_PATH, &body);
+            let (result, detail) = self.settle(&outcome, &mut report, &mut retry_after);
+            log.push(LogEntry {
+                time: self.clock.now(),
+                kind: UploadKind::Delete,
+                tier: None,
+                items: 1,
+                result,
+                detail,
+            });
+            match outcome {
+                Outcome::Delivered { .. } | Outcome::Rejected(_) => {
+                    // A refused deletion (counted in `settle`) will never
+                    // succeed, so it leaves the queue like a delivered one.
+                    if !matches!(outcome, Outcome::Rejected(_)) {
+                        report.deletions += 1;
+                    }
+                    let _lock = Lock::acquire(&paths.data_lock())?;
+                    let mut state = ToolState::load(paths);
+                    state.pending_deletions.retain(|id| *id != install_id);
+                    state.save(paths)?;
+                }
+                Outcome::TooLarge(why) | Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                    fail(&mut report, why);
+                    break;
+                }
+            }
+        }
+
+        if report.failure.is_none()
+            && self.level >= Tier::Aggregate
+            && !out_of_time()
+            && let Some(why) =
+                self.send_health(transport, &mut report, &mut log, &mut retry_after)?
+        {
+            fail(&mut report, why);
+        }
+
+        let mut queue: std::collections::VecDeque<(std::path::PathBuf, Entry)> =
+            if report.failure.is_none() {
+                outbox::list(paths)?.into()
+            } else {
+                Default::default()
+            };
+        while let Some((path, entry)) = queue.pop_front() {
             if entry.payload.tier > self.level {
                 // Packaged when the level was higher (an environment ceiling
                 // may apply to this run only); it waits.
@@ -397,57 +675,37 @@ impl Job<'_> {
                 detail,
             });
             match outcome {
-                Outcome::Delivered | Outcome::Printed => {
+                Outcome::Delivered { refused } => {
                     report.delivered_payloads += 1;
                     report.delivered_items += entry.items();
+                    if refused > 0 {
+                        *dropped.entry(reason::REFUSED_ITEMS).or_default() += refused;
+                    }
                     crate::files::remove_if_exists(&path)?;
                 }
-                Outcome::Rejected(_) => crate::files::remove_if_exists(&path)?,
-                Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
-                    fail(&mut report, why);
-                    break 'entries;
+                Outcome::Rejected(_) => {
+                    *dropped.entry(reason::REFUSED_PAYLOAD).or_default() += entry.occurrences();
+                    crate::files::remove_if_exists(&path)?;
                 }
-            }
-        }
-
-        if report.failure.is_none() {
-            let project = self.manifest.project.clone();
-            for install_id in ToolState::load(paths).pending_deletions {
-                if out_of_time() {
-                    fail(&mut report, "timed out".into());
-                    break;
-                }
-                let body = serde_json::to_vec(&DeleteRequest {
-                    project: project.clone(),
-                    install_id,
-                })
-                .map_err(io::Error::other)?;
-                let outcome = transport.post(DELETE_PATH, &body);
-                let (result, detail) = self.settle(&outcome, &mut report, &mut retry_after);
-                log.push(LogEntry {
-                    time: self.clock.now(),
-                    kind: UploadKind::Delete,
-                    tier: None,
-                    items: 1,
-                    result,
-                    detail,
-                });
-                match outcome {
-                    Outcome::Delivered | Outcome::Printed | Outcome::Rejected(_) => {
-                        // A refused deletion (counted in `settle`) will never
-                        // succeed, so it leaves the queue like a delivered one.
-                        if !matches!(outcome, Outcome::Rejected(_)) {
-                            report.deletions += 1;
-                        }
-                        let _lock = Lock::acquire(&paths.data_lock())?;
-                        let mut state = ToolState::load(paths);
-                        state.pending_deletions.retain(|id| *id != install_id);
-                        state.save(paths)?;
+                Outcome::TooLarge(why) => match split(&entry) {
+                    // Data is never dropped for its size: the halves go to
+                    // the front of the queue and are sent at once.
+                    Some((first, second)) => {
+                        let now = self.clock.now();
+                        let second_path = outbox::put(paths, &second, now)?;
+                        let first_path = outbox::put(paths, &first, now)?;
+                        crate::files::remove_if_exists(&path)?;
+                        queue.push_front((second_path, second));
+                        queue.push_front((first_path, first));
                     }
-                    Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                    None => {
                         fail(&mut report, why);
                         break;
                     }
+                },
+                Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                    fail(&mut report, why);
+                    break;
                 }
             }
         }
@@ -457,12 +715,17 @@ impl Job<'_> {
         let now = self.clock.now();
         state.last_attempt = Some(now);
         state.endpoint_last_used = Some(self.endpoint.to_owned());
+        for (why, n) in dropped {
+            state.count_dropped(why, n);
+        }
         if report.delivered_payloads + report.deletions > 0 {
             state.last_upload = Some(now);
         }
         let wait = if report.failure.is_some() {
             state.failures = state.failures.saturating_add(1);
-            backoff(self.interval, state.failures).max(retry_after.unwrap_or_default())
+            backoff(self.interval, state.failures)
+                .max(retry_after.unwrap_or_default())
+                .min(MAX_BACKOFF)
         } else {
             state.failures = 0;
             self.interval
@@ -473,6 +736,106 @@ impl Job<'_> {
         Ok(report)
     }
 
+    /// Sends the drop counts as `telemetry_dropped` counters in an aggregate
+    /// payload of their own (no install id), which every tier may send. The
+    /// report is fixed in the state before it is sent, and the counts leave
+    /// `dropped` only after a 2xx; a 400 or 422 drops them without counting
+    /// them again, so a collector that refuses them cannot cause a loop.
+    /// Returns why it failed, if it did.
+    fn send_health(
+        &self,
+        transport: &dyn Transport,
+        report: &mut UploadReport,
+        log: &mut Vec<LogEntry>,
+        retry_after: &mut Option<Duration>,
+    ) -> io::Result<Option<String>> {
+        let paths = self.paths;
+        let health = {
+            let _lock = Lock::acquire(&paths.data_lock())?;
+            let mut state = ToolState::load(paths);
+            if state.health.is_none() && state.dropped.values().any(|n| *n > 0) {
+                state.health = Some(HealthReport {
+                    report_id: Uuid::new_v4(),
+                    day: self.clock.now().day(),
+                    counts: state.dropped.clone(),
+                });
+                state.save(paths)?;
+            }
+            state.health
+        };
+        let Some(health) = health else {
+            return Ok(None);
+        };
+        let counters: Vec<Counter> = health
+            .counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(why, n)| Counter {
+                day: health.day,
+                event: builtin::DROPPED.to_owned(),
+                props: Props::from([(
+                    builtin::DROPPED_REASON_PROP.to_owned(),
+                    PropValue::Token(why.clone()),
+                )]),
+                count: (*n).min(limits::MAX_COUNT),
+            })
+            .collect();
+        let payload = IngestPayload {
+            project: self.manifest.project.clone(),
+            tier: Tier::Aggregate,
+            context: ClientContext::current(self.tool_version),
+            report_id: Some(health.report_id),
+            counters: Some(counters),
+            install_id: None,
+            events: None,
+            identity: None,
+        };
+        let entry = Entry {
+            consumed: Vec::new(),
+            payload,
+        };
+        let checked = telemetry_protocol::validate(&entry.payload)
+            .and_then(|()| self.manifest.validate_payload(&entry.payload));
+        let outcome = match checked {
+            Ok(()) => {
+                let body = serde_json::to_vec(&entry.payload).map_err(io::Error::other)?;
+                transport.post(INGEST_PATH, &body)
+            }
+            Err(violations) => Outcome::Rejected(format!("fails the client's check: {violations}")),
+        };
+        let (result, detail) = self.settle(&outcome, report, retry_after);
+        log.push(LogEntry {
+            time: self.clock.now(),
+            kind: UploadKind::Ingest,
+            tier: Some(Tier::Aggregate),
+            items: entry.items(),
+            result,
+            detail,
+        });
+        match outcome {
+            Outcome::Delivered { .. } | Outcome::Rejected(_) => {
+                if matches!(outcome, Outcome::Delivered { .. }) {
+                    report.delivered_payloads += 1;
+                    report.delivered_items += entry.items();
+                }
+                let _lock = Lock::acquire(&paths.data_lock())?;
+                let mut state = ToolState::load(paths);
+                for (why, n) in &health.counts {
+                    if let Some(left) = state.dropped.get_mut(why) {
+                        *left = left.saturating_sub(*n);
+                    }
+                }
+                state.dropped.retain(|_, n| *n > 0);
+                state.health = None;
+                state.save(paths)?;
+                Ok(None)
+            }
+            Outcome::TooLarge(why) | Outcome::RetryAfter(_, why) | Outcome::Failed(why) => {
+                Ok(Some(why))
+            }
+        }
+    }
+
     /// Turns an outcome into a log result and detail, counting rejections.
     fn settle(
         &self,
@@ -481,8 +844,15 @@ impl Job<'_> {
         retry_after: &mut Option<Duration>,
     ) -> (UploadResult, String) {
         match outcome {
-            Outcome::Delivered => (UploadResult::Delivered, "2xx".into()),
-            Outcome::Printed => (UploadResult::Printed, "printed to stderr".into()),
+            Outcome::Delivered { refused: 0 } => (UploadResult::Delivered, "2xx".into()),
+            Outcome::Delivered { refused } => (
+                UploadResult::Delivered,
+                format!("2xx; the collector refused {refused} items on their own"),
+            ),
+            Outcome::TooLarge(why) => {
+                tracing::debug!(reason = %why, "payload too large; splitting it");
+                (UploadResult::Deferred, format!("{why}; split in half"))
+            }
             Outcome::Rejected(why) => {
                 tracing::debug!(reason = %why, "collector refused a payload; dropping it");
                 report.rejected += 1;
@@ -500,6 +870,65 @@ impl Job<'_> {
     }
 }
 
+/// Splits a payload in half (counters or events), or `None` if it holds a
+/// single item. Counter halves get fresh report ids: the collector refused
+/// the whole, so neither half was counted under the old one.
+fn split(entry: &Entry) -> Option<(Entry, Entry)> {
+    let p = &entry.payload;
+    let half = |payload: IngestPayload| Entry {
+        consumed: entry.consumed.clone(),
+        payload,
+    };
+    if let Some(counters) = p.counters.as_ref().filter(|c| c.len() > 1) {
+        let (a, b) = counters.split_at(counters.len() / 2);
+        let with = |list: &[Counter]| IngestPayload {
+            counters: Some(list.to_vec()),
+            report_id: Some(Uuid::new_v4()),
+            ..p.clone()
+        };
+        return Some((half(with(a)), half(with(b))));
+    }
+    let events = p.events.as_ref().filter(|e| e.len() > 1)?;
+    let (a, b) = events.split_at(events.len() / 2);
+    let with = |list: &[Event]| IngestPayload {
+        events: Some(list.to_vec()),
+        ..p.clone()
+    };
+    Some((half(with(a)), half(with(b))))
+}
+
+/// Groups `items` so that each group has at most `max_count` items and its
+/// JSON at most `budget` bytes (commas included). An item larger than the
+/// budget goes alone.
+fn chunks_by_size<T: serde::Serialize + Clone>(
+    items: &[T],
+    max_count: usize,
+    budget: usize,
+) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let size = serde_json::to_vec(item).map_or(0, |b| b.len()) + 1;
+        if !current.is_empty() && (current.len() >= max_count || bytes + size > budget) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(item.clone());
+        bytes += size;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The bytes left for items in a payload shaped like `empty`.
+fn item_budget(empty: &IngestPayload) -> usize {
+    let envelope = serde_json::to_vec(empty).map_or(0, |b| b.len());
+    MAX_PAYLOAD_BYTES.saturating_sub(envelope + 64)
+}
+
 /// The wait after `failures` consecutive failures: the interval doubled per
 /// failure, at most 16 intervals and at most a day.
 pub(crate) fn backoff(interval: Duration, failures: u32) -> Duration {
@@ -507,10 +936,12 @@ pub(crate) fn backoff(interval: Duration, failures: u32) -> Duration {
     interval.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
-/// `at` plus `wait`.
+/// `at` plus `wait`, never past the year 9999.
 pub(crate) fn later(at: Timestamp, wait: Duration) -> Timestamp {
     let millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-    Timestamp::from_unix_millis(at.unix_millis().saturating_add(millis))
+    crate::clock::bounded(Timestamp::from_unix_millis(
+        at.unix_millis().saturating_add(millis),
+    ))
 }
 
 #[cfg(test)]
@@ -537,6 +968,56 @@ mod tests {
         ] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A crash after the outbox was written but before the spool was
+    /// rewritten leaves the journal; the next staging drops what it lists
+    /// from the spool instead of packaging it twice, without reading the
+    /// outbox.
+    #[test]
+    fn a_staging_journal_left_by_a_crash_prevents_double_packaging() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ToolPaths {
+            dir: dir.path().join("demo-cli"),
+        };
+        let manifest = Manifest::parse(crate::tests::MANIFEST).unwrap();
+        let clock = crate::ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap());
+        let job = Job {
+            manifest: &manifest,
+            tool_version: "1.0.0",
+            paths: &paths,
+            level: Tier::Aggregate,
+            clock: &clock,
+            interval: Duration::from_secs(3600),
+            endpoint: "http://127.0.0.1:9",
+            outbox: OutboxLimits::default(),
+        };
+        let record = |n| Record::Count {
+            id: Uuid::new_v4(),
+            day: clock.now().day(),
+            event: "command".into(),
+            props: Props::new(),
+            n,
+        };
+        let (packaged, fresh) = (record(2), record(3));
+        spool::append(
+            &paths,
+            &[packaged.clone(), fresh.clone()],
+            Default::default(),
+        )
+        .unwrap();
+        let journal = serde_json::to_vec(&[packaged.id()]).unwrap();
+        crate::files::write_atomic(&paths.staging_journal(), &journal).unwrap();
+        job.stage().unwrap();
+        assert!(!paths.staging_journal().exists());
+        assert!(spool::is_empty(&paths));
+        let counts: Vec<u64> = outbox::list(&paths)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, e)| e.payload.counters.clone().unwrap_or_default())
+            .map(|c| c.count)
+            .collect();
+        assert_eq!(counts, [3], "only the record the crash did not package");
     }
 
     #[test]

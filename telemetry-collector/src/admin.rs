@@ -131,7 +131,8 @@ pub async fn load_stats(
     if !known {
         return Err(ApiError::new(ErrorCode::NotFound, "no such project"));
     }
-    crate::stats::project_stats(state.store(), project, from, to)
+    let manifest = state.project(project).map(|p| &p.manifest);
+    crate::stats::project_stats_declared(state.store(), project, manifest, from, to)
         .await
         .map_err(internal)
 }

@@ -374,6 +374,21 @@ impl Config {
         if self.retention_days == 0 {
             return invalid("retention_days must be at least 1".to_owned());
         }
+        let d = &self.dashboard;
+        if d.public_min_count < crate::dashboard::public::MIN_MIN_COUNT {
+            return invalid(format!(
+                "dashboard.public_min_count must be at least {}: smaller counts are mostly noise",
+                crate::dashboard::public::MIN_MIN_COUNT
+            ));
+        }
+        // Above 20 a week the noise is below one install per cell and the
+        // guarantee means little; say so rather than publish near-exact counts.
+        if !(d.public_epsilon_per_week > 0.0 && d.public_epsilon_per_week <= 20.0) {
+            return invalid(format!(
+                "dashboard.public_epsilon_per_week must be above 0 and at most 20, not {}",
+                d.public_epsilon_per_week
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for project in &self.projects {
             if !telemetry_protocol::policy::is_project_name(&project.name) {
@@ -530,7 +545,13 @@ open_names_per_day = 100
 # /public/<project> and /public/<project>/stats.json. Off for every project
 # unless listed here. Public pages never show identity fields or install ids.
 public_projects = []
-# On public pages, any count below this is shown as "< 10".
+# Public pages are differentially private: every number carries random noise,
+# drawn once and kept, so that no single install can be told apart. This is
+# the privacy loss epsilon that one install's data of one week may cost; lower
+# is more private and noisier. At 1.0 a weekly count is within about +-90 of
+# the truth 95% of the time. See PRIVACY.md, "Public pages".
+public_epsilon_per_week = 1.0
+# On public pages, any noisy count below this is shown as "< 10". At least 5.
 public_min_count = 10
 # The session cookie is marked Secure when the request came through a proxy
 # that sent `X-Forwarded-Proto: https`. Set this to always mark it Secure.

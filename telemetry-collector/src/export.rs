@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use crate::report::{Breakdown, ProjectStats};
+use crate::report::{Breakdown, EventBreakdown, ProjectStats, PropBreakdown};
 
 /// Which table of a [`ProjectStats`] to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +31,19 @@ pub enum CsvTable {
     Tiers,
     /// Retention by install-week cohort.
     Retention,
+    /// Every prop breakdown: one row per event, prop and value.
+    Props,
+    /// The weekly series of the top values of every prop breakdown.
+    PropWeeks,
+    /// Version adoption: one row per week and version.
+    Adoption,
+    /// Command usage: one row per event, one column per week.
+    Commands,
 }
 
 impl CsvTable {
     /// Every table, in the order the dashboard lists them.
-    pub const ALL: [CsvTable; 8] = [
+    pub const ALL: [CsvTable; 12] = [
         CsvTable::Daily,
         CsvTable::Weekly,
         CsvTable::Versions,
@@ -44,6 +52,10 @@ impl CsvTable {
         CsvTable::Events,
         CsvTable::Tiers,
         CsvTable::Retention,
+        CsvTable::Props,
+        CsvTable::PropWeeks,
+        CsvTable::Adoption,
+        CsvTable::Commands,
     ];
 
     /// The table's name in URLs and on the command line.
@@ -57,6 +69,10 @@ impl CsvTable {
             CsvTable::Events => "events",
             CsvTable::Tiers => "tiers",
             CsvTable::Retention => "retention",
+            CsvTable::Props => "props",
+            CsvTable::PropWeeks => "prop_weeks",
+            CsvTable::Adoption => "adoption",
+            CsvTable::Commands => "commands",
         }
     }
 }
@@ -64,7 +80,8 @@ impl CsvTable {
 /// The error for a name that is no [`CsvTable`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown table; valid tables are: daily, weekly, versions, os, arch, events, tiers, retention"
+    "unknown table; valid tables are: daily, weekly, versions, os, arch, events, tiers, retention, \
+     props, prop_weeks, adoption, commands"
 )]
 pub struct UnknownTable;
 
@@ -187,6 +204,157 @@ pub fn csv(stats: &ProjectStats, table: CsvTable) -> String {
                 push_row(&mut out, &row);
             }
         }
+        CsvTable::Props => props_csv(&mut out, &stats.props),
+        CsvTable::PropWeeks => prop_weeks_csv(&mut out, &stats.props),
+        CsvTable::Adoption => {
+            push_row(
+                &mut out,
+                &["week", "version", "active_installs", "share"].map(String::from),
+            );
+            let a = &stats.adoption;
+            for (w, week) in a.weeks.iter().enumerate() {
+                for v in &a.versions {
+                    push_row(
+                        &mut out,
+                        &[
+                            week.to_string(),
+                            v.version.clone(),
+                            v.active_installs.get(w).copied().unwrap_or(0).to_string(),
+                            share_cell(v.share.get(w).copied().flatten()),
+                        ],
+                    );
+                }
+            }
+        }
+        CsvTable::Commands => {
+            let mut header = vec![
+                "event".to_owned(),
+                "count".to_owned(),
+                "per_active_install".to_owned(),
+            ];
+            header.extend(stats.weekly.iter().map(|w| w.week.to_string()));
+            push_row(&mut out, &header);
+            for c in &stats.commands {
+                let mut row = vec![
+                    c.event.clone(),
+                    c.count.to_string(),
+                    share_cell(c.per_active_install),
+                ];
+                row.extend(c.weekly.iter().map(u64::to_string));
+                push_row(&mut out, &row);
+            }
+        }
+    }
+    out
+}
+
+/// A ratio as CSV writes it: six decimals, empty when there is none.
+fn share_cell(r: Option<f64>) -> String {
+    r.map_or_else(String::new, |r| format!("{r:.6}"))
+}
+
+fn props_csv(out: &mut String, props: &[PropBreakdown]) {
+    push_row(
+        out,
+        &["event", "prop", "kind", "value", "count", "share"].map(String::from),
+    );
+    for b in props {
+        for v in &b.values {
+            push_row(
+                out,
+                &[
+                    b.event.clone(),
+                    b.prop.clone(),
+                    b.kind.clone(),
+                    v.value.clone(),
+                    v.count.to_string(),
+                    share_cell(v.share),
+                ],
+            );
+        }
+    }
+}
+
+fn prop_weeks_csv(out: &mut String, props: &[PropBreakdown]) {
+    push_row(
+        out,
+        &["event", "prop", "value", "week", "count"].map(String::from),
+    );
+    for b in props {
+        for s in &b.series {
+            for (week, n) in b.weeks.iter().zip(&s.counts) {
+                push_row(
+                    out,
+                    &[
+                        b.event.clone(),
+                        b.prop.clone(),
+                        s.value.clone(),
+                        week.to_string(),
+                        n.to_string(),
+                    ],
+                );
+            }
+        }
+    }
+}
+
+/// **One event's prop breakdowns as CSV**, the layout of the `props` table.
+pub fn event_csv(breakdown: &EventBreakdown) -> String {
+    let mut out = String::new();
+    props_csv(&mut out, &breakdown.props);
+    out
+}
+
+/// **One event's prop breakdowns as aligned text**: per prop, each value's
+/// count and share, then the weekly counts of the top values.
+pub fn event_table(b: &EventBreakdown) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} · {} from {} to {}: {} events",
+        printable(&b.project),
+        printable(&b.event),
+        b.from,
+        b.to,
+        b.count
+    );
+    if b.props.is_empty() {
+        out.push_str("\nno props declared or seen for this event\n");
+    }
+    for p in &b.props {
+        let _ = writeln!(
+            out,
+            "\n{} ({}): {} without it",
+            printable(&p.prop),
+            p.kind,
+            p.not_set
+        );
+        let mut lines = vec![vec!["value".to_owned(), "events".into(), "share".into()]];
+        lines.extend(p.values.iter().map(|v| {
+            vec![
+                printable(&v.value),
+                v.count.to_string(),
+                v.share
+                    .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            ]
+        }));
+        columns(&mut out, &lines);
+        if !p.series.is_empty() {
+            out.push('\n');
+            let mut header = vec!["week".to_owned()];
+            header.extend(p.series.iter().map(|s| printable(&s.value)));
+            let mut lines = vec![header];
+            for (w, week) in p.weeks.iter().enumerate() {
+                let mut row = vec![week.to_string()];
+                row.extend(
+                    p.series
+                        .iter()
+                        .map(|s| s.counts.get(w).copied().unwrap_or(0).to_string()),
+                );
+                lines.push(row);
+            }
+            columns(&mut out, &lines);
+        }
     }
     out
 }
@@ -292,6 +460,47 @@ pub fn table(stats: &ProjectStats) -> String {
         }));
         columns(&mut out, &lines);
     }
+    if let (Some(week), false) = (
+        stats.adoption.weeks.last(),
+        stats.adoption.versions.is_empty(),
+    ) {
+        let _ = writeln!(out, "\nversion adoption in {week}");
+        let w = stats.adoption.weeks.len() - 1;
+        let mut lines = vec![vec![
+            "version".to_owned(),
+            "active installs".into(),
+            "share".into(),
+        ]];
+        lines.extend(stats.adoption.versions.iter().map(|v| {
+            vec![
+                printable(&v.version),
+                v.active_installs.get(w).copied().unwrap_or(0).to_string(),
+                v.share
+                    .get(w)
+                    .copied()
+                    .flatten()
+                    .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            ]
+        }));
+        columns(&mut out, &lines);
+    }
+    if !stats.commands.is_empty() {
+        out.push('\n');
+        let mut lines = vec![vec![
+            "event".to_owned(),
+            "count".into(),
+            "per weekly active install".into(),
+        ]];
+        lines.extend(stats.commands.iter().map(|c| {
+            vec![
+                printable(&c.event),
+                c.count.to_string(),
+                c.per_active_install
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
+            ]
+        }));
+        columns(&mut out, &lines);
+    }
     out.push('\n');
     let mut lines = vec![
         [
@@ -377,6 +586,80 @@ mod tests {
             assert_eq!(t.as_str().parse::<CsvTable>(), Ok(t));
             assert!(csv(&s, t).ends_with("\r\n"));
         }
+    }
+
+    /// Stats whose event, prop, value and version are all formula-like or hostile.
+    fn hostile_stats() -> ProjectStats {
+        let day: Day = "2026-11-20".parse().unwrap();
+        let counter = |event: &str, version: &str, count: u64| CounterRow {
+            day,
+            event: event.into(),
+            version: version.into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            tier: Tier::Aggregate,
+            count,
+        };
+        let input = StatsInput {
+            counters: vec![
+                counter("active", "=HYPERLINK(\"x\")", 3),
+                counter("active", "1.0", 1),
+                counter("+cmd", "1.0", 4),
+            ],
+            ..StatsInput::default()
+        };
+        let mut s = compute("p", day, day, &input);
+        s.props = crate::stats::props::breakdowns(
+            None,
+            day,
+            day,
+            &[crate::store::PropCounterRow {
+                day,
+                event: "+cmd".into(),
+                props: r#"{"@p":"-2+3","q":"a\u001b[2Jb"}"#.into(),
+                count: 4,
+            }],
+        );
+        s
+    }
+
+    #[test]
+    fn new_tables_defuse_formulas_and_agree_with_the_stats() {
+        let s = hostile_stats();
+        let props = csv(&s, CsvTable::Props);
+        assert!(
+            props.contains("'+cmd,'@p,undeclared,'-2+3,4,1.000000\r\n"),
+            "{props}"
+        );
+        let weeks = csv(&s, CsvTable::PropWeeks);
+        assert!(weeks.contains("'+cmd,'@p,'-2+3,2026-W47,4\r\n"), "{weeks}");
+        let adoption = csv(&s, CsvTable::Adoption);
+        assert_eq!(
+            adoption,
+            "week,version,active_installs,share\r\n\
+             2026-W47,1.0,1,0.250000\r\n\
+             2026-W47,\"'=HYPERLINK(\"\"x\"\")\",3,0.750000\r\n"
+        );
+        let commands = csv(&s, CsvTable::Commands);
+        assert_eq!(
+            commands,
+            "event,count,per_active_install,2026-W47\r\n'+cmd,4,1.000000,4\r\n"
+        );
+        let text = table(&s);
+        assert!(text.contains("version adoption in 2026-W47"), "{text}");
+        assert!(text.contains("+cmd"), "{text}");
+        let breakdown = EventBreakdown {
+            project: "p".into(),
+            from: s.from,
+            to: s.to,
+            event: "+cmd".into(),
+            count: 4,
+            props: s.props.clone(),
+        };
+        let text = event_table(&breakdown);
+        assert!(!text.contains('\u{1b}'), "no terminal escapes: {text}");
+        assert!(text.contains("-2+3"), "{text}");
+        assert_eq!(event_csv(&breakdown), props);
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod panic_guard;
 mod private_files;
 pub mod ratelimit;
+pub mod release;
 pub mod report;
 pub mod retention;
 pub mod secrets;

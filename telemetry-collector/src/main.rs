@@ -54,7 +54,8 @@ enum Command {
     },
     /// Print a fully commented example config.
     DefaultConfig,
-    /// Print a project's stats.
+    /// Print a project's stats, or with --event one event's prop breakdowns.
+    #[command(after_help = telemetry_collector::report::FIELDS_HELP)]
     Stats {
         #[command(flatten)]
         common: Common,
@@ -67,9 +68,16 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// For `--format csv`: which table (daily, weekly, versions, os, arch, events, tiers, retention).
+        /// For `--format csv`: which table (daily, weekly, versions, os, arch, events, tiers,
+        /// retention, props, prop_weeks, adoption, commands).
         #[arg(long, default_value = "daily")]
         table: String,
+        /// Print only this event's prop breakdowns (reads only its counters).
+        #[arg(long)]
+        event: Option<String>,
+        /// With --event: only this prop's breakdown.
+        #[arg(long, requires = "event")]
+        prop: Option<String>,
     },
     /// Delete raw events older than each project's retention now.
     Purge {
@@ -174,15 +182,53 @@ fn main() -> Result<()> {
             days,
             format,
             table,
+            event,
+            prop,
         } => {
             let config = load_config(&common, None)?;
+            let manifest = project_manifest(&config, &project)?;
             let store = open_existing(&config)?;
             let to = today();
             let from = to.add_days(1 - i32::try_from(days.clamp(1, 3660)).unwrap_or(30));
+            if let Some(event) = event {
+                let breakdown = runtime.block_on(async {
+                    let b = async {
+                        check_project(&*store, &config, &project).await?;
+                        stats::event_breakdown(
+                            &*store,
+                            &project,
+                            manifest.as_ref(),
+                            from,
+                            to,
+                            &event,
+                            prop.as_deref(),
+                        )
+                        .await
+                        .context("reading the breakdown")
+                    }
+                    .await;
+                    store.close().await.ok();
+                    b
+                })?;
+                if let Some(prop) = &prop
+                    && breakdown.props.is_empty()
+                {
+                    bail!("event {event:?} has no prop {prop:?}, declared or seen");
+                }
+                match format {
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&breakdown).context("encoding")?
+                    ),
+                    Format::Table => print!("{}", export::event_table(&breakdown)),
+                    Format::Csv => print!("{}", export::event_csv(&breakdown)),
+                }
+                return Ok(());
+            }
             let stats = runtime.block_on(async {
                 let s = async {
                     check_project(&*store, &config, &project).await?;
-                    stats::project_stats(&*store, &project, from, to)
+                    stats::project_stats_declared(&*store, &project, manifest.as_ref(), from, to)
                         .await
                         .context("reading stats")
                 }
@@ -313,6 +359,22 @@ fn open_existing(config: &Config) -> Result<Arc<dyn Store>> {
         bail!("no database at {}", db.display());
     }
     telemetry_collector::store::open(config).context("opening the database")
+}
+
+/// The manifest of `project` if the config lists it, so breakdowns know
+/// every declared prop and its kind.
+fn project_manifest(
+    config: &Config,
+    project: &str,
+) -> Result<Option<telemetry_protocol::Manifest>> {
+    let Some(p) = config.projects.iter().find(|p| p.name == project) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&p.manifest)
+        .with_context(|| format!("reading the manifest {}", p.manifest.display()))?;
+    telemetry_protocol::Manifest::parse(&text)
+        .map(Some)
+        .with_context(|| format!("parsing the manifest {}", p.manifest.display()))
 }
 
 /// Fails unless `project` has stored data or is configured: a typo must not

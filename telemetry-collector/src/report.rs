@@ -52,6 +52,15 @@ pub struct ProjectStats {
     pub events: Vec<EventTotal>,
     /// Retention by install-week cohort, from `anonymous` and `full` data only.
     pub retention: Vec<Cohort>,
+    /// How each declared prop's values split, per event (see [`PropBreakdown`]).
+    #[serde(default)]
+    pub props: Vec<PropBreakdown>,
+    /// The weekly share of active installs by tool version.
+    #[serde(default)]
+    pub adoption: VersionAdoption,
+    /// Each non-lifecycle event's use over time.
+    #[serde(default)]
+    pub commands: Vec<CommandUsage>,
 }
 
 /// The lifecycle numbers of one day.
@@ -125,3 +134,154 @@ pub struct Cohort {
     /// `retained[n]`: how many of them were active `n` weeks later; `retained[0] == installs`.
     pub retained: Vec<u64>,
 }
+
+// Prop breakdowns, version adoption and command usage. Like everything
+// above, they come from the daily counters only: every tier contributes and
+// raw events are never read. Counters count events, not installs, so none of
+// these can say how many *distinct installs* sent a value or used an event;
+// that would need a per-install rollup the schema does not keep (see
+// docs/api.md).
+
+/// The label of the row that folds the long tail (and any value the
+/// collector's cardinality caps already folded).
+pub const OTHER: &str = crate::cardinality::OTHER;
+
+/// How one prop of one event split over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropBreakdown {
+    /// The event name, exactly as stored (escape before display).
+    pub event: String,
+    /// The prop name, exactly as stored (escape before display).
+    pub prop: String,
+    /// The prop's declared kind: `enum`, `bool`, `bucket` or `version`, or
+    /// `undeclared` for a prop no configured manifest names.
+    pub kind: String,
+    /// Events of `event` in the window, with or without this prop.
+    pub events: u64,
+    /// Events of `event` in the window that did not carry this prop.
+    pub not_set: u64,
+    /// One row per value, in the kind's order: enums and undeclared props by
+    /// count (most first), booleans `true` then `false`, buckets in bucket
+    /// order, versions in semver order (oldest first). Past the top values,
+    /// the rest is folded into one [`OTHER`] row, always last.
+    pub values: Vec<ValueCount>,
+    /// How many distinct values the [`OTHER`] row folds (0 without one).
+    pub folded: u64,
+    /// The ISO weeks of `series`, oldest first; edge weeks count only days in the window.
+    pub weeks: Vec<IsoWeek>,
+    /// Weekly counts of the top values, in the order of `values`, plus an
+    /// [`OTHER`] series for everything else when there is anything else.
+    pub series: Vec<ValueSeries>,
+}
+
+/// One value of a [`PropBreakdown`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueCount {
+    /// The value as sent (`true`/`false` for booleans, the bucket label for
+    /// buckets); escape before display.
+    pub value: String,
+    /// Events with this value in the window.
+    pub count: u64,
+    /// `count` over the events that carried the prop, or `None` when none did.
+    pub share: Option<f64>,
+}
+
+/// One value's weekly counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueSeries {
+    /// The value, or [`OTHER`].
+    pub value: String,
+    /// One count per week of the breakdown's `weeks`.
+    pub counts: Vec<u64>,
+}
+
+/// The weekly share of active installs by tool version. Every install sends
+/// `active` once per ISO week at any tier, so a week's `active` count by
+/// version is its distinct active installs by version, with no identifier.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionAdoption {
+    /// The ISO weeks overlapping the window, oldest first (whole weeks, as in `weekly`).
+    pub weeks: Vec<IsoWeek>,
+    /// Active installs of each week, all versions.
+    pub active_installs: Vec<u64>,
+    /// One series per version in semver order (oldest first), the most active
+    /// versions only; the rest folded into an [`OTHER`] series, last.
+    pub versions: Vec<AdoptionSeries>,
+    /// How many versions the [`OTHER`] series folds (0 without one).
+    pub folded: u64,
+}
+
+/// One version's weekly active installs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdoptionSeries {
+    /// The tool version as sent (escape before display), or [`OTHER`].
+    pub version: String,
+    /// Active installs per week.
+    pub active_installs: Vec<u64>,
+    /// `active_installs` over the week's total, `None` for a week without any.
+    pub share: Vec<Option<f64>>,
+}
+
+/// One event's use over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandUsage {
+    /// The event name, exactly as stored (escape before display).
+    pub event: String,
+    /// Events in the window.
+    pub count: u64,
+    /// Events per ISO week of `weekly` (edge weeks count only days in the window).
+    pub weekly: Vec<u64>,
+    /// Events per weekly active install in the window's last week: `count` of
+    /// that week over its `active` count. Not a share of installs (one install
+    /// may send many), which counters cannot give; `None` without actives.
+    pub per_active_install: Option<f64>,
+}
+
+/// One event's prop breakdowns, as `telemetry-collector stats --event E` prints them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBreakdown {
+    /// The project.
+    pub project: String,
+    /// The first day of the window.
+    pub from: Day,
+    /// The last day of the window, inclusive.
+    pub to: Day,
+    /// The event.
+    pub event: String,
+    /// Events of `event` in the window.
+    pub count: u64,
+    /// One breakdown per prop (only the one asked for with `--prop`).
+    pub props: Vec<PropBreakdown>,
+}
+
+/// What each field of the stats JSON means, for `telemetry-collector stats
+/// --help` (docs/api.md says the same at length, with an example).
+pub const FIELDS_HELP: &str = "\
+JSON fields (--format json; the same as GET /api/v1/projects/P/stats):
+  project, from, to          the project and the window of UTC days, inclusive
+  installs                   `install` events in the window: new installs
+  installs_all_time          `install` events ever
+  active_installs            weekly active installs: `active` events in the ISO week of `to`
+  setup_started, setup_completed, setup_completion_rate
+                             setup events in the window; completed / started (null if none)
+  daily[]                    per day: day, installs, active, setup_started, setup_completed,
+                             events (all events and counter increments)
+  weekly[]                   per ISO week: week, installs, active_installs, setup_started,
+                             setup_completed
+  versions[], os[], arch[]   key, installs (in the window), active_installs (week of `to`)
+  tiers[]                    tier, events received at that tier in the window
+  events[]                   event, count: every event's total in the window
+  retention[]                week, installs, retained[n] (active n weeks later); anonymous/full only
+  props[]                    per event and prop: event, prop, kind (enum|bool|bucket|version|
+                             undeclared), events (of the event), not_set (without the prop),
+                             values[] {value, count, share (of events with the prop)} in the
+                             kind's order with the tail folded into \"(other)\", folded (values
+                             in \"(other)\"), weeks[], series[] {value, counts[] per week}
+  adoption                   weeks[], active_installs[] per week, versions[] {version,
+                             active_installs[], share[]} in semver order, \"(other)\" last,
+                             folded (versions in \"(other)\")
+  commands[]                 event, count, weekly[] (per week of `weekly`), per_active_install
+                             (last week's count / its active installs)
+With --event E (and --prop K): project, from, to, event, count (events of E), props[] as above.
+Counts come from the daily counters, so every tier contributes; distinct installs by prop
+value are not available (counters count events). See docs/api.md.";

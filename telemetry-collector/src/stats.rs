@@ -7,25 +7,78 @@
 use std::collections::{BTreeMap, HashMap};
 
 use telemetry_protocol::manifest::builtin;
-use telemetry_protocol::{Day, Tier};
+use telemetry_protocol::{Day, Manifest, Tier};
+
+pub mod adoption;
+pub mod props;
 
 use crate::report::{
-    Breakdown, Cohort, DailyPoint, EventTotal, ProjectStats, TierShare, WeeklyPoint,
+    Breakdown, Cohort, DailyPoint, EventBreakdown, EventTotal, ProjectStats, TierShare, WeeklyPoint,
 };
 use crate::store::{StatsInput, Store, StoreError};
 
-/// Reads and computes the stats of `project` over `from..=to`.
+/// Reads and computes the stats of `project` over `from..=to`, with prop
+/// breakdowns for the props seen (no manifest: kinds unknown but the built-ins').
 pub async fn project_stats(
     store: &dyn Store,
     project: &str,
     from: Day,
     to: Day,
 ) -> Result<ProjectStats, StoreError> {
-    let input = store.stats_input(project, from, to).await?;
-    Ok(compute(project, from, to, &input))
+    project_stats_declared(store, project, None, from, to).await
 }
 
-/// **Computes the stats** of `project` over `from..=to` from `input`.
+/// Reads and computes the stats of `project` over `from..=to`, with a prop
+/// breakdown for every event and prop `manifest` declares (and any other seen).
+pub async fn project_stats_declared(
+    store: &dyn Store,
+    project: &str,
+    manifest: Option<&Manifest>,
+    from: Day,
+    to: Day,
+) -> Result<ProjectStats, StoreError> {
+    let input = store.stats_input(project, from, to).await?;
+    let (lo, hi) = if from <= to { (from, to) } else { (to, from) };
+    let rows = store.prop_counters(project, lo, hi, None).await?;
+    let mut stats = compute(project, from, to, &input);
+    stats.props = props::breakdowns(manifest, lo, hi, &rows);
+    Ok(stats)
+}
+
+/// Reads the prop breakdowns of one event over `from..=to`: only that
+/// event's counter cells are read. With `prop`, only that prop's breakdown.
+pub async fn event_breakdown(
+    store: &dyn Store,
+    project: &str,
+    manifest: Option<&Manifest>,
+    from: Day,
+    to: Day,
+    event: &str,
+    prop: Option<&str>,
+) -> Result<EventBreakdown, StoreError> {
+    let (from, to) = if from <= to { (from, to) } else { (to, from) };
+    let rows = store.prop_counters(project, from, to, Some(event)).await?;
+    let count = rows
+        .iter()
+        .filter(|r| r.event == event)
+        .map(|r| r.count)
+        .sum();
+    let props = props::breakdowns(manifest, from, to, &rows)
+        .into_iter()
+        .filter(|b| b.event == event && prop.is_none_or(|p| b.prop == p))
+        .collect();
+    Ok(EventBreakdown {
+        project: project.to_owned(),
+        from,
+        to,
+        event: event.to_owned(),
+        count,
+        props,
+    })
+}
+
+/// **Computes the stats** of `project` over `from..=to` from `input`; `props`
+/// stays empty (it needs [`Store::prop_counters`], see [`project_stats_declared`]).
 ///
 /// Counts come from the daily counters only. `active_installs` is the `active`
 /// count of the ISO week containing `to`, up to `to`; weekly points cover
@@ -173,6 +226,9 @@ pub fn compute(project: &str, from: Day, to: Day, input: &StatsInput) -> Project
             totals
         },
         retention: retention(input, from, to),
+        props: Vec::new(),
+        adoption: adoption::version_adoption(from, to, input),
+        commands: adoption::command_usage(from, to, input),
     }
 }
 
@@ -282,6 +338,54 @@ mod tests {
         assert_eq!(tier(Tier::Anonymous), 25);
         assert_eq!(tier(Tier::Full), 3);
         assert_eq!(s.events[0].event, "command");
+    }
+
+    #[test]
+    fn the_help_names_every_json_field() {
+        fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        out.push(k.clone());
+                        keys(v, out);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+                _ => {}
+            }
+        }
+        let input = StatsInput {
+            counters: vec![
+                row("2026-11-16", "active", "1.0", Tier::Aggregate, 2),
+                row("2026-11-16", "command", "1.0", Tier::Aggregate, 2),
+            ],
+            cohorts: vec![CohortRow {
+                cohort: day("2026-11-16"),
+                active: day("2026-11-16"),
+                installs: 1,
+            }],
+            installs_all_time: 1,
+        };
+        let mut s = compute("p", day("2026-11-16"), day("2026-11-17"), &input);
+        s.props = props::breakdowns(
+            None,
+            day("2026-11-16"),
+            day("2026-11-17"),
+            &[crate::store::PropCounterRow {
+                day: day("2026-11-16"),
+                event: "command".into(),
+                props: r#"{"name":"x"}"#.into(),
+                count: 2,
+            }],
+        );
+        let mut all = Vec::new();
+        keys(&serde_json::to_value(&s).unwrap(), &mut all);
+        for key in all {
+            assert!(
+                crate::report::FIELDS_HELP.contains(&key),
+                "`stats --help` does not explain {key}"
+            );
+        }
     }
 
     #[test]

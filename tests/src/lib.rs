@@ -190,6 +190,20 @@ impl Collector {
 
     /// `telemetry-collector stats --format json` for `project`, parsed.
     pub fn stats_of(&self, project: &str) -> Value {
+        match self.try_stats_of(project) {
+            Some(stats) => stats,
+            None => panic!("stats failed: {project:?} is not in the database yet"),
+        }
+    }
+
+    /// Like [`Collector::stats`], but `None` while the database holds nothing
+    /// of the demo yet, which `stats` refuses as an unknown project: for
+    /// polling before the first upload has arrived.
+    pub fn try_stats(&self) -> Option<Value> {
+        self.try_stats_of("demo-cli")
+    }
+
+    fn try_stats_of(&self, project: &str) -> Option<Value> {
         let out = Command::new(bin("telemetry-collector"))
             .args([
                 "stats",
@@ -204,12 +218,12 @@ impl Collector {
             .arg(self.db())
             .output()
             .expect("running telemetry-collector stats");
-        assert!(
-            out.status.success(),
-            "stats failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("stats JSON")
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("unknown project") {
+            return None;
+        }
+        assert!(out.status.success(), "stats failed: {stderr}");
+        Some(serde_json::from_slice(&out.stdout).expect("stats JSON"))
     }
 
     /// The number of rows in `table`.

@@ -25,15 +25,21 @@
 //! - [`statsquery`]: times the collector's stats path, each of its SQL parts
 //!   and the naive `GROUP BY` over raw events, with their query plans.
 //! - [`statsbench`]: the stats-latency benchmark: load or reuse, time, report.
+//! - [`faultproxy`]: a loopback HTTP proxy that injects faults in phases.
+//! - [`fleet`]: the fleet drill: hundreds of real client processes over
+//!   simulated days behind the fault proxy, checked against ground truth.
 //!
-//! The binaries `loadgen`, `overhead`, `rawsqlite`, `crashdrill` and
-//! `statsbench` are thin command-line wrappers.
+//! The binaries `loadgen`, `overhead`, `rawsqlite`, `crashdrill`,
+//! `statsbench` and `fleetdrill` are thin command-line wrappers; `drillhost`
+//! is the fleet drill's host CLI.
 //!
 //! [`IngestPayload`]: telemetry_protocol::IngestPayload
 
 pub mod cli;
 pub mod crash;
 pub mod endpoint;
+pub mod faultproxy;
+pub mod fleet;
 pub mod ingest;
 pub mod linger;
 pub mod overhead;

@@ -45,12 +45,18 @@ fn main() -> ExitCode {
         // A short interval, so a newcomer sees data on the dashboard within
         // seconds. Real tools keep the default.
         .upload_interval(Duration::from_secs(5))
+        // Only commands a person types may ask the first-run question; a
+        // tool with a shell hook or an `init <shell>` leaves those out.
+        .prompt_commands(["init", "greet"])
         .build();
     let cli = Cli::parse();
     // ... ask once, on a terminal, whether the user wants to share anything ...
-    if !matches!(cli.command, Command::Telemetry(_)) {
-        telemetry_client::cli::prompt_if_needed(&telemetry);
-    }
+    let name = match &cli.command {
+        Command::Init(_) => "init",
+        Command::Greet { .. } => "greet",
+        Command::Telemetry(_) => "telemetry",
+    };
+    telemetry_client::cli::prompt_if_needed(&telemetry, name);
 
     let started = Instant::now();
     let (command, result) = match cli.command {

@@ -4,7 +4,8 @@
 //! # Mounting the subcommand
 //!
 //! A clap-based host adds one variant to its subcommand enum, runs it, and
-//! asks the first-run question for every other command:
+//! asks the first-run question only for the commands it names (here `init`,
+//! a command only a person types; never a shell hook's or start-up file's):
 //!
 //! ```no_run
 //! use clap::{Parser, Subcommand};
@@ -18,22 +19,24 @@
 //!
 //! #[derive(Subcommand)]
 //! enum Command {
-//!     /// Print a greeting.
-//!     Greet,
+//!     /// Set the tool up.
+//!     Init,
 //!     /// See and change what this tool may send to its maintainers.
 //!     Telemetry(telemetry_client::cli::TelemetryArgs),
 //! }
 //!
 //! fn main() -> std::process::ExitCode {
 //! #   const MANIFEST: &str = "";
-//!     let telemetry = Telemetry::builder(MANIFEST).build(); // include_str!("../telemetry.toml")
+//!     let telemetry = Telemetry::builder(MANIFEST) // include_str!("../telemetry.toml")
+//!         .prompt_commands(["init"])
+//!         .build();
 //!     let cli = Cli::parse();
-//!     if !matches!(cli.command, Command::Telemetry(_)) {
-//!         telemetry_client::cli::prompt_if_needed(&telemetry);
-//!     }
 //!     match cli.command {
 //!         Command::Telemetry(args) => args.run(&telemetry),
-//!         Command::Greet => std::process::ExitCode::SUCCESS,
+//!         Command::Init => {
+//!             telemetry_client::cli::prompt_if_needed(&telemetry, "init");
+//!             std::process::ExitCode::SUCCESS
+//!         }
 //!     }
 //! }
 //! ```
@@ -356,6 +359,7 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
             let chosen = prompt::choose(
                 "Level to enable [aggregate/anonymous/full]: ",
                 Tier::Off,
+                prompt::ATTEMPTS,
                 &mut std::io::stdin().lock(),
                 &mut stderr,
             );

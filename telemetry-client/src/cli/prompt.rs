@@ -7,7 +7,8 @@
 //! stderr (stdout stays free for the host's own output).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
+use std::time::{Duration, Instant};
 
 use telemetry_protocol::{Manifest, Tier};
 
@@ -16,50 +17,71 @@ use crate::control::Control;
 
 use super::output::{Stream, Style};
 
-/// How many unusable answers a question tolerates before it gives up and
+/// How many unusable answers a question of `telemetry enable` tolerates before it gives up and
 /// takes its default, so a confused user or a stuck key never loops forever.
-const ATTEMPTS: usize = 3;
+pub(crate) const ATTEMPTS: usize = 3;
 
-/// Shows the first-run prompt if it is due, stores the answer, and returns it.
+/// Shows the first-run prompt if it is due for `command`, stores the answer,
+/// and returns it.
 ///
-/// The prompt is due only when stdin and stderr are terminals, no CI is
-/// detected, this tool has no stored choice and no ceiling rules telemetry
-/// out ([`Control::should_prompt`]). It explains each level in one line from
-/// the manifest, defaults to "no" (which stores `off`, so it is never shown
-/// again) and writes only to stderr. Nothing is recorded or sent for the rest
-/// of the run that shows it, whatever the answer: the choice applies from
-/// the next run.
+/// `command` is the name of the command this run executes; the prompt is
+/// only considered for the commands the author named with
+/// [`crate::Builder::prompt_commands`] (never for `telemetry`). It is due
+/// only when a person is talking to the tool: stdin, stdout and stderr are
+/// terminals, the process is in the terminal's foreground process group, no
+/// CI is detected, this tool has no stored choice, no ceiling rules telemetry
+/// out, it was not shown before in this run, and it was not left unanswered
+/// in the last week ([`Control::should_prompt`]).
 ///
-/// Call it once near the start of `main`, after building the handle, for
-/// every command except the `telemetry` subcommand itself:
+/// It explains each level in one line from the manifest, defaults to "no"
+/// (an empty answer stores `off`, so it is never shown again) and writes only
+/// to stderr. The answer applies at once: what the rest of this run records
+/// (its setup events above all) is recorded at the chosen level, and nothing
+/// from before the answer is ever sent. No answer within 30 seconds, end of input, or an answer that is
+/// not a level ends it at once: nothing is stored but the time it was asked,
+/// and it is not shown again for a week.
 ///
 /// ```no_run
 /// # use telemetry_client::Telemetry;
-/// # let telemetry = Telemetry::builder("").build();
-/// # let is_telemetry_command = false;
-/// if !is_telemetry_command {
-///     telemetry_client::cli::prompt_if_needed(&telemetry);
-/// }
+/// let telemetry = Telemetry::builder("") // include_str!("../telemetry.toml")
+///     .prompt_commands(["init"])
+///     .build();
+/// # let command = "init";
+/// telemetry_client::cli::prompt_if_needed(&telemetry, command);
 /// ```
 ///
 /// Never fails and never panics: if the answer cannot be stored, one line
 /// says so and the prompt is simply shown again next time.
-pub fn prompt_if_needed(telemetry: &Telemetry) -> Option<Tier> {
+pub fn prompt_if_needed(telemetry: &Telemetry, command: &str) -> Option<Tier> {
+    let core = telemetry.core.as_ref().ok()?;
+    if command == "telemetry" || !core.prompt_commands.iter().any(|c| c == command) {
+        return None;
+    }
     let control = telemetry.control().ok()?;
     if !control.should_prompt() {
         return None;
     }
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
+    core.prompted
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut input = std::io::BufReader::new(TimedStdin {
+        timeout: core.prompt_timeout,
+    });
     let mut output = std::io::stderr().lock();
     let style = Style::for_stream(Stream::Stderr);
-    let (tier, identity) = first_run(&control, &style, &mut input, &mut output);
     let tool = control.tool();
+    let Some((tier, identity)) = first_run(&control, &style, &mut input, &mut output) else {
+        let _ = control.note_unanswered();
+        let _ = writeln!(
+            output,
+            "Telemetry stays off, and {tool} will not ask again this week. Opt in any time with `{tool} telemetry enable`."
+        );
+        return None;
+    };
     let stored = control.store_prompt_answer(tier, identity);
-    // Whatever the answer, this run records and sends nothing. After
-    // storing, because storing sets this run's ceiling to the answer.
-    if let Ok(core) = &telemetry.core {
-        core.changed(Some(Tier::Off));
+    // The answer holds for the rest of this run: a user who opts in while
+    // setting the tool up has that setup counted.
+    if stored.is_ok() {
+        core.adopt_answer();
     }
     let _ = match stored {
         Ok(()) if tier == Tier::Off => writeln!(
@@ -68,7 +90,7 @@ pub fn prompt_if_needed(telemetry: &Telemetry) -> Option<Tier> {
         ),
         Ok(()) => writeln!(
             output,
-            "Saved: {}. It starts with the next run; `{tool} telemetry status` shows it, `{tool} telemetry disable` stops it.",
+            "Saved: {}, from now on. `{tool} telemetry status` shows it, `{tool} telemetry disable` stops it.",
             style.bold(tier.as_str())
         ),
         Err(e) => writeln!(
@@ -80,14 +102,54 @@ pub fn prompt_if_needed(telemetry: &Telemetry) -> Option<Tier> {
     Some(tier)
 }
 
+/// Stdin read straight from the file descriptor, each read waiting at most
+/// `timeout` for input, so an unattended prompt ends instead of blocking
+/// the tool (and whoever waits on it) for ever.
+struct TimedStdin {
+    timeout: Duration,
+}
+
+impl Read for TimedStdin {
+    #[cfg(unix)]
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let stdin = std::io::stdin();
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timespec = Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+            match poll(&mut fds, Some(&timespec)) {
+                Ok(0) => return Err(std::io::ErrorKind::TimedOut.into()),
+                Ok(_) => break,
+                // A signal such as SIGWINCH (a resized window) is not an answer.
+                Err(rustix::io::Errno::INTR) if !left.is_zero() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Straight from the descriptor: std's own stdin buffer is bypassed so
+        // that nothing typed is held back where `poll` cannot see it.
+        Ok(rustix::io::read(&stdin, buf)?)
+    }
+
+    #[cfg(not(unix))]
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::io::stdin().read(buf)
+    }
+}
+
 /// The first-run dialogue: returns the chosen level and, for `full`, the
-/// identity. Any unusable or missing answer is "no", i.e. `off`.
+/// identity; an unconfirmed `full` is "no", i.e. `off`. `None` when there was
+/// no usable answer: end of input, a timeout, or an answer that is not a level.
 pub(crate) fn first_run(
     control: &Control<'_>,
     style: &Style,
     input: &mut impl BufRead,
     output: &mut impl Write,
-) -> (Tier, BTreeMap<String, String>) {
+) -> Option<(Tier, BTreeMap<String, String>)> {
     let tool = control.tool();
     let _ = writeln!(
         output,
@@ -103,17 +165,17 @@ pub(crate) fn first_run(
         ))
     );
     let question = "Share usage data? [off/aggregate/anonymous/full] (default: off): ";
-    let Some(tier) = choose(question, Tier::Off, input, output) else {
-        return (Tier::Off, BTreeMap::new());
-    };
+    // One attempt: text that is not a level is most likely not meant for
+    // this question at all (a command typed ahead), so it ends the prompt.
+    let tier = choose(question, Tier::Off, 1, input, output)?;
     if tier != Tier::Full {
-        return (tier, BTreeMap::new());
+        return Some((tier, BTreeMap::new()));
     }
     match full_dialogue(control.manifest(), BTreeMap::new(), style, input, output) {
-        Some(identity) => (Tier::Full, identity),
+        Some(identity) => Some((Tier::Full, identity)),
         None => {
             let _ = writeln!(output, "Not confirmed.");
-            (Tier::Off, BTreeMap::new())
+            Some((Tier::Off, BTreeMap::new()))
         }
     }
 }
@@ -138,14 +200,15 @@ pub(crate) fn levels(manifest: &Manifest, style: &Style, mark_default: bool) -> 
 }
 
 /// Asks for a level until one is given; an empty answer is `default`, and
-/// end of input or too many unusable answers give `None`.
+/// end of input or `attempts` unusable answers give `None`.
 pub(crate) fn choose(
     question: &str,
     default: Tier,
+    attempts: usize,
     input: &mut impl BufRead,
     output: &mut impl Write,
 ) -> Option<Tier> {
-    for _ in 0..ATTEMPTS {
+    for _ in 0..attempts {
         let answer = ask(question, input, output)?;
         let answer = answer.trim();
         if answer.is_empty()
@@ -224,7 +287,7 @@ pub(crate) fn full_dialogue(
 }
 
 /// Writes `question` and reads one line; `None` at end of input or on a
-/// read error.
+/// read error (a timeout included).
 fn ask(question: &str, input: &mut impl BufRead, output: &mut impl Write) -> Option<String> {
     let _ = write!(output, "{question}");
     let _ = output.flush();
@@ -272,7 +335,7 @@ max_len = 5
             ("a\nb\nc\nfull\n", None),
             ("", None),
         ] {
-            let got = choose("? ", Tier::Off, &mut input.as_bytes(), &mut out);
+            let got = choose("? ", Tier::Off, ATTEMPTS, &mut input.as_bytes(), &mut out);
             assert_eq!(got, expected, "{input:?}");
         }
         let text = String::from_utf8(out).unwrap();

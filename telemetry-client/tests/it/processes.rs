@@ -173,6 +173,86 @@ fn debug_mode_prints_payloads_instead_of_sending_them() {
     assert_eq!(collector.requests(), 0);
 }
 
+/// Every file under `dir`, with its bytes.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Case 3 of issue 13: one debug run after `disable` printed the deletion
+/// request and removed it from the queue, and consumed ingest payloads the
+/// same way. Now a debug run prints everything pending and leaves every
+/// file (spool, outbox, state with its deletion queue) byte for byte as it was.
+#[test]
+fn debug_mode_changes_no_file() {
+    let collector = Collector::start(Mode::Ok);
+    let home = Home::new();
+    home.consent(PROBE_MANIFEST, Tier::Anonymous);
+    let run = |debug: bool| {
+        // Without debug, the default unusable endpoint keeps the uploader
+        // from starting; with it, a reachable collector must see nothing.
+        let mut cmd = home.command();
+        cmd.args(["track", "3"]);
+        if debug {
+            cmd.env("PROBE_CLI_TELEMETRY_DEBUG", "1")
+                .env("PROBE_CLI_TELEMETRY_ENDPOINT", &collector.url);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    run(false);
+    {
+        // Queue a deletion, record under the fresh id, package the spool
+        // (the outbox now holds payloads), and record more.
+        let t = home.telemetry(PROBE_MANIFEST, &collector.url);
+        t.control().unwrap().reset_id().unwrap();
+        drop(t);
+        run(false);
+        let t = home.telemetry(PROBE_MANIFEST, &collector.url);
+        assert!(!t.control().unwrap().pending_payloads().unwrap().is_empty());
+    }
+    run(false);
+    let state_dir = home.folders().tool_state("probe-cli").dir;
+    let before = snapshot(&state_dir);
+    assert!(
+        before
+            .keys()
+            .any(|p| p.to_string_lossy().contains("outbox"))
+    );
+    let stderr = run(true);
+    assert!(stderr.contains("POST /v1/delete"), "{stderr}");
+    assert!(stderr.contains("POST /v1/ingest"), "{stderr}");
+    // This run's own records are printed too (9 commands: 3 packaged, 3
+    // spooled, 3 from this run), though it spools nothing.
+    assert_eq!(
+        stderr.matches("\"name\":\"command\"").count(),
+        9,
+        "{stderr}"
+    );
+    let after = snapshot(&state_dir);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &before {
+        assert!(after[path] == *bytes, "{} changed", path.display());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(collector.requests(), 0);
+}
+
 #[test]
 fn do_not_track_wins_over_a_stored_full() {
     let collector = Collector::start(Mode::Ok);

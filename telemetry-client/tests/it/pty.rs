@@ -67,32 +67,77 @@ fn first_run_prompt_defaults_to_no_stores_off_and_is_shown_once() {
     );
 }
 
+/// Case 2 of issue 13: the run that showed the prompt recorded nothing,
+/// whatever the answer, so the setup run (usually the first) was never
+/// counted. Now opting in applies to the rest of that run.
 #[test]
-fn the_run_that_prompts_sends_nothing_and_the_choice_applies_next_run() {
+fn opting_in_at_the_prompt_counts_the_rest_of_that_run() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["init"], &[]);
+    p.exp_string("Share usage data?").unwrap();
+    p.send_line("anonymous").unwrap();
+    p.exp_string("from now on").unwrap();
+    let (_, code) = finish(p);
+    assert_eq!(code, 0);
+    let paths = home.folders().tool_state("host-cli");
+    let state = telemetry_client::state::ToolState::load(&paths);
+    let id = state.install_id.expect("an install id");
+    let mut names: Vec<String> = telemetry_client::spool::read(&paths)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| match r {
+            Record::Event {
+                name, install_id, ..
+            } => {
+                assert_eq!(install_id, id);
+                name
+            }
+            Record::Count { event, .. } => panic!("a count at anonymous: {event}"),
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["active", "install", "setup_completed", "setup_started"]
+    );
+    let v = status_json(&home, &[]);
+    assert_eq!(
+        (v["level"].as_str(), v["source"].as_str()),
+        (Some("anonymous"), Some("tool_file"))
+    );
+
+    // The next run does not ask again, and the setup is not counted twice.
+    let (text, _) = finish(spawn(&home, &["init"], &[]));
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert_eq!(
+        telemetry_client::spool::read(&paths).unwrap().records.len(),
+        4
+    );
+}
+
+/// Answering `aggregate` counts the command that asked.
+#[test]
+fn opting_in_to_aggregate_counts_the_command_that_asked() {
     let home = Home::new();
     let mut p = spawn(&home, &["greet"], &[]);
     p.exp_string("Share usage data?").unwrap();
     p.send_line("aggregate").unwrap();
-    p.exp_string("It starts with the next run").unwrap();
+    p.exp_string("hello").unwrap();
     let (_, code) = finish(p);
     assert_eq!(code, 0);
     let paths = home.folders().tool_state("host-cli");
-    assert!(
-        !paths.spool().exists(),
-        "nothing recorded in the prompting run"
-    );
-    assert!(!paths.outbox().exists());
-    let v = status_json(&home, &[]);
-    assert_eq!(
-        (v["level"].as_str(), v["source"].as_str()),
-        (Some("aggregate"), Some("tool_file"))
-    );
-
-    // The next run records (and does not ask again).
-    let p = spawn(&home, &["greet"], &[]);
-    let (text, _) = finish(p);
-    assert!(!text.contains("Share usage data"), "{text}");
-    assert!(paths.spool().exists());
+    let events: Vec<String> = telemetry_client::spool::read(&paths)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| match r {
+            Record::Count { event, .. } => event,
+            Record::Event { name, .. } => panic!("an event at aggregate: {name}"),
+        })
+        .collect();
+    assert!(events.contains(&"command".to_owned()), "{events:?}");
+    assert!(events.contains(&"install".to_owned()), "{events:?}");
 }
 
 #[test]
@@ -191,34 +236,121 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(text.contains("level"), "{text}");
 }
 
+/// Case 1 of issue 13: an author's "aggregate after a notice" default
+/// (which the host turned on with `HOST_AGGREGATE_NOTICE`) counted users who
+/// never chose, and its uploader then never sent. Now nothing is recorded
+/// without a stored choice, however many interactive runs there are.
 #[test]
-fn a_prompt_after_the_aggregate_notice_still_records_nothing_in_its_run() {
+fn nothing_is_recorded_without_a_stored_choice() {
     let home = Home::new();
     let notice = [("HOST_AGGREGATE_NOTICE", "1")];
-    // An interactive run of the subcommand shows the author's notice (and
-    // no prompt, which is not asked for the telemetry subcommand).
-    let (text, code) = finish(spawn(&home, &["telemetry", "status"], &notice));
-    assert_eq!(code, 0);
-    assert!(text.contains("from the next run on"), "{text}");
-    assert!(!text.contains("Share usage data"), "{text}");
+    for _ in 0..3 {
+        let (text, code) = finish(spawn(&home, &["telemetry", "status"], &notice));
+        assert_eq!(code, 0, "{text}");
+        assert!(!text.contains("from the next run on"), "{text}");
+    }
+    let paths = home.folders().tool_state("host-cli");
+    assert!(!paths.spool().exists(), "recorded without a choice");
+    assert!(!paths.outbox().exists());
+    let v = status_json(&home, &notice);
+    assert_eq!(
+        (v["level"].as_str(), v["source"].as_str()),
+        (Some("off"), Some("default"))
+    );
+}
 
-    // The next interactive run counts at the default level when it starts,
-    // then asks; after the answer this run records nothing more.
-    let mut p = spawn(&home, &["greet"], &notice);
+/// Runs `script` in `sh` (`bash` for job control) inside a pty, with `$HOST`
+/// set to the host binary.
+fn spawn_shell(home: &Home, script: &str, envs: &[(&str, &str)]) -> PtySession {
+    let mut cmd = isolated(home, "bash");
+    cmd.args(["--norc", "--noprofile", "-c", script])
+        .env("HOST", HOST)
+        .env("TERM", "xterm");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    spawn_command(cmd, Some(TIMEOUT_MS)).expect("spawn in a pty")
+}
+
+/// Case 9 of issue 13: `eval "$(tool init bash)"` runs the tool with stdout
+/// captured while the shell starts; a prompt there blocked the shell.
+#[test]
+fn no_prompt_when_stdout_is_captured() {
+    let home = Home::new();
+    let (text, code) = finish(spawn_shell(
+        &home,
+        r#"out="$("$HOST" greet)"; echo "got:$out""#,
+        &[],
+    ));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("got:hello"), "{text}");
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert!(!tool_file(&home).exists());
+}
+
+/// A background job shares the terminal with the shell; a prompt there would
+/// read the commands typed at the shell.
+#[test]
+fn no_prompt_in_a_background_job() {
+    let home = Home::new();
+    let (text, code) = finish(spawn_shell(
+        &home,
+        r#"set -m; "$HOST" greet & wait; echo done"#,
+        &[],
+    ));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("hello") && text.contains("done"), "{text}");
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert!(!tool_file(&home).exists());
+}
+
+/// A command the author did not name (here what a `cd` hook runs) never
+/// prompts, even with a person at the terminal.
+#[test]
+fn no_prompt_for_a_command_not_named() {
+    let home = Home::new();
+    let (text, code) = finish(spawn(&home, &["hook"], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("Share usage data"), "{text}");
+    assert!(!tool_file(&home).exists());
+}
+
+/// No answer in time ends the prompt: nothing stored, the run goes on, and
+/// the next run does not ask again (for a week).
+#[test]
+fn an_unanswered_prompt_ends_stores_nothing_and_stays_quiet() {
+    let home = Home::new();
+    let quick = [("HOST_PROMPT_TIMEOUT_MS", "300")];
+    let mut p = spawn(&home, &["greet"], &quick);
     p.exp_string("Share usage data?").unwrap();
-    p.send_line("anonymous").unwrap();
+    p.exp_string("will not ask again this week").unwrap();
     p.exp_string("hello").unwrap();
     let (_, code) = finish(p);
     assert_eq!(code, 0);
-    let paths = home.folders().tool_state("host-cli");
-    let records = telemetry_client::spool::read(&paths).unwrap().records;
-    let commands = records
-        .iter()
-        .filter(|r| match r {
-            Record::Count { event, .. } => event == "command",
-            Record::Event { name, .. } => name == "command",
-        })
-        .count();
-    assert_eq!(commands, 0, "{records:?}");
-    assert_eq!(status_json(&home, &[])["level"], "anonymous");
+    assert!(!tool_file(&home).exists());
+    let state = telemetry_client::state::ToolState::load(&home.folders().tool_state("host-cli"));
+    assert!(state.prompt_asked_at.is_some());
+    let (text, _) = finish(spawn(&home, &["greet"], &quick));
+    assert!(
+        text.contains("hello") && !text.contains("Share usage data"),
+        "{text}"
+    );
+}
+
+/// Text that is not a level (a command typed ahead) ends the prompt at once
+/// instead of asking again and eating more input.
+#[test]
+fn an_answer_that_is_not_a_level_ends_the_prompt_at_once() {
+    let home = Home::new();
+    let mut p = spawn(&home, &["greet"], &[]);
+    p.exp_string("Share usage data?").unwrap();
+    p.send_line("cd /tmp").unwrap();
+    p.exp_string("will not ask again this week").unwrap();
+    let (text, code) = finish(p);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("hello") && !text.contains("Share usage data"),
+        "{text}"
+    );
+    assert!(!tool_file(&home).exists());
 }

@@ -43,6 +43,12 @@ pub(crate) enum Mode {
     Status(u16),
     /// 429 with `Retry-After` in seconds.
     RetryAfter(u64),
+    /// 503 with `Retry-After` in seconds.
+    Unavailable(u64),
+    /// 413 for a body over this many bytes, else like `Ok`.
+    LimitBytes(usize),
+    /// 200, stores the payload, and says this many items were refused.
+    OkRefused(u64),
 }
 
 /// What the fake collector saw.
@@ -52,6 +58,8 @@ pub(crate) struct Seen {
     pub(crate) ingests: Vec<IngestPayload>,
     /// Every delete body.
     pub(crate) deletes: Vec<DeleteRequest>,
+    /// The size of every ingest body, in arrival order.
+    pub(crate) ingest_bytes: Vec<usize>,
 }
 
 struct Shared {
@@ -185,7 +193,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn answer(shared: &Shared, store: impl FnOnce(&mut Seen)) -> Response {
+async fn answer(shared: &Shared, bytes: usize, store: impl FnOnce(&mut Seen)) -> Response {
     let delay = shared.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -212,13 +220,27 @@ async fn answer(shared: &Shared, store: impl FnOnce(&mut Seen)) -> Response {
                 "internal"
             },
         ),
-        Mode::RetryAfter(secs) => {
-            let mut r = error(429, "rate_limited");
+        Mode::RetryAfter(secs) | Mode::Unavailable(secs) => {
+            let mut r = if matches!(mode, Mode::RetryAfter(_)) {
+                error(429, "rate_limited")
+            } else {
+                error(503, "unavailable")
+            };
             r.headers_mut().insert(
                 "retry-after",
                 HeaderValue::from_str(&secs.to_string()).unwrap(),
             );
             r
+        }
+        Mode::LimitBytes(limit) if bytes > limit => error(413, "too_large"),
+        Mode::LimitBytes(_) => {
+            store(&mut shared.seen.lock().unwrap());
+            (StatusCode::OK, r#"{"accepted":1,"duplicates":0}"#).into_response()
+        }
+        Mode::OkRefused(n) => {
+            store(&mut shared.seen.lock().unwrap());
+            let body = format!(r#"{{"accepted":1,"duplicates":0,"refused":{n}}}"#);
+            (StatusCode::OK, body).into_response()
         }
     }
 }
@@ -227,13 +249,18 @@ async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let _guard = InFlight::enter(&shared);
     assert_eq!(headers.get("content-type").unwrap(), "application/json");
     let payload: IngestPayload = serde_json::from_slice(&body).expect("a protocol payload");
-    answer(&shared, |s| s.ingests.push(payload)).await
+    let bytes = body.len();
+    answer(&shared, bytes, |s| {
+        s.ingests.push(payload);
+        s.ingest_bytes.push(bytes);
+    })
+    .await
 }
 
 async fn delete(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let _guard = InFlight::enter(&shared);
     let request: DeleteRequest = serde_json::from_slice(&body).expect("a delete request");
-    answer(&shared, |s| s.deletes.push(request)).await
+    answer(&shared, body.len(), |s| s.deletes.push(request)).await
 }
 
 /// Isolated folders for one test.

@@ -4,10 +4,11 @@
 
 use telemetry_protocol::Day;
 
+use super::public::{PublicProject, public_window};
 use super::{Backend, BackendError, BackendFuture};
 use crate::report::ProjectStats;
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{ReleasedCell, StoreError};
 
 fn storage(e: StoreError) -> BackendError {
     BackendError(e.to_string())
@@ -29,6 +30,31 @@ impl Backend for AppState {
         })
     }
 
+    fn public_cells<'a>(
+        &'a self,
+        project: &'a str,
+        settings: PublicProject,
+        today: Day,
+    ) -> BackendFuture<'a, Option<Vec<ReleasedCell>>> {
+        Box::pin(async move {
+            if !self.knows(project).await.map_err(storage)? {
+                return Ok(None);
+            }
+            let (from, _) = public_window(today);
+            crate::release::release(
+                self.store(),
+                project,
+                from,
+                today,
+                settings.budget,
+                settings.min_count,
+            )
+            .await
+            .map(Some)
+            .map_err(|e| BackendError(e.to_string()))
+        })
+    }
+
     fn stats<'a>(
         &'a self,
         project: &'a str,
@@ -36,18 +62,11 @@ impl Backend for AppState {
         to: Day,
     ) -> BackendFuture<'a, Option<ProjectStats>> {
         Box::pin(async move {
-            let known = self.project(project).is_some()
-                || self
-                    .store()
-                    .projects()
-                    .await
-                    .map_err(storage)?
-                    .iter()
-                    .any(|p| p == project);
-            if !known {
+            if !self.knows(project).await.map_err(storage)? {
                 return Ok(None);
             }
-            crate::stats::project_stats(self.store(), project, from, to)
+            let manifest = self.project(project).map(|p| &p.manifest);
+            crate::stats::project_stats_declared(self.store(), project, manifest, from, to)
                 .await
                 .map(Some)
                 .map_err(storage)
@@ -66,5 +85,13 @@ impl Backend for AppState {
                 .await
                 .map_err(storage)
         })
+    }
+}
+
+impl AppState {
+    /// Whether `project` is configured or has stored data.
+    async fn knows(&self, project: &str) -> Result<bool, StoreError> {
+        Ok(self.project(project).is_some()
+            || self.store().projects().await?.iter().any(|p| p == project))
     }
 }

@@ -513,9 +513,201 @@ pub fn sparkline(values: &[u64], label: &str) -> String {
     )
 }
 
+/// The CSS class of the `i`th stacked area; `other` gets its own grey.
+pub fn area_class(i: usize, other: bool) -> &'static str {
+    const CLASSES: [&str; 10] = ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"];
+    if other {
+        "a-other"
+    } else {
+        CLASSES[i % CLASSES.len()]
+    }
+}
+
+/// One band of a [`stacked_shares`] chart.
+#[derive(Debug, Clone, Copy)]
+pub struct ShareBand<'a> {
+    /// The name shown in the legend and tooltips.
+    pub name: &'a str,
+    /// Its CSS class, from [`area_class`].
+    pub class: &'static str,
+    /// Its share of each x position's total, `None` where the total is zero.
+    pub shares: &'a [Option<f64>],
+    /// The counts behind the shares, for the tooltips.
+    pub counts: &'a [u64],
+}
+
+/// A stacked area chart of shares (0 to 100%), one band per series, the
+/// first at the bottom. Each band is one `<polygon>` with a `<title>`
+/// listing its share at every x position; the page adds the table.
+pub fn stacked_shares(
+    title: &str,
+    x_title: &str,
+    x_labels: &[String],
+    x_full: &[String],
+    bands: &[ShareBand<'_>],
+) -> String {
+    let n = x_labels.len();
+    let plot_w = TIME_WIDTH - LEFT - RIGHT;
+    let plot_h = TIME_HEIGHT - TOP - BOTTOM;
+    let y_of = |share: f64| TOP + plot_h - share.clamp(0.0, 1.0) * plot_h;
+    // One x position spans the whole width, so a single week is still an area.
+    let x_of = |i: usize| {
+        if n <= 1 {
+            if i == 0 { LEFT } else { LEFT + plot_w }
+        } else {
+            LEFT + plot_w * i as f64 / (n - 1) as f64
+        }
+    };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<figure class=\"chart\">\n<figcaption>{}</figcaption>\n\
+         <svg viewBox=\"0 0 {TIME_WIDTH} {TIME_HEIGHT}\" role=\"img\" aria-label=\"{}: share of active installs by {}\">\n",
+        Esc(title),
+        Esc(title),
+        Esc(x_title),
+    );
+    for i in 0..=Y_TICKS {
+        let share = i as f64 / Y_TICKS as f64;
+        let y = y_of(share);
+        let _ = writeln!(
+            out,
+            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
+             <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>",
+            LEFT + plot_w,
+            LEFT - 8.0,
+            y + 4.0,
+            (share * 100.0).round()
+        );
+    }
+    let _ = write!(
+        out,
+        "<text class=\"axis-title\" transform=\"rotate(-90)\" x=\"{:.1}\" y=\"16\" \
+         text-anchor=\"middle\">share of active installs</text>\n\
+         <text class=\"axis-title\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+        -(TOP + plot_h / 2.0),
+        LEFT + plot_w / 2.0,
+        TIME_HEIGHT - 8.0,
+        Esc(x_title),
+    );
+    let has_data = bands.iter().any(|b| b.shares.iter().any(Option::is_some));
+    if n == 0 || !has_data {
+        let _ = writeln!(
+            out,
+            "<text class=\"empty\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">No data in this range</text>",
+            LEFT + plot_w / 2.0,
+            TOP + plot_h / 2.0
+        );
+    }
+    let every = n.div_ceil(MAX_X_LABELS).max(1);
+    for (i, label) in x_labels.iter().enumerate() {
+        if i % every == 0 {
+            let x = if n <= 1 { LEFT + plot_w / 2.0 } else { x_of(i) };
+            let _ = writeln!(
+                out,
+                "<text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                TOP + plot_h + 18.0,
+                Esc(label)
+            );
+        }
+    }
+    if has_data {
+        // Positions of the x axis: a single week is drawn from edge to edge.
+        let xs: Vec<(usize, f64)> = if n <= 1 {
+            vec![(0, x_of(0)), (0, x_of(1))]
+        } else {
+            (0..n).map(|i| (i, x_of(i))).collect()
+        };
+        let mut below = vec![0.0f64; n.max(1)];
+        for band in bands {
+            let share = |i: usize| band.shares.get(i).copied().flatten().unwrap_or(0.0);
+            let top: Vec<String> = xs
+                .iter()
+                .map(|&(i, x)| format!("{x:.1},{:.1}", y_of(below[i] + share(i))))
+                .collect();
+            let bottom: Vec<String> = xs
+                .iter()
+                .rev()
+                .map(|&(i, x)| format!("{x:.1},{:.1}", y_of(below[i])))
+                .collect();
+            let detail: Vec<String> = (0..n)
+                .map(|i| {
+                    let label = x_full.get(i).or(x_labels.get(i)).map_or("", String::as_str);
+                    format!(
+                        "{}: {} ({})",
+                        label,
+                        pct(band.shares.get(i).copied().flatten()),
+                        num(band.counts.get(i).copied().unwrap_or(0))
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "<polygon class=\"area {}\" points=\"{} {}\"><title>{}: {}</title></polygon>",
+                band.class,
+                top.join(" "),
+                bottom.join(" "),
+                Esc(band.name),
+                Esc(&detail.join("; "))
+            );
+            for (i, b) in below.iter_mut().enumerate() {
+                *b += share(i);
+            }
+        }
+    }
+    let _ = write!(
+        out,
+        "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{LEFT}\" y1=\"{TOP}\" y2=\"{:.1}\"/>\
+         <line class=\"axis\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\n</svg>\n",
+        TOP + plot_h,
+        LEFT + plot_w,
+        TOP + plot_h,
+        TOP + plot_h
+    );
+    let items: Vec<(&str, &str)> = bands.iter().map(|b| (b.name, b.class)).collect();
+    legend(&mut out, &items);
+    out.push_str("</figure>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stacked_shares_draw_one_area_per_band_with_escaped_names() {
+        let labels: Vec<String> = vec!["W46".into(), "W47".into()];
+        let a = [Some(0.25), Some(0.5)];
+        let b = [Some(0.75), Some(0.5)];
+        let html = stacked_shares(
+            "Version adoption",
+            "ISO week",
+            &labels,
+            &labels,
+            &[
+                ShareBand {
+                    name: "1.0",
+                    class: area_class(0, false),
+                    shares: &a,
+                    counts: &[1, 2],
+                },
+                ShareBand {
+                    name: "<b>",
+                    class: area_class(0, true),
+                    shares: &b,
+                    counts: &[3, 2],
+                },
+            ],
+        );
+        assert_eq!(html.matches("<polygon").count(), 2);
+        assert!(html.contains("<title>&lt;b&gt;: W46: 75.0% (3); W47: 50.0% (2)</title>"));
+        assert!(!html.contains("<b>"));
+        assert!(html.contains("class=\"area a-other\""));
+        // The top band reaches 100% (y = TOP) everywhere.
+        assert!(html.contains(&format!(",{TOP:.1} ")));
+        let empty = stacked_shares("t", "ISO week", &labels, &labels, &[]);
+        assert!(empty.contains("No data in this range"));
+    }
 
     #[test]
     fn y_scale_rounds_up_to_round_ticks() {

@@ -12,7 +12,7 @@
 //! - [`pages`]: the overview, project and sign-in pages.
 //! - [`charts`]: the SVG charts.
 //! - [`session`]: sign-in sessions and the session cookie.
-//! - [`public`]: opt-in public pages with small-count suppression.
+//! - [`public`]: opt-in public pages, differentially private (see [`crate::release`]).
 //! - [`range`]: the `from`/`to`/`by` query.
 //! - `backend`: the [`Backend`] implementation over the collector's `AppState`.
 //! - `assets/`: the stylesheet and icon, compiled into the binary.
@@ -53,7 +53,9 @@ use serde::Deserialize;
 use telemetry_protocol::{Day, ErrorBody, ErrorCode, Timestamp};
 
 use crate::export::{self, CsvTable};
+use crate::release::{Budget, Noise};
 use crate::report::ProjectStats;
+use crate::store::ReleasedCell;
 
 mod backend;
 pub mod charts;
@@ -95,6 +97,16 @@ pub trait Backend: Send + Sync + 'static {
         to: Day,
     ) -> BackendFuture<'a, Option<ProjectStats>>;
 
+    /// The differentially private cells the public page of `project` shows
+    /// on `today`, drawing and keeping those that are due (see
+    /// [`crate::release::release`]), or `None` if the project is unknown.
+    fn public_cells<'a>(
+        &'a self,
+        project: &'a str,
+        settings: PublicProject,
+        today: Day,
+    ) -> BackendFuture<'a, Option<Vec<ReleasedCell>>>;
+
     /// What ingest refused, downgraded or ignored for `project` over
     /// `from..=to` (the `refusals` rows); none unless the backend stores them.
     fn skew<'a>(
@@ -119,14 +131,18 @@ pub fn system_today() -> Day {
 }
 
 /// The `[dashboard]` section of the collector's config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DashboardSettings {
     /// Projects whose numbers are published, read-only and without sign-in,
     /// at `/public/{project}` and `/public/{project}/stats.json`. None by default.
     pub public_projects: Vec<String>,
-    /// On public pages, counts below this are shown as `< k`.
+    /// On public pages, noisy counts below this are shown as `< k`; at
+    /// least [`public::MIN_MIN_COUNT`].
     pub public_min_count: u64,
+    /// The privacy loss epsilon one week of one install's data may cost on
+    /// public pages; lower is more private and noisier.
+    pub public_epsilon_per_week: f64,
     /// Always mark the session cookie `Secure`; set it when the collector's
     /// public URL is `https://` but the proxy does not send `X-Forwarded-Proto`.
     pub secure_cookies: bool,
@@ -137,6 +153,7 @@ impl Default for DashboardSettings {
         DashboardSettings {
             public_projects: Vec::new(),
             public_min_count: public::DEFAULT_MIN_COUNT,
+            public_epsilon_per_week: crate::release::DEFAULT_EPSILON_PER_WEEK,
             secure_cookies: false,
         }
     }
@@ -147,6 +164,9 @@ impl DashboardSettings {
     pub fn to_config(&self) -> DashboardConfig {
         let project = PublicProject {
             min_count: self.public_min_count,
+            budget: Budget {
+                epsilon_per_week: self.public_epsilon_per_week,
+            },
         };
         DashboardConfig {
             public: self
@@ -576,12 +596,19 @@ async fn public_stats(ctx: &Ctx, project: &str) -> Result<Option<PublicStats>, B
     let Some(settings) = ctx.config.public.get(project) else {
         return Ok(None);
     };
-    let (from, to) = public::public_window(ctx.today());
-    Ok(ctx
-        .backend
-        .stats(project, from, to)
-        .await?
-        .map(|stats| PublicStats::from_stats(&stats, settings.min_count)))
+    let today = ctx.today();
+    let Some(cells) = ctx.backend.public_cells(project, *settings, today).await? else {
+        return Ok(None);
+    };
+    let noise =
+        Noise::new(settings.budget, settings.min_count).map_err(|e| BackendError(e.to_string()))?;
+    Ok(Some(PublicStats::from_released(
+        project,
+        today,
+        settings,
+        noise.version_threshold(),
+        &cells,
+    )))
 }
 
 async fn public_page(State(ctx): State<Ctx>, Path(project): Path<String>) -> Response {

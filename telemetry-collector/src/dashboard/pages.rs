@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 
 use telemetry_protocol::{Day, IsoWeek};
 
-use super::charts::{self, Mark, Series, TimeChart};
+use super::charts::{self, Mark, Series, ShareBand, TimeChart};
 use super::html::{Chrome, Esc, esc, num, page, pct, ratio, url_component};
 use super::range::{Granularity, Range};
 use crate::export::CsvTable;
-use crate::report::{Breakdown, Cohort, ProjectStats};
+use crate::report::{Breakdown, Cohort, OTHER, ProjectStats, PropBreakdown};
 use crate::store::RefusalRow;
 
 /// How many rows a breakdown chart shows before folding the rest into "other".
@@ -513,6 +513,8 @@ pub fn render_project_with_skew(
     breakdown(&mut body, "arch", "Arch", &stats.arch);
     body.push_str("</div>\n</section>\n");
 
+    body.push_str(&adoption_section(stats));
+
     body.push_str("<section id=\"tiers\"><h2>Tiers</h2>\n");
     body.push_str(&charts::tier_mix(&stats.tiers));
     body.push_str("</section>\n");
@@ -549,6 +551,9 @@ pub fn render_project_with_skew(
     }
     body.push_str("</tbody></table></div>\n</section>\n");
 
+    body.push_str(&commands_section(stats));
+    body.push_str(&props_section(stats));
+
     body.push_str(&skew_section(skew));
 
     body.push_str("<section id=\"export\"><h2>Export</h2>\n<p>CSV for this range: ");
@@ -571,6 +576,192 @@ pub fn render_project_with_skew(
         range.to
     );
     page(&stats.project, Chrome::Admin, &body)
+}
+
+// Version adoption, command usage and prop breakdowns (issue 18).
+
+/// `W47` for a week, as the weekly charts label it.
+fn week_short(week: IsoWeek) -> String {
+    format!("W{:02}", week.week)
+}
+
+/// Version adoption: the stacked share of active installs by version per
+/// week, then the same numbers as a table.
+fn adoption_section(stats: &ProjectStats) -> String {
+    let a = &stats.adoption;
+    let mut out = String::from("<section id=\"adoption\"><h2>Version adoption</h2>\n");
+    out.push_str(
+        "<p class=\"note\">Share of each week's active installs by tool version, oldest \
+         version at the bottom. Each install reports <code>active</code> once a week at any \
+         tier, so these are distinct installs.</p>\n",
+    );
+    let x: Vec<String> = a.weeks.iter().map(|w| week_short(*w)).collect();
+    let full: Vec<String> = a.weeks.iter().map(|w| week_full(*w)).collect();
+    let bands: Vec<ShareBand<'_>> = a
+        .versions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ShareBand {
+            name: &s.version,
+            class: charts::area_class(i, s.version == OTHER),
+            shares: &s.share,
+            counts: &s.active_installs,
+        })
+        .collect();
+    out.push_str(&charts::stacked_shares(
+        "Share of weekly active installs by version",
+        "ISO week",
+        &x,
+        &full,
+        &bands,
+    ));
+    let _ = write!(
+        out,
+        "<details><summary>Adoption as a table</summary><div class=\"table-scroll\"><table class=\"adoption\">\
+         <thead><tr><th scope=\"col\">Version</th>"
+    );
+    for w in &a.weeks {
+        let _ = write!(out, "<th scope=\"col\" class=\"n\">{w}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for s in &a.versions {
+        let _ = write!(out, "<tr><td class=\"key\">{}</td>", Esc(&s.version));
+        for (n, share) in s.active_installs.iter().zip(&s.share) {
+            let _ = write!(
+                out,
+                "<td class=\"n\" title=\"{} active installs\">{}</td>",
+                num(*n),
+                pct(*share)
+            );
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("<tr><th scope=\"row\">All versions</th>");
+    for n in &a.active_installs {
+        let _ = write!(out, "<td class=\"n\">{}</td>", num(*n));
+    }
+    out.push_str("</tr></tbody></table></div></details>\n");
+    if a.folded > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">{OTHER} folds {} less active versions.</p>",
+            num(a.folded)
+        );
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// Command usage: each event's count, its weekly trend and its count per
+/// weekly active install.
+fn commands_section(stats: &ProjectStats) -> String {
+    let mut out = String::from(
+        "<section id=\"commands\"><h2>Command usage</h2>\n<div class=\"table-scroll\"><table class=\"commands\">\
+         <thead><tr><th scope=\"col\">Event</th><th scope=\"col\" class=\"n\">Count</th>\
+         <th scope=\"col\">Per week</th><th scope=\"col\" class=\"n\">Per weekly active install</th></tr></thead><tbody>\n",
+    );
+    if stats.commands.is_empty() {
+        out.push_str("<tr><td colspan=\"4\">No events in this range.</td></tr>\n");
+    }
+    for c in &stats.commands {
+        let per = c
+            .per_active_install
+            .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}"));
+        let _ = writeln!(
+            out,
+            "<tr><td class=\"key\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
+            Esc(&c.event),
+            num(c.count),
+            charts::sparkline(&c.weekly, &format!("{} per week", c.event)),
+            per
+        );
+    }
+    out.push_str(
+        "</tbody></table></div>\n<p class=\"note\">Per weekly active install: the event's count \
+         in the last week over that week's active installs. One install may send an event many \
+         times, so this is not the share of installs that used it, which counters cannot tell.</p>\n\
+         </section>\n",
+    );
+    out
+}
+
+/// Prop breakdowns: one chart and table per event and prop.
+fn props_section(stats: &ProjectStats) -> String {
+    let mut out = String::from("<section id=\"props\"><h2>Props</h2>\n");
+    let shown: Vec<&PropBreakdown> = stats
+        .props
+        .iter()
+        .filter(|b| b.event != telemetry_protocol::manifest::builtin::DROPPED)
+        .collect();
+    if shown.is_empty() {
+        out.push_str("<p class=\"message\">No event declares props.</p>\n");
+    }
+    out.push_str("<div class=\"cols\">\n");
+    for b in shown {
+        out.push_str(&prop_panel(b));
+    }
+    out.push_str("</div>\n</section>\n");
+    out
+}
+
+/// One prop's chart, value table and weekly series.
+pub fn prop_panel(b: &PropBreakdown) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<section class=\"breakdown prop\" data-event=\"{}\" data-prop=\"{}\" data-kind=\"{}\">",
+        Esc(&b.event),
+        Esc(&b.prop),
+        Esc(&b.kind)
+    );
+    let title = format!("{} · {} ({})", b.event, b.prop, b.kind);
+    let rows: Vec<(String, Vec<u64>)> = b
+        .values
+        .iter()
+        .map(|v| (v.value.clone(), vec![v.count]))
+        .collect();
+    out.push_str(&charts::bar_rows(
+        &title,
+        "events",
+        &[("events", "s1")],
+        &rows,
+    ));
+    let _ = write!(
+        out,
+        "<p class=\"note\">{} events, {} without this prop.</p>\
+         <details><summary>Values and weekly counts</summary><div class=\"table-scroll\"><table class=\"prop-values\">\
+         <thead><tr><th scope=\"col\">Value</th><th scope=\"col\" class=\"n\">Events</th>\
+         <th scope=\"col\" class=\"n\">Share</th></tr></thead><tbody>",
+        num(b.events),
+        num(b.not_set)
+    );
+    for v in &b.values {
+        let _ = write!(
+            out,
+            "<tr><td class=\"key\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            Esc(&v.value),
+            num(v.count),
+            pct(v.share)
+        );
+    }
+    out.push_str("</tbody></table>");
+    if !b.series.is_empty() {
+        out.push_str("<table class=\"prop-series\"><thead><tr><th scope=\"col\">Value</th>");
+        for w in &b.weeks {
+            let _ = write!(out, "<th scope=\"col\" class=\"n\">{}</th>", week_short(*w));
+        }
+        out.push_str("</tr></thead><tbody>");
+        for s in &b.series {
+            let _ = write!(out, "<tr><td class=\"key\">{}</td>", Esc(&s.value));
+            for n in &s.counts {
+                let _ = write!(out, "<td class=\"n\">{}</td>", num(*n));
+            }
+            out.push_str("</tr>");
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</div></details>\n</section>\n");
+    out
 }
 
 /// The sign-in page. `error` is a fixed message of ours, never client input.
@@ -701,7 +892,87 @@ pub(crate) mod tests {
                 installs: 4,
                 retained: vec![4, 3],
             }],
+            props: sample_props(from, day("2026-11-21")),
+            adoption: crate::stats::adoption::version_adoption(
+                from,
+                day("2026-11-21"),
+                &sample_counters(),
+            ),
+            commands: crate::stats::adoption::command_usage(
+                from,
+                day("2026-11-21"),
+                &sample_counters(),
+            ),
         }
+    }
+
+    /// Counter rows behind the sample's adoption and command usage: 12
+    /// versions (one hostile), so the chart folds a tail into "other".
+    fn sample_counters() -> crate::store::StatsInput {
+        let mut counters = Vec::new();
+        let mut push = |d: &str, event: &str, version: &str, count: u64| {
+            counters.push(crate::store::CounterRow {
+                day: day(d),
+                event: event.to_owned(),
+                version: version.to_owned(),
+                os: "linux".to_owned(),
+                arch: "x86_64".to_owned(),
+                tier: Tier::Aggregate,
+                count,
+            });
+        };
+        for k in 0..11u64 {
+            let v = format!("1.{k}.0");
+            push("2026-11-10", "active", &v, 12 - k);
+            push("2026-11-17", "active", &v, 2 + k);
+        }
+        push("2026-11-17", "active", HOSTILE[1], 9);
+        push("2026-11-18", "command", "1.2.0", 30);
+        push("2026-11-11", "command", "1.2.0", 10);
+        push("2026-11-18", HOSTILE[0], "1.2.0", 2);
+        crate::store::StatsInput {
+            counters,
+            ..Default::default()
+        }
+    }
+
+    /// Prop breakdowns with a hostile event, prop and value.
+    fn sample_props(from: Day, to: Day) -> Vec<crate::report::PropBreakdown> {
+        let row = |d: &str, event: &str, props: serde_json::Value, count: u64| {
+            crate::store::PropCounterRow {
+                day: day(d),
+                event: event.to_owned(),
+                props: props.to_string(),
+                count,
+            }
+        };
+        let rows = vec![
+            row(
+                "2026-11-11",
+                "command",
+                serde_json::json!({"name": "init"}),
+                10,
+            ),
+            row(
+                "2026-11-18",
+                "command",
+                serde_json::json!({"name": "greet"}),
+                20,
+            ),
+            row(
+                "2026-11-18",
+                "command",
+                serde_json::json!({"name": HOSTILE[0]}),
+                10,
+            ),
+            row(
+                "2026-11-18",
+                HOSTILE[0],
+                serde_json::json!({HOSTILE[1]: HOSTILE[1]}),
+                2,
+            ),
+        ];
+        crate::stats::props::breakdowns(None, from, to, &rows)
     }
 
     fn range(stats: &ProjectStats, by: Granularity) -> Range {
@@ -792,6 +1063,26 @@ pub(crate) mod tests {
         assert!(!html.contains("<script>"));
         let empty = render_project(&stats, &range(&stats, Granularity::Day));
         assert!(empty.contains("Nothing was refused, downgraded or ignored in this range."));
+    }
+
+    #[test]
+    fn adoption_commands_and_props_are_shown_escaped() {
+        let stats = sample_stats();
+        let html = render_project(&stats, &range(&stats, Granularity::Day));
+        assert_escaped(&html);
+        // 12 versions: the ten most active, then "(other)".
+        assert_eq!(stats.adoption.versions.len(), 11);
+        assert_eq!(html.matches("<polygon class=\"area").count(), 11);
+        assert!(html.contains("<td class=\"key\">&lt;img src=x onerror=alert(1)&gt;</td>"));
+        assert!(html.contains("id=\"commands\""));
+        assert!(html.contains("<td class=\"key\">command</td><td class=\"n\">40</td>"));
+        assert!(
+            html.contains("data-event=\"command\" data-prop=\"name\" data-kind=\"undeclared\"")
+        );
+        assert!(html.contains("data-event=\"&lt;script&gt;alert(1)&lt;/script&gt;\""));
+        assert!(html.contains(
+            "<td class=\"key\">greet</td><td class=\"n\">20</td><td class=\"n\">50.0%</td>"
+        ));
     }
 
     #[test]

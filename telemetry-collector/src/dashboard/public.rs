@@ -6,47 +6,58 @@
 //! so the public routes do not reveal which projects a collector holds.
 //!
 //! What is published, and how it is protected:
-//! - only aggregate numbers of the last [`PUBLIC_WEEKS`] ISO weeks: installs,
-//!   weekly active installs, setup started and completed, a weekly series and
-//!   the version, OS and arch breakdowns. Never identity fields, install ids,
-//!   event names or props;
-//! - **small-count suppression:** every count below the project's threshold
-//!   `k` (default [`DEFAULT_MIN_COUNT`]) is published as the text `< k`, in the
-//!   page and in the JSON alike. A breakdown row is named only when one of its
-//!   counts reaches `k`; the others are summed into one `other` row, itself
-//!   suppressed when small. The completion rate is published only when both
-//!   of its counts reach `k`, since the rate and one exact count would reveal
-//!   the other.
-//!
-//! Suppression hides small cells; it does not defend against someone
-//! differencing totals over overlapping windows. The fixed weekly window
-//! keeps that surface small.
+//! - only aggregate numbers of the last [`PUBLIC_WEEKS`] ISO weeks: new
+//!   installs, weekly active installs, setup started and completed, a weekly
+//!   series and the version, OS and arch breakdowns of the last whole week.
+//!   Never identity fields, install ids, event names or props;
+//! - **differential privacy:** every number is computed from the noisy cells
+//!   of [`crate::release`], drawn once and kept, never from an exact count.
+//!   Totals are sums of their cells and rates are ratios of noisy sums, so
+//!   subtracting published numbers yields only noise. There is no all-time
+//!   total;
+//! - **small-count suppression**, on top: a noisy count below the project's
+//!   threshold `k` (default [`DEFAULT_MIN_COUNT`], at least
+//!   [`MIN_MIN_COUNT`]) is published as the text `< k`. That is
+//!   post-processing of a private number: it costs no privacy and keeps the
+//!   page from showing noise around zero as if it were data.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use telemetry_protocol::Day;
+use telemetry_protocol::{Day, IsoWeek};
 
 use super::charts;
 use super::html::{Chrome, Esc, num, page, pct};
-use crate::report::{Breakdown, ProjectStats};
+use crate::release::{self, Breakdown, Budget, Daily, Dimension};
+use crate::store::ReleasedCell;
 
 /// The default small-count threshold.
 pub const DEFAULT_MIN_COUNT: u64 = 10;
+/// The smallest threshold the config accepts.
+pub const MIN_MIN_COUNT: u64 = 5;
 /// How many ISO weeks the public page covers, the current one included.
 pub const PUBLIC_WEEKS: i32 = 12;
+/// Where the page links for what its guarantee means.
+pub const PRIVACY_URL: &str = concat!(
+    env!("CARGO_PKG_REPOSITORY"),
+    "/blob/main/PRIVACY.md#public-pages"
+);
 
 /// A project's public-page settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PublicProject {
-    /// Counts below this are published as `< k`.
+    /// Noisy counts below this are published as `< k`.
     pub min_count: u64,
+    /// The privacy budget of the published numbers.
+    pub budget: Budget,
 }
 
 impl Default for PublicProject {
     fn default() -> Self {
         PublicProject {
             min_count: DEFAULT_MIN_COUNT,
+            budget: Budget::default(),
         }
     }
 }
@@ -57,23 +68,22 @@ pub fn public_window(today: Day) -> (Day, Day) {
     (today.week_start().add_days(-7 * (PUBLIC_WEEKS - 1)), today)
 }
 
-/// One published count: exact, or the text `< k`.
+/// One published count: a noisy count of at least `k`, or the text `< k`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Cell {
-    /// At least `k`: published exactly.
+    /// At least `k`: published as the noisy count.
     Count(u64),
     /// Below `k`: published as `< k`.
     Suppressed(String),
 }
 
 impl Cell {
-    /// `n` as published under threshold `k`.
-    pub fn new(n: u64, k: u64) -> Cell {
-        if n < k {
-            Cell::Suppressed(format!("< {k}"))
-        } else {
-            Cell::Count(n)
+    /// The noisy count `n` as published under threshold `k`.
+    pub fn new(n: i64, k: u64) -> Cell {
+        match u64::try_from(n) {
+            Ok(n) if n >= k => Cell::Count(n),
+            _ => Cell::Suppressed(format!("< {k}")),
         }
     }
 
@@ -85,7 +95,7 @@ impl Cell {
         }
     }
 
-    /// The exact value, or zero when suppressed (for drawing only).
+    /// The count, or zero when suppressed (for drawing only).
     fn drawn(&self) -> u64 {
         match self {
             Cell::Count(n) => *n,
@@ -98,11 +108,13 @@ impl Cell {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PublicWeek {
     /// The ISO week.
-    pub week: telemetry_protocol::IsoWeek,
-    /// New installs.
+    pub week: IsoWeek,
+    /// New installs: the sum of the week's released days.
     pub installs: Cell,
-    /// Weekly active installs.
+    /// Weekly active installs: the sum of the week's released days.
     pub active_installs: Cell,
+    /// How many of its days are released: 7 once the week is over.
+    pub days: u32,
 }
 
 /// One named row of a public breakdown.
@@ -116,7 +128,7 @@ pub struct PublicRow {
     pub active_installs: Cell,
 }
 
-/// The rows whose counts were all below `k`, summed.
+/// Everything not in a named row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PublicOther {
     /// New installs.
@@ -125,13 +137,26 @@ pub struct PublicOther {
     pub active_installs: Cell,
 }
 
-/// A public breakdown: named rows, then the rest folded together.
+/// A public breakdown of the last whole week: named rows, then the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PublicBreakdown {
-    /// Rows with at least one count of `k` or more.
+    /// Rows with a noisy count of at least `k`.
     pub rows: Vec<PublicRow>,
     /// Everything else, if there was anything.
     pub other: Option<PublicOther>,
+}
+
+/// How close the published numbers are to the truth.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Accuracy {
+    /// The probability each bound holds.
+    pub confidence: f64,
+    /// A single cell: a day, or a breakdown row.
+    pub cell: u64,
+    /// A weekly number: the sum of seven days.
+    pub weekly: u64,
+    /// A total over the window's days.
+    pub window: u64,
 }
 
 /// Everything a public page and its JSON publish.
@@ -141,24 +166,28 @@ pub struct PublicStats {
     pub project: String,
     /// The first day of the window.
     pub from: Day,
-    /// The last day of the window.
+    /// The last day of the window (today; released through yesterday).
     pub to: Day,
     /// The suppression threshold `k`.
     pub min_count: u64,
-    /// New installs in the window.
+    /// The privacy loss per week the numbers are released under.
+    pub epsilon_per_week: f64,
+    /// How close the numbers are to the truth.
+    pub accuracy: Accuracy,
+    /// New installs in the window: the sum of the weekly numbers.
     pub installs: Cell,
-    /// Installs of all time.
-    pub installs_all_time: Cell,
-    /// Weekly active installs in the last week of the window.
+    /// Weekly active installs in the last whole week.
     pub active_installs: Cell,
     /// Setup started in the window.
     pub setup_started: Cell,
     /// Setup completed in the window.
     pub setup_completed: Cell,
-    /// Completed over started, published only when both reach `k`.
+    /// Completed over started (noisy sums), published only when both reach `k`.
     pub setup_completion_rate: Option<f64>,
     /// The weekly series.
     pub weekly: Vec<PublicWeek>,
+    /// The week the breakdowns and `active_installs` describe: the last whole one.
+    pub breakdown_week: IsoWeek,
     /// By version.
     pub versions: PublicBreakdown,
     /// By OS.
@@ -167,21 +196,111 @@ pub struct PublicStats {
     pub arch: PublicBreakdown,
 }
 
-fn fold(rows: &[Breakdown], k: u64) -> PublicBreakdown {
-    let (named, rest): (Vec<&Breakdown>, Vec<&Breakdown>) = rows
-        .iter()
-        .partition(|b| b.installs >= k || b.active_installs >= k);
-    let other = (!rest.is_empty()).then(|| PublicOther {
-        installs: Cell::new(rest.iter().map(|b| b.installs).sum(), k),
-        active_installs: Cell::new(rest.iter().map(|b| b.active_installs).sum(), k),
+/// The released cells of one page, indexed.
+struct Cells<'a> {
+    daily: BTreeMap<(Day, &'a str), i64>,
+    rows: BTreeMap<(&'a str, &'a str), i64>,
+}
+
+impl<'a> Cells<'a> {
+    fn of(cells: &'a [ReleasedCell], breakdown_week: Day) -> Cells<'a> {
+        let mut out = Cells {
+            daily: BTreeMap::new(),
+            rows: BTreeMap::new(),
+        };
+        let breakdowns: BTreeSet<String> = Breakdown::ALL.iter().map(|b| b.name()).collect();
+        for c in cells {
+            if breakdowns.contains(&c.statistic) {
+                if c.period == breakdown_week && !c.key.is_empty() {
+                    out.rows
+                        .insert((c.statistic.as_str(), c.key.as_str()), c.value);
+                }
+            } else if c.key.is_empty() {
+                out.daily.insert((c.period, c.statistic.as_str()), c.value);
+            }
+        }
+        out
+    }
+
+    /// The sum of the released days of `daily` in `from..=to`, and how many.
+    fn sum(&self, daily: Daily, from: Day, to: Day) -> (i64, u32) {
+        let mut day = from;
+        let (mut sum, mut days) = (0i64, 0u32);
+        while day <= to {
+            if let Some(v) = self.daily.get(&(day, daily.name())) {
+                sum = sum.saturating_add(*v);
+                days += 1;
+            }
+            day = day.add_days(1);
+        }
+        (sum, days)
+    }
+
+    fn row(&self, b: Breakdown, key: &str) -> Option<i64> {
+        self.rows.get(&(b.name().as_str(), key)).copied()
+    }
+
+    fn keys(&self, b: Breakdown) -> Vec<&'a str> {
+        let name = b.name();
+        self.rows
+            .keys()
+            .filter(|(s, _)| *s == name)
+            .map(|(_, k)| *k)
+            .collect()
+    }
+}
+
+fn breakdown(
+    cells: &Cells<'_>,
+    dimension: Dimension,
+    totals: (i64, i64),
+    k: u64,
+    version_threshold: i64,
+) -> PublicBreakdown {
+    let installs = Breakdown {
+        dimension,
+        count: Daily::Installs,
+    };
+    let active = Breakdown {
+        dimension,
+        count: Daily::Active,
+    };
+    let mut keys: BTreeSet<&str> = cells.keys(installs).into_iter().collect();
+    keys.extend(cells.keys(active));
+    let big = |n: Option<i64>| n.is_some_and(|n| n >= k as i64);
+    let mut named: Vec<(&str, Option<i64>, Option<i64>)> = keys
+        .into_iter()
+        .filter(|key| *key != release::OTHER)
+        .map(|key| (key, cells.row(installs, key), cells.row(active, key)))
+        .filter(|(_, i, a)| big(*i) || big(*a))
+        .collect();
+    named.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| b.2.cmp(&a.2))
+            .then_with(|| a.0.cmp(b.0))
+    });
+    // A version the threshold mechanism left out is below its threshold.
+    let missing = match dimension {
+        Dimension::Version => Cell::Suppressed(format!("< {version_threshold}")),
+        _ => Cell::Suppressed(format!("< {k}")),
+    };
+    let cell = |n: Option<i64>| n.map_or_else(|| missing.clone(), |n| Cell::new(n, k));
+    // Everything else is the week's total less what the named rows show:
+    // post-processing of noisy numbers, so it too is only noisy.
+    let shown_installs: i64 = named.iter().filter_map(|r| r.1).sum();
+    let shown_active: i64 = named.iter().filter_map(|r| r.2).sum();
+    let rest = (totals.0 - shown_installs, totals.1 - shown_active);
+    let other = (rest.0 > 0 || rest.1 > 0 || named.is_empty()).then(|| PublicOther {
+        installs: Cell::new(rest.0, k),
+        active_installs: Cell::new(rest.1, k),
     });
     PublicBreakdown {
         rows: named
-            .into_iter()
-            .map(|b| PublicRow {
-                key: b.key.clone(),
-                installs: Cell::new(b.installs, k),
-                active_installs: Cell::new(b.active_installs, k),
+            .iter()
+            .map(|(key, i, a)| PublicRow {
+                key: (*key).to_owned(),
+                installs: cell(*i),
+                active_installs: cell(*a),
             })
             .collect(),
         other,
@@ -189,36 +308,63 @@ fn fold(rows: &[Breakdown], k: u64) -> PublicBreakdown {
 }
 
 impl PublicStats {
-    /// Applies suppression with threshold `k` to `stats`.
-    pub fn from_stats(stats: &ProjectStats, k: u64) -> PublicStats {
-        let rate = if stats.setup_started >= k && stats.setup_completed >= k {
-            stats.setup_completion_rate
-        } else {
-            None
-        };
+    /// The public numbers of `project` on `today`, computed only from the
+    /// released `cells` (see [`release::release`]).
+    pub fn from_released(
+        project: &str,
+        today: Day,
+        settings: &PublicProject,
+        version_threshold: i64,
+        cells: &[ReleasedCell],
+    ) -> PublicStats {
+        let k = settings.min_count;
+        let (from, to) = public_window(today);
+        let last_week = today.week_start().add_days(-7);
+        let index = Cells::of(cells, last_week);
+        let window = |d: Daily| index.sum(d, from, to).0;
+        let week = |d: Daily, monday: Day| index.sum(d, monday, monday.add_days(6));
+        let (started, completed) = (window(Daily::SetupStarted), window(Daily::SetupCompleted));
+        let rate = (started >= k as i64 && completed >= k as i64)
+            .then(|| (completed as f64 / started as f64).clamp(0.0, 1.0));
+        let mut weekly = Vec::new();
+        let mut monday = from;
+        while monday <= to {
+            let (installs, days) = week(Daily::Installs, monday);
+            weekly.push(PublicWeek {
+                week: monday.iso_week(),
+                installs: Cell::new(installs, k),
+                active_installs: Cell::new(week(Daily::Active, monday).0, k),
+                days,
+            });
+            monday = monday.add_days(7);
+        }
+        let totals = (
+            week(Daily::Installs, last_week).0,
+            week(Daily::Active, last_week).0,
+        );
+        let budget = settings.budget;
         PublicStats {
-            project: stats.project.clone(),
-            from: stats.from,
-            to: stats.to,
+            project: project.to_owned(),
+            from,
+            to,
             min_count: k,
-            installs: Cell::new(stats.installs, k),
-            installs_all_time: Cell::new(stats.installs_all_time, k),
-            active_installs: Cell::new(stats.active_installs, k),
-            setup_started: Cell::new(stats.setup_started, k),
-            setup_completed: Cell::new(stats.setup_completed, k),
+            epsilon_per_week: budget.epsilon_per_week,
+            accuracy: Accuracy {
+                confidence: release::CONFIDENCE,
+                cell: budget.accuracy(1),
+                weekly: budget.accuracy(7),
+                window: budget.accuracy(7 * PUBLIC_WEEKS as u32),
+            },
+            installs: Cell::new(window(Daily::Installs), k),
+            active_installs: Cell::new(totals.1, k),
+            setup_started: Cell::new(started, k),
+            setup_completed: Cell::new(completed, k),
             setup_completion_rate: rate,
-            weekly: stats
-                .weekly
-                .iter()
-                .map(|w| PublicWeek {
-                    week: w.week,
-                    installs: Cell::new(w.installs, k),
-                    active_installs: Cell::new(w.active_installs, k),
-                })
-                .collect(),
-            versions: fold(&stats.versions, k),
-            os: fold(&stats.os, k),
-            arch: fold(&stats.arch, k),
+            weekly,
+            breakdown_week: last_week.iso_week(),
+            versions: breakdown(&index, Dimension::Version, totals, k, version_threshold),
+            os: breakdown(&index, Dimension::Os, totals, k, version_threshold),
+            arch: breakdown(&index, Dimension::Arch, totals, k, version_threshold),
         }
     }
 }
@@ -258,24 +404,28 @@ pub fn render_public(p: &PublicStats) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
-        "<h1 id=\"project-name\">{}</h1>\n<p class=\"sub\">Public usage numbers, {} to {} (UTC). \
-         Counts below {k} are shown as <q>&lt; {k}</q> so that no small group of users stands out.</p>\n\
-         <section class=\"kpis\">\n",
+        "<h1 id=\"project-name\">{}</h1>\n<p class=\"sub\">Public usage numbers, {} to {} (UTC), \
+         released through yesterday. Counts below {k} are shown as <q>&lt; {k}</q>.</p>\n\
+         <p class=\"note\" id=\"noise-line\">Each weekly number is within ±{weekly} of the truth \
+         {conf:.0}% of the time (12-week totals: ±{window}): noise is added so that no one install \
+         can be told apart (differential privacy, ε = {eps} per week). \
+         <a href=\"{url}\">What this means</a></p>\n<section class=\"kpis\">\n",
         Esc(&p.project),
         p.from,
         p.to,
-        k = p.min_count
+        k = p.min_count,
+        weekly = num(p.accuracy.weekly),
+        window = num(p.accuracy.window),
+        conf = p.accuracy.confidence * 100.0,
+        eps = p.epsilon_per_week,
+        url = Esc(PRIVACY_URL),
     );
+    let active_label = format!("Weekly active installs, {}", p.breakdown_week);
     for (id, label, value) in [
-        ("stat-installs", "New installs", p.installs.text()),
-        (
-            "stat-installs-all-time",
-            "Installs, all time",
-            p.installs_all_time.text(),
-        ),
+        ("stat-installs", "New installs, 12 weeks", p.installs.text()),
         (
             "stat-active",
-            "Weekly active installs",
+            active_label.as_str(),
             p.active_installs.text(),
         ),
         (
@@ -302,22 +452,28 @@ pub fn render_public(p: &PublicStats) -> String {
     body.push_str(&charts::weekly_installs(&x, &full, &installs, &active));
     let _ = write!(
         body,
-        "<p class=\"note\">Weeks below {} are drawn at zero; the table gives each week.</p>\n\
+        "<p class=\"note\">Weeks below {} are drawn at zero; the table gives each week. \
+         The current week counts the days released so far.</p>\n\
          <details><summary>Weekly numbers</summary><div class=\"table-scroll\"><table><thead><tr>\
          <th scope=\"col\">Week</th><th scope=\"col\" class=\"n\">New installs</th>\
-         <th scope=\"col\" class=\"n\">Weekly active installs</th></tr></thead><tbody>",
+         <th scope=\"col\" class=\"n\">Weekly active installs</th><th scope=\"col\" class=\"n\">Days</th></tr></thead><tbody>",
         p.min_count
     );
     for w in &p.weekly {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             w.week,
             w.installs.text(),
-            w.active_installs.text()
+            w.active_installs.text(),
+            w.days
         );
     }
-    body.push_str("</tbody></table></div></details>\n<div class=\"cols\">\n");
+    let _ = write!(
+        body,
+        "</tbody></table></div></details>\n<p class=\"note\">Breakdowns of {}.</p>\n<div class=\"cols\">\n",
+        p.breakdown_week
+    );
     breakdown_table(&mut body, "versions", "Version", &p.versions);
     breakdown_table(&mut body, "os", "OS", &p.os);
     breakdown_table(&mut body, "arch", "Arch", &p.arch);
@@ -326,14 +482,80 @@ pub fn render_public(p: &PublicStats) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::dashboard::pages::tests::{assert_escaped, sample_stats};
+    use crate::dashboard::pages::tests::{HOSTILE, assert_escaped};
+
+    fn day(s: &str) -> Day {
+        s.parse().unwrap()
+    }
+
+    /// A Saturday: the window starts on Monday 2026-08-31, the last whole
+    /// week is 2026-11-09 to 2026-11-15.
+    pub(crate) fn today() -> Day {
+        day("2026-11-21")
+    }
+
+    fn cell(period: Day, statistic: &str, key: &str, value: i64) -> ReleasedCell {
+        ReleasedCell {
+            project: "demo-cli".into(),
+            period,
+            statistic: statistic.into(),
+            key: key.into(),
+            value,
+            epsilon: 0.1,
+            released_on: today(),
+        }
+    }
+
+    /// Released cells as `crate::release` would keep them for [`today`]:
+    /// every day of the window through yesterday, and last week's breakdowns.
+    pub(crate) fn sample_cells() -> Vec<ReleasedCell> {
+        let (from, _) = public_window(today());
+        let mut cells = Vec::new();
+        let mut d = from;
+        let mut i = 0;
+        while d < today() {
+            cells.push(cell(d, "installs", "", 2 + i % 3));
+            cells.push(cell(d, "active", "", 5 + i % 4));
+            cells.push(cell(d, "setup_started", "", 2));
+            cells.push(cell(d, "setup_completed", "", 1 - i % 2));
+            d = d.add_days(1);
+            i += 1;
+        }
+        let week = today().week_start().add_days(-7);
+        for b in Breakdown::ALL {
+            cells.push(cell(week, &b.name(), "", 0));
+        }
+        cells.push(cell(week, "version.installs", HOSTILE[1], 12));
+        cells.push(cell(week, "version.active", "1.2.0", 30));
+        cells.push(cell(week, "os.installs", "linux", 11));
+        cells.push(cell(week, "os.installs", "macos", 3));
+        cells.push(cell(week, "os.installs", "freebsd", -2));
+        cells.push(cell(week, "os.installs", "other", 4));
+        cells.push(cell(week, "os.active", "linux", 20));
+        cells.push(cell(week, "os.active", "macos", 9));
+        cells.push(cell(week, "arch.installs", "x86_64", 2));
+        cells
+    }
+
+    pub(crate) fn sample_public() -> PublicStats {
+        PublicStats::from_released(
+            "demo-cli",
+            today(),
+            &PublicProject::default(),
+            crate::release::Noise::new(Budget::default(), DEFAULT_MIN_COUNT)
+                .unwrap()
+                .version_threshold(),
+            &sample_cells(),
+        )
+    }
 
     #[test]
     fn cells_below_k_are_suppressed() {
         let table = [
             (0, 10, "\"< 10\""),
+            (-3, 10, "\"< 10\""),
             (9, 10, "\"< 10\""),
             (10, 10, "10"),
             (4, 5, "\"< 5\""),
@@ -347,70 +569,85 @@ mod tests {
     }
 
     #[test]
-    fn public_stats_publish_no_small_cell() {
-        let stats = sample_stats();
-        let p = PublicStats::from_stats(&stats, 10);
-        let json = serde_json::to_value(&p).unwrap();
-        assert_eq!(json["installs"], 12);
-        assert_eq!(json["active_installs"], "< 10");
-        assert_eq!(json["setup_started"], "< 10");
-        assert_eq!(json["installs_all_time"], 40);
-        assert_eq!(json["setup_completion_rate"], serde_json::Value::Null);
-        // Every number anywhere in the JSON is at least k, except the threshold itself.
-        fn walk(v: &serde_json::Value, key: &str) {
-            match v {
-                serde_json::Value::Number(n) if key != "min_count" => {
-                    assert!(n.as_f64().unwrap() >= 10.0, "{key} = {n}")
-                }
-                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, key)),
-                serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| walk(x, k)),
-                _ => {}
-            }
-        }
-        walk(&json, "");
-        // Only "1.2.0" has no count >= 10 either, so every version folds into other.
-        assert!(p.versions.rows.is_empty());
+    fn every_number_is_a_sum_of_released_cells() {
+        let cells = sample_cells();
+        let p = sample_public();
+        let sum = |statistic: &str, from: Day, to: Day| -> i64 {
+            cells
+                .iter()
+                .filter(|c| c.statistic == statistic && c.period >= from && c.period <= to)
+                .map(|c| c.value)
+                .sum()
+        };
+        let (from, to) = public_window(today());
+        assert_eq!(p.installs, Cell::new(sum("installs", from, to), 10));
         assert_eq!(
-            p.versions.other,
-            Some(PublicOther {
-                installs: Cell::Count(12),
-                active_installs: Cell::Suppressed("< 10".to_owned())
-            })
+            p.setup_started,
+            Cell::new(sum("setup_started", from, to), 10)
         );
+        let last = today().week_start().add_days(-7);
+        assert_eq!(
+            p.active_installs,
+            Cell::new(sum("active", last, last.add_days(6)), 10)
+        );
+        assert_eq!(p.breakdown_week.to_string(), "2026-W46");
+        assert_eq!(p.weekly.len(), 12);
+        assert!(p.weekly[..11].iter().all(|w| w.days == 7));
+        assert_eq!(p.weekly[11].days, 5, "Monday to Friday of the current week");
+        let week_installs: i64 = (0..7)
+            .map(|d| sum("installs", last.add_days(d), last.add_days(d)))
+            .sum();
+        assert_eq!(p.weekly[10].installs, Cell::new(week_installs, 10));
+        let rate = sum("setup_completed", from, to) as f64 / sum("setup_started", from, to) as f64;
+        assert_eq!(p.setup_completion_rate, Some(rate));
+
+        // Named rows reach k; everything else is the week's total less them.
+        assert_eq!(p.os.rows.len(), 1);
         assert_eq!(p.os.rows[0].key, "linux");
-        assert_eq!(p.os.rows[0].installs, Cell::Count(12));
-        assert_eq!(
-            p.os.rows[0].active_installs,
-            Cell::Suppressed("< 10".to_owned())
-        );
+        assert_eq!(p.os.rows[0].installs, Cell::Count(11));
+        assert_eq!(p.os.rows[0].active_installs, Cell::Count(20));
+        let other = p.os.other.as_ref().unwrap();
+        assert_eq!(other.installs, Cell::new(week_installs - 11, 10));
+        // Versions the threshold left out show as below the threshold.
+        assert_eq!(p.versions.rows.len(), 2);
+        let v = p.versions.rows.iter().find(|r| r.key == "1.2.0").unwrap();
+        assert!(matches!(&v.installs, Cell::Suppressed(s) if s.starts_with("< 1")));
+        assert_eq!(v.active_installs, Cell::Count(30));
+        assert!(p.arch.rows.is_empty(), "x86_64 has 2 < k");
+
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json.get("installs_all_time").is_none(), "no all-time total");
+        assert_eq!(json["accuracy"]["weekly"], p.accuracy.weekly);
+        assert_eq!(json["epsilon_per_week"], 1.0);
     }
 
     #[test]
-    fn public_page_never_shows_events_and_escapes_keys() {
-        let mut stats = sample_stats();
-        stats.versions[1].installs = 50;
-        let p = PublicStats::from_stats(&stats, 3);
+    fn public_page_states_the_accuracy_and_escapes_keys() {
+        let p = sample_public();
         let html = render_public(&p);
         assert_escaped(&html);
         assert!(
             html.contains("&lt;img src=x onerror=alert(1)&gt;"),
             "a named version row"
         );
-        assert!(
-            !html.contains("alert(1)&lt;/script"),
-            "event names are never published"
-        );
         assert!(!html.contains("Sign out"));
-        assert!(html.contains("id=\"stat-installs\">12</div>"));
-        assert!(html.contains("Counts below 3 are shown as"));
+        assert!(!html.contains("all time"));
+        let line = format!(
+            "Each weekly number is within ±{} of the truth 95% of the time",
+            p.accuracy.weekly
+        );
+        assert!(html.contains(&line), "{line}");
+        assert!(html.contains(&format!("href=\"{PRIVACY_URL}\"")));
+        assert!(PRIVACY_URL.ends_with("PRIVACY.md#public-pages"));
+        assert!(html.contains(&format!("id=\"stat-installs\">{}</div>", p.installs.text())));
+        assert!(html.contains("Counts below 10 are shown as"));
     }
 
     #[test]
     fn the_public_window_is_whole_weeks() {
-        let today: Day = "2026-11-21".parse().unwrap();
-        let (from, to) = public_window(today);
+        let (from, to) = public_window(today());
         assert_eq!(from.to_string(), "2026-08-31");
         assert_eq!(from.iso_weekday(), 1);
-        assert_eq!(to, today);
+        assert_eq!(to, today());
     }
 }

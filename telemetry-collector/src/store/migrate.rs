@@ -40,6 +40,7 @@ enum Kind {
     Int2,
     Int4,
     Int8,
+    Float8,
     Bytea,
 }
 
@@ -50,6 +51,7 @@ impl Kind {
             Kind::Int2 => "int2[]",
             Kind::Int4 => "int4[]",
             Kind::Int8 => "int8[]",
+            Kind::Float8 => "float8[]",
             Kind::Bytea => "bytea[]",
         }
     }
@@ -148,6 +150,20 @@ const TABLES: &[Table] = &[
             ("day", Kind::Int4),
         ],
     },
+    Table {
+        name: "public_releases",
+        select: "SELECT project, period, statistic, key, value, epsilon, released_on
+                 FROM public_releases",
+        columns: &[
+            ("project", Kind::Text),
+            ("period", Kind::Int4),
+            ("statistic", Kind::Text),
+            ("key", Kind::Text),
+            ("value", Kind::Int8),
+            ("epsilon", Kind::Float8),
+            ("released_on", Kind::Int4),
+        ],
+    },
 ];
 
 /// One column of a chunk, typed for PostgreSQL.
@@ -156,6 +172,7 @@ enum Column {
     Int2(Vec<i16>),
     Int4(Vec<i32>),
     Int8(Vec<i64>),
+    Float8(Vec<f64>),
     Bytea(Vec<Vec<u8>>),
 }
 
@@ -166,6 +183,7 @@ impl Column {
             Kind::Int2 => Column::Int2(Vec::new()),
             Kind::Int4 => Column::Int4(Vec::new()),
             Kind::Int8 => Column::Int8(Vec::new()),
+            Kind::Float8 => Column::Float8(Vec::new()),
             Kind::Bytea => Column::Bytea(Vec::new()),
         }
     }
@@ -186,6 +204,7 @@ impl Column {
             Column::Int2(v) => v.push(narrow(int(row)?)? as i16),
             Column::Int4(v) => v.push(narrow(int(row)?)?),
             Column::Int8(v) => v.push(int(row)?),
+            Column::Float8(v) => v.push(row.get(i)?),
             Column::Bytea(v) => v.push(row.get(i)?),
         }
         Ok(())
@@ -197,6 +216,7 @@ impl Column {
             Column::Int2(v) => v,
             Column::Int4(v) => v,
             Column::Int8(v) => v,
+            Column::Float8(v) => v,
             Column::Bytea(v) => v,
         }
     }

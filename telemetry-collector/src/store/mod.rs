@@ -303,6 +303,27 @@ pub struct StatsInput {
     pub cohorts: Vec<CohortRow>,
 }
 
+/// One differentially private cell of a public page, as drawn once and kept
+/// (see [`crate::release`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedCell {
+    /// The project.
+    pub project: String,
+    /// The day of a daily cell, or the Monday of a weekly breakdown.
+    pub period: Day,
+    /// What was counted, e.g. `installs` or `os.active`.
+    pub statistic: String,
+    /// The breakdown value (`linux`, `1.4.2`), or `""` for a daily cell and
+    /// for the row that marks a breakdown as released.
+    pub key: String,
+    /// The noisy count as published.
+    pub value: i64,
+    /// The privacy loss this release spent.
+    pub epsilon: f64,
+    /// The day it was drawn.
+    pub released_on: Day,
+}
+
 /// Live figures for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StoreStatus {
@@ -349,9 +370,50 @@ pub trait Store: Send + Sync + 'static {
     /// Every project that has stored data, sorted.
     fn projects(&self) -> StoreFuture<'_, Vec<String>>;
 
+    /// The public releases of `project` whose period lies in `from..=to`.
+    fn released_cells(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+    ) -> StoreFuture<'_, Vec<ReleasedCell>>;
+
+    /// Keeps newly drawn public releases, durably. A cell that is already
+    /// stored (same project, period, statistic and key) keeps its first
+    /// value: collectors sharing a database that draw at once agree on
+    /// whichever was stored first, and read it back with
+    /// [`Store::released_cells`].
+    fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()>;
+
     /// Live figures for `/metrics`.
     fn status(&self) -> StoreStatus;
 
     /// Stops taking writes, commits everything queued, and waits for the writer to finish.
     fn close(&self) -> StoreFuture<'_, ()>;
+
+    // Prop breakdowns (stats): read from the daily counters only.
+
+    /// Counter cells of `project` over `from..=to` (exact days, not whole
+    /// weeks) summed over version, OS, arch and tier, keeping the props:
+    /// what prop breakdowns need. Only `event`'s cells when it is given.
+    fn prop_counters(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+    ) -> StoreFuture<'_, Vec<PropCounterRow>>;
+}
+
+/// One counter cell with its props, as [`Store::prop_counters`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropCounterRow {
+    /// The UTC day.
+    pub day: Day,
+    /// The event name.
+    pub event: String,
+    /// The props in their canonical JSON form (a sorted object), as stored.
+    pub props: String,
+    /// The count.
+    pub count: u64,
 }

@@ -44,7 +44,8 @@ use tokio_postgres::{Client, NoTls, Statement};
 use super::queue::{self, CommitTiming, Done, Job, Msg, Op, Reply};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
-    RefusalRow, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture,
+    StoreStatus,
 };
 use crate::secrets::InstallHasher;
 
@@ -144,6 +145,20 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT NOT NULL,
         count   BIGINT NOT NULL,
         PRIMARY KEY (project, day, version, reason, detail)
+    );
+    "#,
+    // 4: the public page's differentially private releases, as in SQLite's
+    // migration 5: each cell is drawn once and kept.
+    r#"
+    CREATE TABLE public_releases (
+        project     TEXT NOT NULL,
+        period      INTEGER NOT NULL,
+        statistic   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       BIGINT NOT NULL,
+        epsilon     DOUBLE PRECISION NOT NULL,
+        released_on INTEGER NOT NULL,
+        PRIMARY KEY (project, period, statistic, key)
     );
     "#,
 ];
@@ -1216,6 +1231,48 @@ async fn read_stats(
     })
 }
 
+/// [`Store::prop_counters`]; the day range is a prefix of the primary key.
+async fn read_prop_counters(
+    client: &Client,
+    project: &str,
+    from: Day,
+    to: Day,
+    event: Option<&str>,
+) -> Result<Vec<super::PropCounterRow>, tokio_postgres::Error> {
+    let (start, end) = (from.days_since_epoch(), to.days_since_epoch());
+    let rows = match event {
+        Some(event) => {
+            client
+                .query(
+                    "SELECT day, event, props, SUM(count)::BIGINT FROM daily_counters
+                     WHERE project = $1 AND day BETWEEN $2 AND $3 AND event = $4
+                     GROUP BY day, event, props",
+                    &[&project, &start, &end, &event],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query(
+                    "SELECT day, event, props, SUM(count)::BIGINT FROM daily_counters
+                     WHERE project = $1 AND day BETWEEN $2 AND $3
+                     GROUP BY day, event, props",
+                    &[&project, &start, &end],
+                )
+                .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| super::PropCounterRow {
+            day: Day::from_days_since_epoch(r.get(0)),
+            event: r.get(1),
+            props: r.get(2),
+            count: r.get::<_, i64>(3).max(0) as u64,
+        })
+        .collect())
+}
+
 impl Store for PostgresStore {
     fn ingest_checked(&self, batch: IngestBatch, skew: Skew) -> StoreFuture<'_, IngestOutcome> {
         queue::ingest(&self.jobs, batch, skew)
@@ -1257,6 +1314,20 @@ impl Store for PostgresStore {
         self.read(move |client| async move { read_stats(&client, &project, from, to).await })
     }
 
+    fn prop_counters(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+    ) -> StoreFuture<'_, Vec<super::PropCounterRow>> {
+        let project = project.to_owned();
+        let event = event.map(str::to_owned);
+        self.read(move |client| async move {
+            read_prop_counters(&client, &project, from, to, event.as_deref()).await
+        })
+    }
+
     fn projects(&self) -> StoreFuture<'_, Vec<String>> {
         self.read(|client| async move {
             Ok(client
@@ -1265,6 +1336,75 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|r| r.get(0))
                 .collect())
+        })
+    }
+
+    fn released_cells(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+    ) -> StoreFuture<'_, Vec<ReleasedCell>> {
+        let project = project.to_owned();
+        self.read(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT period, statistic, key, value, epsilon, released_on FROM public_releases
+                     WHERE project = $1 AND period BETWEEN $2 AND $3
+                     ORDER BY period, statistic, key",
+                    &[&project, &from.days_since_epoch(), &to.days_since_epoch()],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| ReleasedCell {
+                    project: project.clone(),
+                    period: Day::from_days_since_epoch(r.get(0)),
+                    statistic: r.get(1),
+                    key: r.get(2),
+                    value: r.get(3),
+                    epsilon: r.get(4),
+                    released_on: Day::from_days_since_epoch(r.get(5)),
+                })
+                .collect())
+        })
+    }
+
+    fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()> {
+        // One statement, so all the cells are kept or none; a cell another
+        // collector kept first wins. Releases are rare and small, so they
+        // use the read connection rather than the ingest queue.
+        self.read(move |client| async move {
+            let column = |f: fn(&ReleasedCell) -> String| cells.iter().map(f).collect::<Vec<_>>();
+            let projects = column(|c| c.project.clone());
+            let statistics = column(|c| c.statistic.clone());
+            let keys = column(|c| c.key.clone());
+            let periods: Vec<i32> = cells.iter().map(|c| c.period.days_since_epoch()).collect();
+            let values: Vec<i64> = cells.iter().map(|c| c.value).collect();
+            let epsilons: Vec<f64> = cells.iter().map(|c| c.epsilon).collect();
+            let released: Vec<i32> = cells
+                .iter()
+                .map(|c| c.released_on.days_since_epoch())
+                .collect();
+            client
+                .execute(
+                    "INSERT INTO public_releases
+                     (project, period, statistic, key, value, epsilon, released_on)
+                     SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[],
+                                          $5::int8[], $6::float8[], $7::int4[])
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &projects,
+                        &periods,
+                        &statistics,
+                        &keys,
+                        &values,
+                        &epsilons,
+                        &released,
+                    ],
+                )
+                .await?;
+            Ok(())
         })
     }
 

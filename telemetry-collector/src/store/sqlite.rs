@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::queue::{self, CommitTiming, Done, Job, Msg, Op};
 use super::{
     BatchData, CohortRow, CounterRow, IngestBatch, IngestOutcome, InstallHash, PurgeOutcome,
-    RefusalRow, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture, StoreStatus,
+    RefusalRow, ReleasedCell, RetentionPolicy, Skew, StatsInput, Store, StoreError, StoreFuture,
+    StoreStatus,
 };
 
 /// Days a report id is remembered. Clients retry within hours or days; a
@@ -160,6 +161,22 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT NOT NULL,
         count   INTEGER NOT NULL,
         PRIMARY KEY (project, day, version, reason, detail)
+    ) WITHOUT ROWID;
+    "#,
+    // 5: the public page's differentially private releases (see
+    // `crate::release`). Each cell is drawn once and kept, so every later
+    // read returns the same noisy value and averaging reads gains nothing.
+    // `key` is '' for a daily cell and for the marker row of a breakdown.
+    r#"
+    CREATE TABLE public_releases (
+        project     TEXT NOT NULL,
+        period      INTEGER NOT NULL,
+        statistic   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       INTEGER NOT NULL,
+        epsilon     REAL NOT NULL,
+        released_on INTEGER NOT NULL,
+        PRIMARY KEY (project, period, statistic, key)
     ) WITHOUT ROWID;
     "#,
 ];
@@ -1211,6 +1228,121 @@ fn read_refusals(
     .collect()
 }
 
+fn read_released(
+    conn: &Connection,
+    project: &str,
+    from: Day,
+    to: Day,
+) -> rusqlite::Result<Vec<ReleasedCell>> {
+    conn.prepare_cached(
+        "SELECT period, statistic, key, value, epsilon, released_on FROM public_releases
+         WHERE project = ?1 AND period BETWEEN ?2 AND ?3 ORDER BY period, statistic, key",
+    )?
+    .query_map(
+        params![project, from.days_since_epoch(), to.days_since_epoch()],
+        |r| {
+            Ok(ReleasedCell {
+                project: project.to_owned(),
+                period: Day::from_days_since_epoch(r.get(0)?),
+                statistic: r.get(1)?,
+                key: r.get(2)?,
+                value: r.get(3)?,
+                epsilon: r.get(4)?,
+                released_on: Day::from_days_since_epoch(r.get(5)?),
+            })
+        },
+    )?
+    .collect()
+}
+
+fn write_released(conn: &mut Connection, cells: &[ReleasedCell]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO public_releases
+             (project, period, statistic, key, value, epsilon, released_on)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for c in cells {
+            insert.execute(params![
+                c.project,
+                c.period.days_since_epoch(),
+                c.statistic,
+                c.key,
+                c.value,
+                c.epsilon,
+                c.released_on.days_since_epoch()
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// [`Store::prop_counters`]: grouped on the integer ids first, like
+/// [`read_stats`], so each props text is looked up once per result row. The
+/// day range is a prefix of the primary key, so only the window is read.
+fn read_prop_counters(
+    conn: &Connection,
+    project: &str,
+    from: Day,
+    to: Day,
+    event: Option<&str>,
+) -> rusqlite::Result<Vec<super::PropCounterRow>> {
+    let Some(project): Option<i64> = conn
+        .prepare_cached("SELECT id FROM projects WHERE name = ?1")?
+        .query_row([project], |r| r.get(0))
+        .optional()?
+    else {
+        return Ok(Vec::new());
+    };
+    let event_id: Option<i64> = match event {
+        None => None,
+        Some(name) => match conn
+            .prepare_cached("SELECT id FROM strings WHERE text = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?
+        {
+            Some(id) => Some(id),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let row = |r: &rusqlite::Row<'_>| {
+        Ok(super::PropCounterRow {
+            day: day_from(r.get(0)?),
+            event: r.get(1)?,
+            props: r.get(2)?,
+            count: r.get::<_, i64>(3)? as u64,
+        })
+    };
+    let (start, end) = (day_num(from), day_num(to));
+    match event_id {
+        Some(event) => conn
+            .prepare_cached(
+                "SELECT g.day, e.text, p.text, g.n
+                 FROM (SELECT day, event, props, SUM(count) AS n
+                       FROM daily_counters
+                       WHERE project = ?1 AND day BETWEEN ?2 AND ?3 AND event = ?4
+                       GROUP BY day, event, props) g
+                 JOIN strings e ON e.id = g.event
+                 JOIN strings p ON p.id = g.props",
+            )?
+            .query_map(params![project, start, end, event], row)?
+            .collect(),
+        None => conn
+            .prepare_cached(
+                "SELECT g.day, e.text, p.text, g.n
+                 FROM (SELECT day, event, props, SUM(count) AS n
+                       FROM daily_counters
+                       WHERE project = ?1 AND day BETWEEN ?2 AND ?3
+                       GROUP BY day, event, props) g
+                 JOIN strings e ON e.id = g.event
+                 JOIN strings p ON p.id = g.props",
+            )?
+            .query_map(params![project, start, end], row)?
+            .collect(),
+    }
+}
+
 impl Store for SqliteStore {
     fn ingest_checked(&self, batch: IngestBatch, skew: Skew) -> StoreFuture<'_, IngestOutcome> {
         queue::ingest(&self.jobs, batch, skew)
@@ -1234,11 +1366,48 @@ impl Store for SqliteStore {
         self.read(move |conn| read_stats(conn, &project, from, to))
     }
 
+    fn prop_counters(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+    ) -> StoreFuture<'_, Vec<super::PropCounterRow>> {
+        let project = project.to_owned();
+        let event = event.map(str::to_owned);
+        self.read(move |conn| read_prop_counters(conn, &project, from, to, event.as_deref()))
+    }
+
     fn projects(&self) -> StoreFuture<'_, Vec<String>> {
         self.read(|conn| {
             conn.prepare_cached("SELECT name FROM projects ORDER BY name")?
                 .query_map([], |r| r.get(0))?
                 .collect()
+        })
+    }
+
+    fn released_cells(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+    ) -> StoreFuture<'_, Vec<ReleasedCell>> {
+        let project = project.to_owned();
+        self.read(move |conn| read_released(conn, &project, from, to))
+    }
+
+    fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()> {
+        // Releases are a few hundred rows a day at most, so they skip the
+        // ingest queue and take a connection of their own; the busy timeout
+        // waits for the writer's transaction like any second writer.
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = connect(&path)?;
+                write_released(&mut conn, &cells).map_err(db_err)
+            })
+            .await
+            .map_err(|e| StoreError::Database(format!("release task failed: {e}")))?
         })
     }
 

@@ -127,6 +127,50 @@ fn screenshot(tab: &Tab, path: &Path) {
     .unwrap();
 }
 
+/// Saves a screenshot of one section, with the window as tall as the page so
+/// that the section is laid out and painted wherever it is.
+fn section_screenshot(tab: &Tab, selector: &str, path: &Path) {
+    let height = eval(tab, "document.documentElement.scrollHeight")
+        .as_f64()
+        .unwrap();
+    tab.set_bounds(Bounds::Normal {
+        left: Some(0),
+        top: Some(0),
+        width: Some(f64::from(WIDTH)),
+        height: Some(height.min(8000.0)),
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = eval(
+        tab,
+        &format!(
+            "(() => {{ const r = document.querySelector({selector:?}).getBoundingClientRect(); \
+             return JSON.stringify([r.x, r.y + window.scrollY, r.width, r.height]); }})()"
+        ),
+    );
+    let [x, y, width, height]: [f64; 4] = serde_json::from_str(r.as_str().unwrap()).unwrap();
+    let clip = headless_chrome::protocol::cdp::Page::Viewport {
+        x,
+        y,
+        width,
+        height,
+        scale: 1.0,
+    };
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, Some(clip), true)
+        .unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG came back");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, png).unwrap();
+    tab.set_bounds(Bounds::Normal {
+        left: Some(0),
+        top: Some(0),
+        width: Some(f64::from(WIDTH)),
+        height: Some(900.0),
+    })
+    .unwrap();
+}
+
 fn docs_images() -> PathBuf {
     if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         return Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images");
@@ -154,6 +198,7 @@ fn the_dashboard_in_a_real_browser() {
     // A real collector on 127.0.0.1:0, fed over HTTP at every tier.
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
+    crate::breakdowns::use_rich_manifest(&cfg);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -163,13 +208,19 @@ fn the_dashboard_in_a_real_browser() {
     let (url, server) = runtime.block_on(async {
         let state = state(&cfg);
         plant_hostile_events(&state).await;
+        plant_hostile_props(&state).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(telemetry_collector::serve(listener, state, async {
             let _ = stopped.await;
         }));
         let client = client();
-        for payload in sample_payloads().into_iter().chain(history_payloads()) {
+        for payload in sample_payloads()
+            .into_iter()
+            .chain(history_payloads())
+            .chain(adoption_payloads())
+            .chain(crate::breakdowns::prop_payloads())
+        {
             let (status, body) = http_post(&client, &format!("{url}/v1/ingest"), &payload)
                 .await
                 .unwrap();
@@ -300,6 +351,67 @@ fn the_dashboard_in_a_real_browser() {
         "none"
     );
     screenshot(&tab, &docs_images().join("dashboard-project.png"));
+
+    // Version adoption: 16 versions, the ten most active drawn as stacked
+    // areas in semver order, then "(other)"; the table says the same.
+    assert_eq!(
+        eval(
+            &tab,
+            "document.querySelectorAll('#adoption polygon.area').length"
+        ),
+        11
+    );
+    let versions = texts_of(&tab, "#adoption table.adoption td.key");
+    assert_eq!(versions.len(), 11, "{versions:?}");
+    assert_eq!(versions.last().map(String::as_str), Some("(other)"));
+    let adoption_top = eval(
+        &tab,
+        "document.querySelector('#adoption polygon.area:last-of-type').getBoundingClientRect().height > 0",
+    );
+    assert_eq!(adoption_top, true, "the areas are drawn");
+    // Props: every kind in its order, the long enum folded, hostile values as text.
+    let panel = |event: &str, prop: &str| {
+        texts_of(
+            &tab,
+            &format!(
+                "section.prop[data-event={event:?}][data-prop={prop:?}] table.prop-values td.key"
+            ),
+        )
+    };
+    assert_eq!(panel("init", "took"), ["<100", "100..1000", ">=1000"]);
+    assert_eq!(panel("init", "ci"), ["true", "false"]);
+    assert_eq!(panel("init", "shell"), ["zsh", "bash", "fish"]);
+    assert_eq!(
+        panel("init", "from"),
+        ["1.9", "1.10.0", "2.0.0-rc.1", "2.0.0"]
+    );
+    let mode = panel("query", "mode");
+    assert_eq!(mode.len(), 11);
+    assert_eq!(mode.last().map(String::as_str), Some("(other)"));
+    let hostile_values = panel("command", HOSTILE_EVENTS[1]);
+    assert_eq!(hostile_values, [HOSTILE_EVENTS[0]]);
+    assert_eq!(
+        eval(
+            &tab,
+            "document.querySelectorAll('section.prop svg rect.bar').length > 10"
+        ),
+        true
+    );
+    // Command usage.
+    let commands = texts_of(&tab, "#commands td.key");
+    for event in ["command", "init", "query"] {
+        assert!(
+            commands.iter().any(|c| c == event),
+            "{event} in {commands:?}"
+        );
+    }
+    assert_eq!(eval(&tab, "document.querySelectorAll('script').length"), 0);
+    for (id, file) in [
+        ("#adoption", "dashboard-adoption.png"),
+        ("#props", "dashboard-props.png"),
+    ] {
+        section_screenshot(&tab, id, &docs_images().join(file));
+    }
 
     // The dark theme follows the system's preference, with no script.
     let scheme = |value: &str| SetEmulatedMedia {

@@ -224,6 +224,55 @@ pub(crate) async fn plant_hostile_events(state: &AppState) {
     state.store().ingest(batch).await.unwrap();
 }
 
+/// Writes prop values no client can send (the manifest allows only declared
+/// values) into the store behind ingest's back: an undeclared prop of
+/// `command` with a hostile name and a hostile value.
+pub(crate) async fn plant_hostile_props(state: &AppState) {
+    let day = telemetry_collector::ingest::today();
+    let mut props = telemetry_protocol::Props::new();
+    props.insert(
+        HOSTILE_EVENTS[1].to_owned(),
+        telemetry_protocol::PropValue::Token(HOSTILE_EVENTS[0].to_owned()),
+    );
+    let batch = IngestBatch {
+        project: "demo".to_owned(),
+        tier: Tier::Aggregate,
+        context: BatchContext {
+            version: "1.4.2".to_owned(),
+            os: "linux".to_owned(),
+            arch: "x86_64".to_owned(),
+        },
+        received: day,
+        data: BatchData::Aggregate {
+            report_id: new_id(),
+            counters: vec![Counter {
+                day,
+                event: "command".to_owned(),
+                props,
+                count: 2,
+            }],
+        },
+    };
+    state.store().ingest(batch).await.unwrap();
+}
+
+/// `active` counters of last week (so this week's headline numbers stay as
+/// [`expected`] says) from 12 tool versions, `0.k.0` with k+1 installs each,
+/// so adoption folds a tail.
+pub(crate) fn adoption_payloads() -> Vec<Value> {
+    let day = telemetry_collector::ingest::today()
+        .week_start()
+        .add_days(-7);
+    (0..12u64)
+        .map(|k| {
+            let mut payload = aggregate(new_id(), "active", k + 1);
+            payload["counters"][0]["day"] = json!(day);
+            payload["context"]["tool_version"] = json!(format!("0.{k}.0"));
+            payload
+        })
+        .collect()
+}
+
 async fn loaded_state(cfg: &telemetry_collector::Config, with_history: bool) -> AppState {
     let state = state(cfg);
     let history = if with_history {
@@ -416,8 +465,32 @@ async fn csv_downloads_match_the_stats_export_and_need_the_token() {
     );
 }
 
+/// Every number in a public JSON, by the key it sits under, leaving out the
+/// settings and the stated accuracy, which are not counts.
+pub(crate) fn published_numbers(json: &Value) -> Vec<(String, f64)> {
+    fn walk(v: &Value, key: &str, out: &mut Vec<(String, f64)>) {
+        match v {
+            Value::Number(n) => out.push((key.to_owned(), n.as_f64().unwrap())),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, key, out)),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "min_count" | "epsilon_per_week" | "accuracy" | "days"
+                    )
+                })
+                .for_each(|(k, x)| walk(x, k, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(json, "", &mut out);
+    out
+}
+
 #[tokio::test]
-async fn public_pages_are_off_unless_configured_and_suppress_small_counts() {
+async fn public_pages_are_off_unless_configured_and_publish_only_noisy_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     let closed = loaded_state(&cfg, false).await;
@@ -431,31 +504,37 @@ async fn public_pages_are_off_unless_configured_and_suppress_small_counts() {
     cfg = config(dir.path());
     cfg.dashboard.public_projects = vec!["demo".to_owned()];
     cfg.dashboard.public_min_count = 6;
-    let open = loaded_state(&cfg, false).await;
+    let open = loaded_state(&cfg, true).await;
     let (status, _, body) = text(&open, get("/public/demo/stats.json", None)).await;
     assert_eq!(status, StatusCode::OK);
     let json: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(json["installs"], INSTALLS);
-    assert_eq!(json["setup_started"], SETUP_STARTED);
-    assert_eq!(json["setup_completed"], "< 6");
-    assert_eq!(json["setup_completion_rate"], Value::Null);
     assert_eq!(json["min_count"], 6);
-    // linux has 7 installs; macos (1) is folded into "other" and suppressed.
-    assert_eq!(
-        json["os"]["rows"],
-        json!([{"key": "linux", "installs": 7, "active_installs": 7}])
+    assert_eq!(json["epsilon_per_week"], 1.0);
+    assert!(
+        json.get("installs_all_time").is_none(),
+        "no exact all-time total"
     );
-    assert_eq!(
-        json["os"]["other"],
-        json!({"installs": "< 6", "active_installs": "< 6"})
-    );
+    // Every count is a noisy one of at least k, or the text "< k".
+    for (key, n) in published_numbers(&json) {
+        if key != "setup_completion_rate" {
+            assert!(n >= 6.0, "{key} = {n}");
+        }
+    }
     for secret in [EMAIL, "install_id", HOSTILE_EVENTS[0], "crash"] {
         assert!(!body.contains(secret), "{secret} published");
     }
+    // The exact numbers the signed-in API gives are not what is published:
+    // today's sample data is not released yet, and history is noised.
+    let stats = api_stats(&open).await;
+    assert_ne!(stats.installs, 0);
 
     let (status, _, html) = text(&open, get("/public/demo", None)).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("id=\"stat-installs\">8</div>"));
+    assert!(html.contains("id=\"noise-line\""));
+    assert!(html.contains(&format!(
+        "within ±{} of the truth 95% of the time",
+        num(json["accuracy"]["weekly"].as_u64().unwrap())
+    )));
     assert!(html.contains("&lt; 6"));
     assert!(!html.contains(EMAIL) && !html.contains("alert(1)"));
 }
@@ -463,11 +542,13 @@ async fn public_pages_are_off_unless_configured_and_suppress_small_counts() {
 #[test]
 fn the_dashboard_section_of_the_config_file_is_read() {
     let config = telemetry_collector::Config::parse(
-        "[dashboard]\npublic_projects = [\"demo\"]\npublic_min_count = 25\nsecure_cookies = true\n",
+        "[dashboard]\npublic_projects = [\"demo\"]\npublic_min_count = 25\n\
+         public_epsilon_per_week = 0.5\nsecure_cookies = true\n",
     )
     .unwrap();
     assert_eq!(config.dashboard.public_projects, ["demo"]);
     assert_eq!(config.dashboard.public_min_count, 25);
+    assert_eq!(config.dashboard.public_epsilon_per_week, 0.5);
     assert!(config.dashboard.secure_cookies);
     let defaults = telemetry_collector::Config::parse("").unwrap();
     assert!(
@@ -475,4 +556,123 @@ fn the_dashboard_section_of_the_config_file_is_read() {
         "public pages are opt-in"
     );
     assert_eq!(defaults.dashboard.public_min_count, 10);
+    assert_eq!(defaults.dashboard.public_epsilon_per_week, 1.0);
+}
+
+#[test]
+fn public_thresholds_below_five_and_budgets_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (min_count, epsilon, ok) in [
+        (0, 1.0, false),
+        (1, 1.0, false),
+        (4, 1.0, false),
+        (5, 1.0, true),
+        (10, 0.0, false),
+        (10, -1.0, false),
+        (10, f64::NAN, false),
+        (10, 0.01, true),
+        (10, 20.0, true),
+        (10, 20.5, false),
+    ] {
+        let mut cfg = config(dir.path());
+        cfg.dashboard.public_min_count = min_count;
+        cfg.dashboard.public_epsilon_per_week = epsilon;
+        assert_eq!(
+            cfg.validate().is_ok(),
+            ok,
+            "k = {min_count}, epsilon = {epsilon}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn prop_panels_adoption_and_commands_show_the_api_numbers_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    crate::breakdowns::use_rich_manifest(&cfg);
+    let state = loaded_state(&cfg, false).await;
+    crate::breakdowns::prop_workload(&state).await;
+    plant_hostile_props(&state).await;
+    for payload in adoption_payloads() {
+        let (status, body) = ingest(&state, &payload).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let stats = api_stats(&state).await;
+    let cookie = sign_in(&state).await;
+    let (status, _, html) = text(&state, get("/dashboard/projects/demo", Some(&cookie))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("<script"), "no script element at all");
+    for hostile in HOSTILE_EVENTS {
+        assert!(!html.contains(hostile), "raw {hostile}");
+    }
+    // One panel per breakdown but delivery health's, with every value's count.
+    for b in stats
+        .props
+        .iter()
+        .filter(|b| b.event != "telemetry_dropped")
+    {
+        let esc = telemetry_collector::dashboard::html::esc;
+        let start = html
+            .find(&format!(
+                "data-event=\"{}\" data-prop=\"{}\" data-kind=\"{}\"",
+                esc(&b.event),
+                esc(&b.prop),
+                b.kind
+            ))
+            .unwrap_or_else(|| panic!("no panel for {}.{}", b.event, b.prop));
+        let panel = &html[start..start + html[start..].find("</section>").unwrap()];
+        for v in &b.values {
+            assert!(
+                panel.contains(&format!(
+                    "<td class=\"key\">{}</td><td class=\"n\">{}</td>",
+                    esc(&v.value),
+                    num(v.count)
+                )),
+                "{}.{} = {} in {panel}",
+                b.event,
+                b.prop,
+                v.value
+            );
+        }
+    }
+    let took = stats
+        .props
+        .iter()
+        .find(|b| b.event == "init" && b.prop == "took")
+        .unwrap();
+    let labels: Vec<&str> = took.values.iter().map(|v| v.value.as_str()).collect();
+    assert_eq!(labels, ["<100", "100..1000", ">=1000"]);
+    // The hostile prop and value, shown only as text.
+    assert!(html.contains("data-prop=\"&lt;img src=x onerror=alert(1)&gt;\""));
+    assert!(html.contains("<td class=\"key\">&lt;script&gt;alert(1)&lt;/script&gt;</td>"));
+    // Adoption: 12 versions sent this week plus 1.4.2 and the rest: the ten
+    // most active in semver order, then "(other)".
+    let versions: Vec<&str> = stats
+        .adoption
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(versions.len(), 11, "{versions:?}");
+    assert_eq!(*versions.last().unwrap(), "(other)");
+    assert!(
+        versions
+            .windows(2)
+            .take(9)
+            .all(|w| { telemetry_collector::stats::props::semver_cmp(w[0], w[1]).is_lt() })
+    );
+    assert_eq!(html.matches("<polygon class=\"area").count(), 11);
+    // Command usage lists every non-lifecycle event with its count.
+    for c in &stats.commands {
+        let esc = telemetry_collector::dashboard::html::esc;
+        assert!(
+            html.contains(&format!(
+                "<td class=\"key\">{}</td><td class=\"n\">{}</td>",
+                esc(&c.event),
+                num(c.count)
+            )),
+            "{}",
+            c.event
+        );
+    }
 }

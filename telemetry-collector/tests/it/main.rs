@@ -3,6 +3,7 @@
 //! Every test uses real SQLite files in its own temporary directory.
 
 mod backends;
+mod breakdowns;
 mod browser;
 mod canary;
 mod cardinality;

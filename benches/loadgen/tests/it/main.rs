@@ -2,5 +2,6 @@
 //! 127.0.0.1:0 and real processes.
 
 mod cli;
+mod fleet;
 mod ingest;
 mod overhead;
