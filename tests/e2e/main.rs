@@ -2,6 +2,7 @@
 //! processes, each user in an isolated home folder, and the README's
 //! quickstart built as a crate of its own.
 
+mod compat;
 mod consent;
 mod delivery;
 mod readme;

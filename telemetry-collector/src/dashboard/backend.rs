@@ -72,6 +72,20 @@ impl Backend for AppState {
                 .map_err(storage)
         })
     }
+
+    fn skew<'a>(
+        &'a self,
+        project: &'a str,
+        from: Day,
+        to: Day,
+    ) -> BackendFuture<'a, Vec<crate::store::RefusalRow>> {
+        Box::pin(async move {
+            self.store()
+                .refusals(project, from, to)
+                .await
+                .map_err(storage)
+        })
+    }
 }
 
 impl AppState {

@@ -106,6 +106,17 @@ pub trait Backend: Send + Sync + 'static {
         settings: PublicProject,
         today: Day,
     ) -> BackendFuture<'a, Option<Vec<ReleasedCell>>>;
+
+    /// What ingest refused, downgraded or ignored for `project` over
+    /// `from..=to` (the `refusals` rows); none unless the backend stores them.
+    fn skew<'a>(
+        &'a self,
+        _project: &'a str,
+        _from: Day,
+        _to: Day,
+    ) -> BackendFuture<'a, Vec<crate::store::RefusalRow>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Today's UTC day; injected so tests can fix the date.
@@ -415,7 +426,18 @@ async fn project_page(
         }
     };
     match ctx.backend.stats(&project, range.from, range.to).await {
-        Ok(Some(stats)) => html_response(StatusCode::OK, pages::render_project(&stats, &range)),
+        Ok(Some(stats)) => {
+            // Skew is a side note: failing to read it must not hide the stats.
+            let skew = ctx
+                .backend
+                .skew(&project, range.from, range.to)
+                .await
+                .unwrap_or_default();
+            html_response(
+                StatusCode::OK,
+                pages::render_project_with_skew(&stats, &range, &skew),
+            )
+        }
         Ok(None) => not_found(Chrome::Admin),
         Err(e) => internal_error(&e, Chrome::Admin),
     }

@@ -11,6 +11,7 @@ use super::html::{Chrome, Esc, esc, num, page, pct, ratio, url_component};
 use super::range::{Granularity, Range};
 use crate::export::CsvTable;
 use crate::report::{Breakdown, Cohort, DeliveryHealth, OTHER, ProjectStats, PropBreakdown};
+use crate::store::RefusalRow;
 
 /// How many rows a breakdown chart shows before folding the rest into "other".
 pub const TOP_ROWS: usize = 10;
@@ -341,6 +342,84 @@ pub fn retention_table(cohorts: &[Cohort]) -> String {
 
 /// One project's page over `range`.
 pub fn render_project(stats: &ProjectStats, range: &Range) -> String {
+    render_project_with_skew(stats, range, &[])
+}
+
+/// Most lines the skew section shows, the largest counts first.
+const SKEW_ROWS: usize = 50;
+
+/// The version-skew section: what each tool version sent that this
+/// collector refused, downgraded or ignored in the range, largest first.
+/// Every name in it came from a client, so all of it is escaped.
+fn skew_section(rows: &[RefusalRow]) -> String {
+    let mut summed: std::collections::BTreeMap<(&str, &str, &str), u64> = Default::default();
+    for r in rows {
+        *summed
+            .entry((r.version.as_str(), r.reason.as_str(), r.detail.as_str()))
+            .or_default() += r.count;
+    }
+    let mut lines: Vec<_> = summed.into_iter().collect();
+    lines.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut out = String::from("<section id=\"skew\"><h2>Version skew</h2>\n");
+    if lines.is_empty() {
+        out.push_str(
+            "<p class=\"message\">Nothing was refused, downgraded or ignored in this range.</p>\n</section>\n",
+        );
+        return out;
+    }
+    out.push_str(
+        "<p class=\"note\">What tool versions sent that this collector's manifest or protocol \
+         version lacks, or above the project's <code>max_tier</code>. Give the collector the \
+         tool's new manifest to store these.</p>\n<ul class=\"skew\">\n",
+    );
+    for ((version, reason, detail), count) in lines.iter().take(SKEW_ROWS) {
+        let (v, d) = (Esc(version), Esc(detail));
+        let what = match *reason {
+            "invalid_value" | "unknown_prop" => {
+                format!("sends <code>{d}</code>, which the collector's manifest lacks")
+            }
+            "unknown_event" => {
+                format!("sends event <code>{d}</code>, which the collector's manifest lacks")
+            }
+            "unknown_identity_field" => format!(
+                "sends identity field <code>{}</code>, which the collector's manifest lacks",
+                Esc(detail.strip_prefix("identity.").unwrap_or(detail))
+            ),
+            "event_above_tier" => format!(
+                "sends <code>{d}</code> at a tier below its <code>min_tier</code> in the collector's manifest"
+            ),
+            "time_in_future" | "time_too_old" => {
+                format!("sends <code>{d}</code> dated outside what the collector keeps")
+            }
+            "ignored_field" => format!(
+                "sends field <code>{d}</code>, which this collector does not know; it was ignored"
+            ),
+            r if r.starts_with("downgraded_") => {
+                let tiers = r.trim_start_matches("downgraded_").replace("_to_", " to ");
+                format!(
+                    "sent items downgraded from {}, the project's <code>max_tier</code>",
+                    Esc(&tiers)
+                )
+            }
+            other => format!("had items refused ({}): <code>{d}</code>", Esc(other)),
+        };
+        let _ = writeln!(
+            out,
+            "<li><strong>{v}</strong> {what} <span class=\"n\">({} item{})</span></li>",
+            num(*count),
+            if *count == 1 { "" } else { "s" }
+        );
+    }
+    out.push_str("</ul>\n</section>\n");
+    out
+}
+
+/// [`render_project`] with the range's version skew ([`RefusalRow`]s).
+pub fn render_project_with_skew(
+    stats: &ProjectStats,
+    range: &Range,
+    skew: &[RefusalRow],
+) -> String {
     let mut body = String::new();
     let name = Esc(&stats.project);
     let _ = write!(
@@ -476,6 +555,8 @@ pub fn render_project(stats: &ProjectStats, range: &Range) -> String {
 
     body.push_str(&commands_section(stats));
     body.push_str(&props_section(stats));
+
+    body.push_str(&skew_section(skew));
 
     body.push_str("<section id=\"export\"><h2>Export</h2>\n<p>CSV for this range: ");
     let links: Vec<String> = CsvTable::ALL
@@ -1073,6 +1154,38 @@ pub(crate) mod tests {
              <td class=\"n\">2</td><td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"
         ));
         assert!(html.contains("<title>outbox_full: 3 items</title>"));
+    }
+
+    #[test]
+    fn the_skew_section_names_what_each_version_sends_escaped() {
+        let stats = sample_stats();
+        let row = |version: &str, reason: &str, detail: &str, count: u64| RefusalRow {
+            day: day("2026-11-20"),
+            version: version.into(),
+            reason: reason.into(),
+            detail: detail.into(),
+            count,
+        };
+        let rows = [
+            row("1.5.0", "invalid_value", "command.name=deploy", 3),
+            row("1.5.0", "invalid_value", "command.name=deploy", 2),
+            row("1.5.0", "unknown_event", "lint", 4),
+            row("1.5.0", "downgraded_full_to_anonymous", "", 7),
+            row("1.6.0<b>", "ignored_field", "events[].<script>", 1),
+        ];
+        let html = render_project_with_skew(&stats, &range(&stats, Granularity::Day), &rows);
+        assert_escaped(&html);
+        for line in [
+            "<li><strong>1.5.0</strong> sent items downgraded from full to anonymous, the project's <code>max_tier</code> <span class=\"n\">(7 items)</span></li>",
+            "<li><strong>1.5.0</strong> sends <code>command.name=deploy</code>, which the collector's manifest lacks <span class=\"n\">(5 items)</span></li>",
+            "<li><strong>1.5.0</strong> sends event <code>lint</code>, which the collector's manifest lacks <span class=\"n\">(4 items)</span></li>",
+        ] {
+            assert!(html.contains(line), "missing {line}");
+        }
+        assert!(html.contains("1.6.0&lt;b&gt;"));
+        assert!(!html.contains("<script>"));
+        let empty = render_project(&stats, &range(&stats, Granularity::Day));
+        assert!(empty.contains("Nothing was refused, downgraded or ignored in this range."));
     }
 
     #[test]

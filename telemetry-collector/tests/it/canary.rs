@@ -170,6 +170,19 @@ async fn planted_markers_never_reach_the_database_or_the_logs() {
         !logs.is_empty(),
         "positive control: the collector logged at trace level"
     );
+    // One warning per reason and tool version names what a newer tool sends.
+    let text = String::from_utf8_lossy(&logs);
+    for name in [
+        "canary_event_q",
+        "command.canary_prop_name_q",
+        "identity.canary_field_q",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("version skew") && l.contains(name)),
+            "no version-skew warning names {name}"
+        );
+    }
     for marker in &markers {
         let m = String::from_utf8_lossy(marker);
         assert!(

@@ -31,6 +31,35 @@ async fn serve(
     (url, stop, server)
 }
 
+/// The dashboard's page of `demo`, signed in, in-process.
+async fn dashboard_page(state: &AppState) -> String {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    let login = Request::post("/dashboard/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={TOKEN}&next=%2Fdashboard")))
+        .unwrap();
+    let (status, response) = send(state, login).await;
+    assert_eq!(status, 303);
+    let cookie = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = Request::get("/dashboard/projects/demo")
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .unwrap();
+    let (status, response) = send(state, page).await;
+    assert_eq!(status, 200);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 async fn metrics(client: &reqwest::Client, url: &str) -> String {
     http_admin_get(client, &format!("{url}/metrics")).await
 }
@@ -68,7 +97,8 @@ async fn an_old_manifest_and_a_lower_max_tier_still_count_every_install() {
     for mut b in backends().await {
         std::fs::write(&b.config.projects[0].manifest, OLD_MANIFEST).unwrap();
         b.config.projects[0].max_tier = Tier::Anonymous;
-        let (url, stop, server) = serve(b.state()).await;
+        let state = b.state();
+        let (url, stop, server) = serve(state.clone()).await;
         let client = client();
         let ingest = format!("{url}/v1/ingest");
         let (anonymous_users, full_users) = (3, 2);
@@ -122,6 +152,26 @@ async fn an_old_manifest_and_a_lower_max_tier_still_count_every_install() {
                 b.name
             );
         }
+        let page = dashboard_page(&state).await;
+        for line in [
+            format!(
+                "<li><strong>1.5.0</strong> sends <code>command.name=deploy</code>, which the collector's manifest lacks <span class=\"n\">({users} items)</span></li>"
+            ),
+            format!(
+                "<li><strong>1.5.0</strong> sends event <code>lint</code>, which the collector's manifest lacks <span class=\"n\">({users} items)</span></li>"
+            ),
+            format!(
+                "<li><strong>1.5.0</strong> sent items downgraded from full to anonymous, the project's <code>max_tier</code> <span class=\"n\">({} items)</span></li>",
+                full_users * 6
+            ),
+        ] {
+            assert!(
+                page.contains(&line),
+                "{}: the dashboard lacks {line}",
+                b.name
+            );
+        }
+        drop(state);
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
 
@@ -446,5 +496,65 @@ async fn a_rollup_to_aggregate_keeps_the_numbers_and_no_install_on_every_backend
             .await;
         b.expect_scalar("SELECT MIN(tier) FROM daily_counters", 1)
             .await;
+    }
+}
+
+/// A report id is remembered under its newest counter's day, so that a
+/// report replayed after the purge forgot its arrival day (but while its
+/// counters are still within the window ingest accepts) is recognised, on
+/// every backend. Before, the id went 31 days after arrival, and a counter
+/// dated a day ahead was still accepted the day after: counted twice.
+#[tokio::test]
+async fn a_report_replayed_after_its_arrival_day_expired_counts_once() {
+    use telemetry_collector::store::{
+        BatchContext, BatchData, IngestBatch, REPORT_ID_DAYS, RetentionPolicy,
+    };
+    use telemetry_protocol::Counter;
+    for b in backends().await {
+        let state = b.state();
+        let arrival = telemetry_collector::ingest::today();
+        let report = |received| IngestBatch {
+            project: "demo".into(),
+            tier: Tier::Aggregate,
+            context: BatchContext {
+                version: "1.0.0".into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+            },
+            received,
+            data: BatchData::Aggregate {
+                report_id: telemetry_protocol::Uuid::from_u128(42),
+                counters: vec![Counter {
+                    day: arrival.add_days(1),
+                    event: "install".into(),
+                    props: Default::default(),
+                    count: 1,
+                }],
+            },
+        };
+        let first = state.store().ingest(report(arrival)).await.unwrap();
+        assert_eq!(first.accepted, 1, "{}", b.name);
+        // The day a replay of that counter is still inside ingest's window.
+        let later = arrival.add_days(1 + REPORT_ID_DAYS);
+        let policy = RetentionPolicy {
+            default_days: 90,
+            per_project: Default::default(),
+        };
+        state.store().purge(&policy, later).await.unwrap();
+        let replay = state.store().ingest(report(later)).await.unwrap();
+        assert_eq!(
+            (replay.accepted, replay.duplicates),
+            (0, 1),
+            "{}: the replay counted again",
+            b.name
+        );
+        // A day later the counter is outside the window, and the id may go.
+        let out = state
+            .store()
+            .purge(&policy, later.add_days(1))
+            .await
+            .unwrap();
+        assert_eq!(out.report_ids, 1, "{}", b.name);
+        state.store().close().await.unwrap();
     }
 }
