@@ -637,14 +637,8 @@ mod tests {
     /// Stats whose event, prop, value and version are all formula-like or hostile.
     fn hostile_stats() -> ProjectStats {
         let day: Day = "2026-11-20".parse().unwrap();
-        let counter = |event: &str, version: &str, count: u64| CounterRow {
-            day,
-            event: event.into(),
-            version: version.into(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            tier: Tier::Aggregate,
-            count,
+        let counter = |event: &str, version: &str, count: u64| {
+            CounterRow::on_linux(day, event, version, Tier::Aggregate, count)
         };
         let input = StatsInput {
             counters: vec![

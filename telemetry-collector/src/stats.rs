@@ -291,15 +291,7 @@ mod tests {
     }
 
     fn row(d: &str, event: &str, version: &str, tier: Tier, count: u64) -> CounterRow {
-        CounterRow {
-            day: day(d),
-            event: event.into(),
-            version: version.into(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            tier,
-            count,
-        }
+        CounterRow::on_linux(day(d), event, version, tier, count)
     }
 
     #[test]

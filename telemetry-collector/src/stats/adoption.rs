@@ -165,15 +165,7 @@ mod tests {
     }
 
     fn row(d: &str, event: &str, version: &str, count: u64) -> CounterRow {
-        CounterRow {
-            day: day(d),
-            event: event.into(),
-            version: version.into(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            tier: Tier::Aggregate,
-            count,
-        }
+        CounterRow::on_linux(day(d), event, version, Tier::Aggregate, count)
     }
 
     #[test]

@@ -280,6 +280,22 @@ pub struct CounterRow {
     pub count: u64,
 }
 
+#[cfg(test)]
+impl CounterRow {
+    /// A linux/x86_64 cell for the stats tests.
+    pub(crate) fn on_linux(day: Day, event: &str, version: &str, tier: Tier, count: u64) -> Self {
+        CounterRow {
+            day,
+            event: event.into(),
+            version: version.into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            tier,
+            count,
+        }
+    }
+}
+
 /// One cell of the retention table: installs first seen in the week starting
 /// `cohort` that were active in the week starting `active`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
