@@ -601,7 +601,17 @@ impl Job<'_> {
         let mut report = UploadReport::default();
         let mut log = Vec::new();
         let mut retry_after = None;
-        let mut dropped: BTreeMap<&'static str, u64> = BTreeMap::new();
+        // A drop is counted in the state before its payload leaves the
+        // outbox, not at the end of the run: an uploader killed after a 2xx
+        // (the drill kill -9s them at random moments) must not lose the
+        // count of what the collector refused. A kill between the two resends
+        // the payload, which the collector recognises by its ids.
+        let count_now = |why: &'static str, n: u64| -> io::Result<()> {
+            let _lock = Lock::acquire(&paths.data_lock())?;
+            let mut state = ToolState::load(paths);
+            state.count_dropped(why, n);
+            state.save(paths)
+        };
         let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
         let fail = |report: &mut UploadReport, why: String| {
             report.failure.get_or_insert(why);
@@ -688,12 +698,12 @@ impl Job<'_> {
                     report.delivered_payloads += 1;
                     report.delivered_items += entry.items();
                     if refused > 0 {
-                        *dropped.entry(reason::REFUSED_ITEMS).or_default() += refused;
+                        count_now(reason::REFUSED_ITEMS, refused)?;
                     }
                     crate::files::remove_if_exists(&path)?;
                 }
                 Outcome::Rejected(_) => {
-                    *dropped.entry(reason::REFUSED_PAYLOAD).or_default() += entry.occurrences();
+                    count_now(reason::REFUSED_PAYLOAD, entry.occurrences())?;
                     crate::files::remove_if_exists(&path)?;
                 }
                 Outcome::TooLarge(why) => match split(&entry) {
@@ -724,9 +734,6 @@ impl Job<'_> {
         let now = self.clock.now();
         state.last_attempt = Some(now);
         state.endpoint_last_used = Some(self.endpoint.to_owned());
-        for (why, n) in dropped {
-            state.count_dropped(why, n);
-        }
         if report.delivered_payloads + report.deletions > 0 {
             state.last_upload = Some(now);
         }
@@ -1174,6 +1181,53 @@ mod tests {
         crate::files::write_atomic(&paths.staging_journal(), &journal).unwrap();
         job.stage().unwrap();
         assert_eq!(outbox_counts(&paths), [2, 5, 7]);
+    }
+
+    /// Answers the first ingest with a 2xx that refused one item, then
+    /// "dies" (panics) on the next request, as an uploader killed mid-run.
+    struct DiesOnSecond(std::cell::Cell<u32>);
+
+    impl Transport for DiesOnSecond {
+        fn post(&self, _path: &str, _body: &[u8]) -> Outcome {
+            let n = self.0.get();
+            self.0.set(n + 1);
+            assert!(n == 0, "killed");
+            Outcome::Delivered { refused: 1 }
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_counted_before_a_later_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ToolPaths {
+            dir: dir.path().join("demo-cli"),
+        };
+        let manifest = Manifest::parse(crate::tests::MANIFEST).unwrap();
+        let clock = crate::ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap());
+        let job = journal_job(&paths, &manifest, &clock);
+        let first = count_record(&clock, 2);
+        let second = Record::Count {
+            id: Uuid::new_v4(),
+            day: Day::from_days_since_epoch(clock.now().day().days_since_epoch() - 1),
+            event: "command".into(),
+            props: Props::new(),
+            n: 5,
+        };
+        // Two payloads, as two staging rounds leave them.
+        put_packaged(&job, vec![first]);
+        put_packaged(&job, vec![second]);
+        assert_eq!(outbox::list(&paths).unwrap().len(), 2);
+        let transport = DiesOnSecond(std::cell::Cell::new(0));
+        let died =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.send(&transport, None)));
+        assert!(died.is_err());
+        let state = ToolState::load(&paths);
+        assert_eq!(
+            state.dropped.get(reason::REFUSED_ITEMS).copied(),
+            Some(1),
+            "the refusal of the delivered payload survives the kill"
+        );
+        assert_eq!(outbox::list(&paths).unwrap().len(), 1);
     }
 
     #[test]
