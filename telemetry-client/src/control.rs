@@ -668,7 +668,8 @@ impl Machine {
 
     /// Sends every tool's queued deletion requests to the endpoint stored in
     /// its state, without running the tools, giving up after `timeout`.
-    /// A tool whose uploader is running is left to it. What cannot be sent
+    /// A tool whose uploader is running is waited for (within `timeout`),
+    /// then sent to. What cannot be sent
     /// stays queued with back-off; returns how many were acknowledged.
     pub fn deliver_deletions(&self, timeout: Duration) -> Result<u64, Error> {
         let deadline = Instant::now() + timeout;
@@ -685,9 +686,21 @@ impl Machine {
             if upload::check_endpoint(&endpoint).is_err() {
                 continue;
             }
-            let Ok(Some(_guard)) = Lock::try_acquire(&paths.uploader_lock()) else {
-                continue;
+            // A running uploader may have read the deletion queue before
+            // this opt-out, and it gives up on its first failed request, so
+            // leaving the tool to it can leave the deletion unsent for good
+            // (a user who uninstalls never runs the tool again). Wait for it
+            // instead, within the deadline.
+            let guard = loop {
+                match Lock::try_acquire(&paths.uploader_lock()) {
+                    Ok(Some(guard)) => break Some(guard),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => break None,
+                }
             };
+            let Some(_guard) = guard else { continue };
             let left = deadline.saturating_duration_since(Instant::now());
             let tool_name = tool.tool.clone();
             let clock = self.clock.clone();

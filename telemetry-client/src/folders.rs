@@ -87,8 +87,8 @@ impl ToolPaths {
     pub fn state_backup(&self) -> PathBuf {
         self.dir.join("state.json.bak")
     }
-    /// The spool record ids the staging round in progress consumed; only
-    /// present after a crash between writing the outbox and the spool.
+    /// The spool record ids the staging round in progress means to package;
+    /// only present after a crash before the spool was rewritten.
     pub fn staging_journal(&self) -> PathBuf {
         self.dir.join("staging.json")
     }

@@ -4,9 +4,11 @@
 //! The uploader moves spool records into the outbox *before* it removes them
 //! from the spool, and first writes the ids it consumes to a small staging
 //! journal (each outbox file lists them too). A crash between the two steps
-//! is repaired on the next run by dropping the journal's records from the
-//! spool, so nothing is packaged twice, without reading the outbox under the
-//! lock the host waits on. The outbox is bounded in bytes and age, like the
+//! is repaired on the next run: the journal's records that an outbox file
+//! lists are dropped from the spool, so nothing is packaged twice, and the
+//! rest (killed before their payload was written) stay, so nothing is lost.
+//! Only that repair, after a crash, reads the outbox under the lock the host
+//! waits on. The outbox is bounded in bytes and age, like the
 //! spool; the oldest payloads go first and are counted. And because a
 //! payload's report id and event ids never change once written, resending it
 //! after a lost answer cannot count twice at the collector.

@@ -261,10 +261,12 @@ impl Job<'_> {
     /// removes them from the spool. Takes the data lock.
     ///
     /// The host waits on that lock at the end of every run, so nothing here
-    /// reads the outbox: the ids a staging round consumed are written to a
-    /// small journal first and removed once the spool is rewritten, and a
-    /// journal left by a crash says which spool records are already
-    /// packaged. The outbox's bounds are enforced after the lock is released.
+    /// reads the outbox in the normal case: the ids a staging round consumes
+    /// are written to a small journal first and removed once the spool is
+    /// rewritten. A journal left by a crash lists what that round meant to
+    /// package; the repair reads the outbox once to drop from the spool only
+    /// the records a payload file really holds. The outbox's bounds are
+    /// enforced after the lock is released.
     pub(crate) fn stage(&self) -> io::Result<()> {
         {
             let _lock = Lock::acquire(&self.paths.data_lock())?;
@@ -277,22 +279,29 @@ impl Job<'_> {
         let paths = self.paths;
         let state = ToolState::load(paths);
         let journal = paths.staging_journal();
-        let consumed: HashSet<Uuid> = match crate::files::read_optional(&journal) {
-            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
-            _ => HashSet::new(),
-        };
         let contents = spool::read(paths)?;
         let mut changed = contents.torn > 0;
-        let records = contents
-            .records
-            .into_iter()
-            .filter(|r| {
-                // Packaged before a crash cut the spool rewrite short.
-                let packaged = consumed.contains(&r.id());
-                changed |= packaged;
-                !packaged
-            })
-            .collect();
+        let mut records = contents.records;
+        if let Some(text) = crate::files::read_optional(&journal)? {
+            // A crash cut a staging round short. The journal is written
+            // before the outbox, so it lists what that round *meant* to
+            // package: only the ids that also reached an outbox file were
+            // packaged. The rest (killed before their payload was written)
+            // must stay in the spool, or they are lost without a trace.
+            // Reading the outbox costs only here, after a crash.
+            let listed: HashSet<Uuid> = serde_json::from_str(&text).unwrap_or_default();
+            let packaged: HashSet<Uuid> = outbox::list_read_only(paths)?
+                .iter()
+                .flat_map(|(_, e)| e.consumed.iter().copied())
+                .filter(|id| listed.contains(id))
+                .collect();
+            records.retain(|r| !packaged.contains(&r.id()));
+            // Settle the old round before this one writes its own journal,
+            // which would otherwise replace the only record of it.
+            spool::rewrite(paths, &records)?;
+            crate::files::remove_if_exists(&journal)?;
+            changed = false;
+        }
         let now = self.clock.now();
         let plan = self.plan(records, &state);
         if !plan.entries.is_empty() {
@@ -592,7 +601,17 @@ impl Job<'_> {
         let mut report = UploadReport::default();
         let mut log = Vec::new();
         let mut retry_after = None;
-        let mut dropped: BTreeMap<&'static str, u64> = BTreeMap::new();
+        // A drop is counted in the state before its payload leaves the
+        // outbox, not at the end of the run: an uploader killed after a 2xx
+        // (the drill kill -9s them at random moments) must not lose the
+        // count of what the collector refused. A kill between the two resends
+        // the payload, which the collector recognises by its ids.
+        let count_now = |why: &'static str, n: u64| -> io::Result<()> {
+            let _lock = Lock::acquire(&paths.data_lock())?;
+            let mut state = ToolState::load(paths);
+            state.count_dropped(why, n);
+            state.save(paths)
+        };
         let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
         let fail = |report: &mut UploadReport, why: String| {
             report.failure.get_or_insert(why);
@@ -679,12 +698,12 @@ impl Job<'_> {
                     report.delivered_payloads += 1;
                     report.delivered_items += entry.items();
                     if refused > 0 {
-                        *dropped.entry(reason::REFUSED_ITEMS).or_default() += refused;
+                        count_now(reason::REFUSED_ITEMS, refused)?;
                     }
                     crate::files::remove_if_exists(&path)?;
                 }
                 Outcome::Rejected(_) => {
-                    *dropped.entry(reason::REFUSED_PAYLOAD).or_default() += entry.occurrences();
+                    count_now(reason::REFUSED_PAYLOAD, entry.occurrences())?;
                     crate::files::remove_if_exists(&path)?;
                 }
                 Outcome::TooLarge(why) => match split(&entry) {
@@ -715,9 +734,6 @@ impl Job<'_> {
         let now = self.clock.now();
         state.last_attempt = Some(now);
         state.endpoint_last_used = Some(self.endpoint.to_owned());
-        for (why, n) in dropped {
-            state.count_dropped(why, n);
-        }
         if report.delivered_payloads + report.deletions > 0 {
             state.last_upload = Some(now);
         }
@@ -1046,10 +1062,56 @@ mod tests {
         }
     }
 
+    fn journal_job<'a>(
+        paths: &'a ToolPaths,
+        manifest: &'a Manifest,
+        clock: &'a crate::ManualClock,
+    ) -> Job<'a> {
+        Job {
+            manifest,
+            tool_version: "1.0.0",
+            paths,
+            level: Tier::Aggregate,
+            clock,
+            interval: Duration::from_secs(3600),
+            endpoint: "http://127.0.0.1:9",
+            outbox: OutboxLimits::default(),
+        }
+    }
+
+    fn count_record(clock: &crate::ManualClock, n: u64) -> Record {
+        Record::Count {
+            id: Uuid::new_v4(),
+            day: clock.now().day(),
+            event: "command".into(),
+            props: Props::new(),
+            n,
+        }
+    }
+
+    /// Writes the outbox file a staging round would have written for
+    /// `records`, as a round killed after that `put` leaves it.
+    fn put_packaged(job: &Job<'_>, records: Vec<Record>) {
+        let state = ToolState::load(job.paths);
+        for entry in job.plan(records, &state).entries {
+            outbox::put(job.paths, &entry, job.clock.now()).unwrap();
+        }
+    }
+
+    fn outbox_counts(paths: &ToolPaths) -> Vec<u64> {
+        let mut counts: Vec<u64> = outbox::list(paths)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, e)| e.payload.counters.clone().unwrap_or_default())
+            .map(|c| c.count)
+            .collect();
+        counts.sort_unstable();
+        counts
+    }
+
     /// A crash after the outbox was written but before the spool was
     /// rewritten leaves the journal; the next staging drops what it lists
-    /// from the spool instead of packaging it twice, without reading the
-    /// outbox.
+    /// (and the outbox holds) from the spool instead of packaging it twice.
     #[test]
     fn a_staging_journal_left_by_a_crash_prevents_double_packaging() {
         let dir = tempfile::tempdir().unwrap();
@@ -1058,24 +1120,8 @@ mod tests {
         };
         let manifest = Manifest::parse(crate::tests::MANIFEST).unwrap();
         let clock = crate::ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap());
-        let job = Job {
-            manifest: &manifest,
-            tool_version: "1.0.0",
-            paths: &paths,
-            level: Tier::Aggregate,
-            clock: &clock,
-            interval: Duration::from_secs(3600),
-            endpoint: "http://127.0.0.1:9",
-            outbox: OutboxLimits::default(),
-        };
-        let record = |n| Record::Count {
-            id: Uuid::new_v4(),
-            day: clock.now().day(),
-            event: "command".into(),
-            props: Props::new(),
-            n,
-        };
-        let (packaged, fresh) = (record(2), record(3));
+        let job = journal_job(&paths, &manifest, &clock);
+        let (packaged, fresh) = (count_record(&clock, 2), count_record(&clock, 3));
         spool::append(
             &paths,
             &[packaged.clone(), fresh.clone()],
@@ -1084,16 +1130,104 @@ mod tests {
         .unwrap();
         let journal = serde_json::to_vec(&[packaged.id()]).unwrap();
         crate::files::write_atomic(&paths.staging_journal(), &journal).unwrap();
+        put_packaged(&job, vec![packaged]);
         job.stage().unwrap();
         assert!(!paths.staging_journal().exists());
         assert!(spool::is_empty(&paths));
-        let counts: Vec<u64> = outbox::list(&paths)
-            .unwrap()
-            .iter()
-            .flat_map(|(_, e)| e.payload.counters.clone().unwrap_or_default())
-            .map(|c| c.count)
-            .collect();
-        assert_eq!(counts, [3], "only the record the crash did not package");
+        assert_eq!(
+            outbox_counts(&paths),
+            [2, 3],
+            "the crashed round's payload once, and the record it did not package"
+        );
+    }
+
+    /// The journal is written before the outbox, so an uploader killed
+    /// between the two (or between two payloads) leaves a journal listing
+    /// records that never reached the outbox. They must be packaged by the
+    /// next round, not dropped from the spool as if they had been: that lost
+    /// `command` counts in the fleet drill's kill slots with no drop counted.
+    #[test]
+    fn a_staging_journal_never_drops_what_did_not_reach_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ToolPaths {
+            dir: dir.path().join("demo-cli"),
+        };
+        let manifest = Manifest::parse(crate::tests::MANIFEST).unwrap();
+        let clock = crate::ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap());
+        let job = journal_job(&paths, &manifest, &clock);
+        // Different days, so the crashed round would have made two payloads.
+        let first = count_record(&clock, 2);
+        let second = Record::Count {
+            id: Uuid::new_v4(),
+            day: Day::from_days_since_epoch(clock.now().day().days_since_epoch() - 1),
+            event: "command".into(),
+            props: Props::new(),
+            n: 5,
+        };
+        spool::append(&paths, &[first.clone(), second.clone()], Default::default()).unwrap();
+        let journal = serde_json::to_vec(&[first.id(), second.id()]).unwrap();
+        crate::files::write_atomic(&paths.staging_journal(), &journal).unwrap();
+        // Killed after the first payload's `put`, before the second's.
+        put_packaged(&job, vec![first]);
+        job.stage().unwrap();
+        assert!(!paths.staging_journal().exists());
+        assert!(spool::is_empty(&paths));
+        assert_eq!(outbox_counts(&paths), [2, 5], "nothing lost, nothing twice");
+
+        // Killed after the journal, before any payload: all of it stays.
+        let third = count_record(&clock, 7);
+        spool::append(&paths, std::slice::from_ref(&third), Default::default()).unwrap();
+        let journal = serde_json::to_vec(&[third.id()]).unwrap();
+        crate::files::write_atomic(&paths.staging_journal(), &journal).unwrap();
+        job.stage().unwrap();
+        assert_eq!(outbox_counts(&paths), [2, 5, 7]);
+    }
+
+    /// Answers the first ingest with a 2xx that refused one item, then
+    /// "dies" (panics) on the next request, as an uploader killed mid-run.
+    struct DiesOnSecond(std::cell::Cell<u32>);
+
+    impl Transport for DiesOnSecond {
+        fn post(&self, _path: &str, _body: &[u8]) -> Outcome {
+            let n = self.0.get();
+            self.0.set(n + 1);
+            assert!(n == 0, "killed");
+            Outcome::Delivered { refused: 1 }
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_counted_before_a_later_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ToolPaths {
+            dir: dir.path().join("demo-cli"),
+        };
+        let manifest = Manifest::parse(crate::tests::MANIFEST).unwrap();
+        let clock = crate::ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap());
+        let job = journal_job(&paths, &manifest, &clock);
+        let first = count_record(&clock, 2);
+        let second = Record::Count {
+            id: Uuid::new_v4(),
+            day: Day::from_days_since_epoch(clock.now().day().days_since_epoch() - 1),
+            event: "command".into(),
+            props: Props::new(),
+            n: 5,
+        };
+        // Two payloads, as two staging rounds leave them.
+        put_packaged(&job, vec![first]);
+        put_packaged(&job, vec![second]);
+        assert_eq!(outbox::list(&paths).unwrap().len(), 2);
+        let transport = DiesOnSecond(std::cell::Cell::new(0));
+        let died =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.send(&transport, None)));
+        assert!(died.is_err());
+        let state = ToolState::load(&paths);
+        assert_eq!(
+            state.dropped.get(reason::REFUSED_ITEMS).copied(),
+            Some(1),
+            "the refusal of the delivered payload survives the kill"
+        );
+        assert_eq!(outbox::list(&paths).unwrap().len(), 1);
     }
 
     #[test]

@@ -76,6 +76,47 @@ fn disabling_another_tool_queues_its_deletion_for_its_next_run() {
     });
 }
 
+/// `telemetry-consent disable --all` used to skip a tool whose uploader was
+/// running; that uploader may have read the queue before the opt-out and
+/// stops at its first failed request, so the deletion was never sent by a
+/// user who then uninstalled (seen in the fleet drill). It now waits.
+#[test]
+fn delivering_deletions_waits_for_a_running_uploader() {
+    let collector = Collector::start(Mode::Ok);
+    let home = Home::new();
+    home.consent(MANIFEST, Tier::Anonymous);
+    let t = home.telemetry(MANIFEST, &collector.url);
+    let id = t.control().unwrap().status().unwrap().install_id.unwrap();
+    drop(t);
+    let machine = Machine::with_folders(home.folders()).system_policy(None);
+    machine.disable_all().unwrap();
+    // `home.consent` stored a placeholder endpoint; point it at ours, as a
+    // tool that queued a deletion stores its own.
+    let state_path = home.folders().tool_state("it-cli").dir.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["endpoint"] = collector.url.clone().into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+
+    // Another process's uploader holds the lock for a moment.
+    let lock_path = home.folders().tool_state("it-cli").uploader_lock();
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        drop(lock);
+    });
+    let delivered = machine
+        .deliver_deletions(std::time::Duration::from_secs(10))
+        .unwrap();
+    holder.join().unwrap();
+    assert_eq!(delivered, 1);
+    collector.seen(|s| {
+        assert_eq!(s.deletes.len(), 1);
+        assert_eq!(s.deletes[0].install_id, id);
+    });
+}
+
 #[test]
 fn reset_id_queues_deletion_of_the_old_id() {
     let home = Home::new();
