@@ -366,9 +366,11 @@ pub struct FleetReport {
     /// Deletions never acknowledged whose user "uninstalled" after opting
     /// out (never ran the tool again).
     pub deletions_missed_after_uninstall: u64,
-    /// Withdrawals made while the collector was unreachable by users who then
-    /// uninstalled: no process of theirs runs again to deliver the request,
-    /// so no client can honour these. They are reported, not targeted.
+    /// Final withdrawals by users who then uninstalled, made while the
+    /// collector was unreachable or in a kill slot (where the drill may have
+    /// killed the process carrying the request): no process of theirs runs
+    /// again to deliver it, so no client can honour these. They are
+    /// reported, not targeted.
     pub deletions_undeliverable: u64,
     /// Seconds from the withdrawal to the acknowledged delete, median.
     pub deletion_p50_secs: Option<f64>,
@@ -431,7 +433,7 @@ impl FleetReport {
                 passed: self.deletions_honoured + self.deletions_undeliverable
                     >= self.deletions_expected,
                 detail: format!(
-                    "{} of {} ({:.1}%); {} undeliverable (opted out during an outage, then uninstalled)",
+                    "{} of {} ({:.1}%); {} undeliverable (opted out during an outage or a kill slot, then uninstalled)",
                     self.deletions_honoured,
                     self.deletions_expected,
                     self.deletions_honoured_pct,
@@ -722,6 +724,9 @@ struct Withdrawal {
     at: Duration,
     /// Whether the collector was reachable then.
     reachable: bool,
+    /// Whether it was made in a kill slot, where the drill may `kill -9` the
+    /// detached process that carries the deletion.
+    in_kill_slot: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -805,6 +810,7 @@ pub fn run(config: &FleetConfig) -> Result<FleetReport, Error> {
         },
         rng: Rng(config.seed),
         reachable: true,
+        killing: false,
     };
     drill.make_homes()?;
     let total = config.total_slots();
@@ -827,6 +833,7 @@ pub fn run(config: &FleetConfig) -> Result<FleetReport, Error> {
         drill.reachable = phase.reachable();
         let tasks = drill.plan(slot);
         let kill = config.kill_slots.contains(&slot);
+        drill.killing = kill;
         let outcomes = drill.execute(slot, &tasks, kill);
         drill.apply(&tasks, &outcomes);
         drill.settle();
@@ -858,6 +865,8 @@ struct Drill<'a> {
     rng: Rng,
     /// Whether the collector can be reached in this slot.
     reachable: bool,
+    /// Whether the current slot is a kill slot.
+    killing: bool,
 }
 
 impl Drill<'_> {
@@ -1231,6 +1240,7 @@ impl Drill<'_> {
                         id: retires,
                         at: out.started,
                         reachable: self.reachable,
+                        in_kill_slot: self.killing,
                     });
                     self.report.withdrawals += 1;
                     last_id = None;
@@ -1518,13 +1528,17 @@ impl Drill<'_> {
                 } else if ack.is_none() && user.uninstalled {
                     self.report.deletions_missed_after_uninstall += 1;
                 }
-                if user.uninstalled && last == Some(e) && !w.reachable && !honoured {
+                let undeliverable = user.uninstalled
+                    && last == Some(e)
+                    && (!w.reachable || w.in_kill_slot)
+                    && !honoured;
+                if undeliverable {
                     self.report.deletions_undeliverable += 1;
                 }
                 if let Some(l) = ack {
                     latencies.push(l);
                 }
-                if w.reachable {
+                if w.reachable && !undeliverable {
                     reachable.push(if honoured {
                         ack.unwrap_or(f64::INFINITY)
                     } else {
