@@ -78,7 +78,15 @@ pub struct ToolState {
     /// The delivery-health report being sent: its id and counts are fixed
     /// until the collector answers, so a retry never counts twice.
     pub health: Option<HealthReport>,
+    /// Outbox files whose refusals are already in `dropped`, newest last. A
+    /// payload is counted before its file is removed, so an uploader killed
+    /// in between sends it again; this keeps the second answer from being
+    /// counted too. Only the last few are kept: a file is removed right after.
+    pub refusals_counted: Vec<String>,
 }
+
+/// How many outbox file names [`ToolState::refusals_counted`] remembers.
+pub const REFUSALS_COUNTED_KEPT: usize = 32;
 
 /// Drop counts on their way to the collector as `telemetry_dropped` counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -606,10 +606,25 @@ impl Job<'_> {
         // (the drill kill -9s them at random moments) must not lose the
         // count of what the collector refused. A kill between the two resends
         // the payload, which the collector recognises by its ids.
-        let count_now = |why: &'static str, n: u64| -> io::Result<()> {
+        // Counted once per outbox file: a resend after such a kill is
+        // answered with the same refusals, which were counted already.
+        let count_now = |file: &std::path::Path, why: &'static str, n: u64| -> io::Result<()> {
             let _lock = Lock::acquire(&paths.data_lock())?;
             let mut state = ToolState::load(paths);
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if state.refusals_counted.contains(&name) {
+                return Ok(());
+            }
             state.count_dropped(why, n);
+            state.refusals_counted.push(name);
+            let excess = state
+                .refusals_counted
+                .len()
+                .saturating_sub(crate::state::REFUSALS_COUNTED_KEPT);
+            state.refusals_counted.drain(..excess);
             state.save(paths)
         };
         let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
@@ -698,12 +713,12 @@ impl Job<'_> {
                     report.delivered_payloads += 1;
                     report.delivered_items += entry.items();
                     if refused > 0 {
-                        count_now(reason::REFUSED_ITEMS, refused)?;
+                        count_now(&path, reason::REFUSED_ITEMS, refused)?;
                     }
                     crate::files::remove_if_exists(&path)?;
                 }
                 Outcome::Rejected(_) => {
-                    count_now(reason::REFUSED_PAYLOAD, entry.occurrences())?;
+                    count_now(&path, reason::REFUSED_PAYLOAD, entry.occurrences())?;
                     crate::files::remove_if_exists(&path)?;
                 }
                 Outcome::TooLarge(why) => match split(&entry) {
@@ -1228,6 +1243,75 @@ mod tests {
             "the refusal of the delivered payload survives the kill"
         );
         assert_eq!(outbox::list(&paths).unwrap().len(), 1);
+    }
+
+    /// Answers each data payload with a 2xx that refused one item, and adds
+    /// up the `refused_items` that delivery-health payloads report.
+    #[derive(Default)]
+    struct RefusesOne {
+        reported: std::cell::Cell<u64>,
+    }
+
+    impl Transport for RefusesOne {
+        fn post(&self, _path: &str, body: &[u8]) -> Outcome {
+            let payload: IngestPayload = serde_json::from_slice(body).unwrap();
+            let health: Vec<_> = payload
+                .counters
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.event == telemetry_protocol::manifest::builtin::DROPPED)
+                .collect();
+            if health.is_empty() {
+                return Outcome::Delivered { refused: 1 };
+            }
+            for c in health {
+                if c.props
+                    .values()
+                    .any(|v| v.to_string() == reason::REFUSED_ITEMS)
+                {
+                    self.reported.set(self.reported.get() + c.count);
+                }
+            }
+            Outcome::Delivered { refused: 0 }
+        }
+    }
+
+    #[test]
+    fn a_payload_sent_again_after_a_kill_counts_its_refusals_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ToolPaths {
+            dir: dir.path().join("demo-cli"),
+        };
+        let manifest = Manifest::parse(crate::tests::MANIFEST).unwrap();
+        let clock = crate::ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap());
+        let job = journal_job(&paths, &manifest, &clock);
+        put_packaged(&job, vec![count_record(&clock, 2)]);
+        let (file, _) = outbox::list(&paths).unwrap().remove(0);
+        let bytes = std::fs::read(&file).unwrap();
+        let transport = RefusesOne::default();
+        job.send(&transport, None).unwrap();
+        // A kill between counting and removing the file leaves it in place:
+        // the next uploader sends the same payload and gets the same answer.
+        std::fs::write(&file, &bytes).unwrap();
+        job.send(&transport, None).unwrap();
+        job.send(&transport, None).unwrap();
+        let state = ToolState::load(&paths);
+        let kept = state
+            .dropped
+            .get(reason::REFUSED_ITEMS)
+            .copied()
+            .unwrap_or(0)
+            + state
+                .health
+                .as_ref()
+                .and_then(|h| h.counts.get(reason::REFUSED_ITEMS).copied())
+                .unwrap_or(0);
+        assert_eq!(
+            transport.reported.get() + kept,
+            1,
+            "the collector refused one item once"
+        );
+        assert!(outbox::list(&paths).unwrap().is_empty());
     }
 
     #[test]
