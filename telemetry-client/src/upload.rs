@@ -1095,9 +1095,15 @@ mod tests {
     }
 
     fn count_record(clock: &crate::ManualClock, n: u64) -> Record {
+        count_record_days_ago(clock, 0, n)
+    }
+
+    /// A `command` count `days` before the clock's day: records of different
+    /// days go into different payloads.
+    fn count_record_days_ago(clock: &crate::ManualClock, days: i32, n: u64) -> Record {
         Record::Count {
             id: Uuid::new_v4(),
-            day: clock.now().day(),
+            day: Day::from_days_since_epoch(clock.now().day().days_since_epoch() - days),
             event: "command".into(),
             props: Props::new(),
             n,
@@ -1172,13 +1178,7 @@ mod tests {
         let job = journal_job(&paths, &manifest, &clock);
         // Different days, so the crashed round would have made two payloads.
         let first = count_record(&clock, 2);
-        let second = Record::Count {
-            id: Uuid::new_v4(),
-            day: Day::from_days_since_epoch(clock.now().day().days_since_epoch() - 1),
-            event: "command".into(),
-            props: Props::new(),
-            n: 5,
-        };
+        let second = count_record_days_ago(&clock, 1, 5);
         spool::append(&paths, &[first.clone(), second.clone()], Default::default()).unwrap();
         let journal = serde_json::to_vec(&[first.id(), second.id()]).unwrap();
         crate::files::write_atomic(&paths.staging_journal(), &journal).unwrap();
@@ -1221,13 +1221,7 @@ mod tests {
         let clock = crate::ManualClock::new("2026-11-18T10:00:00Z".parse().unwrap());
         let job = journal_job(&paths, &manifest, &clock);
         let first = count_record(&clock, 2);
-        let second = Record::Count {
-            id: Uuid::new_v4(),
-            day: Day::from_days_since_epoch(clock.now().day().days_since_epoch() - 1),
-            event: "command".into(),
-            props: Props::new(),
-            n: 5,
-        };
+        let second = count_record_days_ago(&clock, 1, 5);
         // Two payloads, as two staging rounds leave them.
         put_packaged(&job, vec![first]);
         put_packaged(&job, vec![second]);
