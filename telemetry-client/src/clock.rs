@@ -2,7 +2,6 @@
 //! ISO week without waiting for one.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use telemetry_protocol::Timestamp;
@@ -19,6 +18,7 @@ pub(crate) fn bounded(t: Timestamp) -> Timestamp {
 }
 
 /// A source of the current time.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))] // Re-exported by `testing`.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current moment in UTC.
     fn now(&self) -> Timestamp;
@@ -26,6 +26,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
 
 /// The system clock.
 #[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))] // Re-exported by `testing`.
 pub struct SystemClock;
 
 impl Clock for SystemClock {
@@ -38,34 +39,39 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to, for tests of day and week rollover.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Default)]
 pub struct ManualClock {
-    millis: AtomicI64,
+    millis: std::sync::atomic::AtomicI64,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl ManualClock {
     /// A clock stopped at `at`.
     pub fn new(at: Timestamp) -> ManualClock {
         ManualClock {
-            millis: AtomicI64::new(at.unix_millis()),
+            millis: std::sync::atomic::AtomicI64::new(at.unix_millis()),
         }
     }
 
     /// Moves the clock to `at`.
     pub fn set(&self, at: Timestamp) {
-        self.millis.store(at.unix_millis(), Ordering::SeqCst);
+        self.millis
+            .store(at.unix_millis(), std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Moves the clock forward by `millis`.
     pub fn advance_millis(&self, millis: i64) {
-        self.millis.fetch_add(millis, Ordering::SeqCst);
+        self.millis
+            .fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         bounded(Timestamp::from_unix_millis(
-            self.millis.load(Ordering::SeqCst),
+            self.millis.load(std::sync::atomic::Ordering::SeqCst),
         ))
     }
 }

@@ -96,7 +96,7 @@ impl FileInput {
 
 /// Everything the resolution depends on, so it can be tested as a table.
 #[derive(Debug, Clone, Default)]
-pub struct ConsentInput {
+pub(crate) struct ConsentInput {
     /// The relevant environment variables.
     pub env: EnvSnapshot,
     /// The system policy file.
@@ -107,8 +107,6 @@ pub struct ConsentInput {
     pub tool: FileInput,
     /// The author's default.
     pub default: DefaultLevel,
-    /// Whether a person can answer a prompt here (see [`interactive`]).
-    pub interactive: bool,
 }
 
 /// The outcome of [`resolve`].
@@ -165,7 +163,7 @@ pub(crate) fn file_level(input: &FileInput) -> Result<Option<Tier>, String> {
 }
 
 /// **Resolves the effective level.** Pure: same input, same answer.
-pub fn resolve(input: &ConsentInput) -> Resolution {
+pub(crate) fn resolve(input: &ConsentInput) -> Resolution {
     let off = |source: Source| Resolution {
         level: Tier::Off,
         source,
@@ -286,7 +284,6 @@ mod tests {
         global: FileInput,
         tool: FileInput,
         default: DefaultLevel,
-        interactive: bool,
         expect: (Tier, Source),
         unreadable: bool,
     }
@@ -300,7 +297,6 @@ mod tests {
             global: FileInput::Missing,
             tool: FileInput::Missing,
             default: DefaultLevel::Off,
-            interactive: true,
             expect,
             unreadable: false,
         }
@@ -407,15 +403,6 @@ mod tests {
                 tool: FileInput::Text("updated = \"x\"\n".into()),
                 ..case("a tool file without level is unset", (Off, Default))
             },
-            Case {
-                interactive: false,
-                ..case("no tty, no choice: off", (Off, Default))
-            },
-            Case {
-                tool: text("anonymous"),
-                interactive: false,
-                ..case("no tty keeps an explicit choice", (Anonymous, ToolFile))
-            },
         ];
         for c in cases {
             let input = ConsentInput {
@@ -428,7 +415,6 @@ mod tests {
                 global: c.global,
                 tool: c.tool,
                 default: c.default,
-                interactive: c.interactive,
             };
             let r = resolve(&input);
             assert_eq!((r.level, r.source), c.expect, "{}", c.name);

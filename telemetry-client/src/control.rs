@@ -96,8 +96,7 @@ impl<'a> Control<'a> {
         &self.core.manifest
     }
 
-    /// The toolkit folders in use.
-    pub fn folders(&self) -> Result<&Folders, Error> {
+    fn folders(&self) -> Result<&Folders, Error> {
         self.core.folders.as_ref().ok_or(Error::NoHome)
     }
 
@@ -107,7 +106,7 @@ impl<'a> Control<'a> {
 
     /// Resolves the level again from the files as they are now (they may
     /// have changed since start, for example by [`Control::set_level`]).
-    pub fn resolve(&self) -> Resolution {
+    pub(crate) fn resolve(&self) -> Resolution {
         let core = self.core;
         let read = |p: Option<PathBuf>| p.map_or(FileInput::Missing, |p| FileInput::read(&p));
         let folders = core.folders.as_ref();
@@ -117,7 +116,6 @@ impl<'a> Control<'a> {
             global: read(folders.map(Folders::global_file)),
             tool: read(folders.map(|f| f.tool_file(self.tool()))),
             default: core.default_level,
-            interactive: core.interactive,
         });
         if folders.is_none() {
             r.level = Tier::Off;
@@ -148,7 +146,7 @@ impl<'a> Control<'a> {
     }
 
     /// Whether the first-run prompt should be shown now: a person at the
-    /// terminal (see [`consent::interactive`]), no choice stored for this
+    /// terminal (the checks `cli::prompt_if_needed` lists), no choice stored for this
     /// tool, no ceiling or environment variable that rules telemetry out
     /// anyway, not asked before in this run, and not left unanswered in the
     /// last week.
@@ -543,7 +541,7 @@ pub struct ToolSummary {
 /// The machine-wide view: every tool that uses this toolkit, for this user.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    folders: Folders,
+    pub(crate) folders: Folders,
     system_policy: Option<PathBuf>,
     clock: Arc<dyn Clock>,
 }
@@ -551,13 +549,18 @@ pub struct Machine {
 impl Machine {
     /// The current user's platform folders and the system policy file.
     pub fn new() -> Result<Machine, Error> {
-        Folders::from_env()
-            .map(Machine::with_folders)
-            .ok_or(Error::NoHome)
+        Folders::from_env().map(Machine::at).ok_or(Error::NoHome)
     }
 
-    /// Explicit folders (tests).
+    /// Explicit folders.
+    ///
+    /// **Feature `testing`, for tests only.**
+    #[cfg(feature = "testing")]
     pub fn with_folders(folders: Folders) -> Machine {
+        Machine::at(folders)
+    }
+
+    fn at(folders: Folders) -> Machine {
         Machine {
             folders,
             system_policy: cfg!(unix).then(|| PathBuf::from(crate::folders::SYSTEM_POLICY_PATH)),
@@ -566,18 +569,27 @@ impl Machine {
     }
 
     /// Reads the system policy from `path` instead (or from nowhere).
+    ///
+    /// **Feature `testing`, for tests only.**
+    #[cfg(feature = "testing")]
     pub fn system_policy(mut self, path: Option<PathBuf>) -> Machine {
         self.system_policy = path;
         self
     }
 
     /// Uses `clock` for the `updated` stamps.
+    ///
+    /// **Feature `testing`, for tests only.**
+    #[cfg(feature = "testing")]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Machine {
         self.clock = clock;
         self
     }
 
     /// The folders in use.
+    ///
+    /// **Feature `testing`, for tests only.**
+    #[cfg(feature = "testing")]
     pub fn folders(&self) -> &Folders {
         &self.folders
     }
@@ -642,7 +654,6 @@ impl Machine {
             global: read(Some(self.folders.global_file())),
             tool: read(Some(config_file.clone())),
             default: DefaultLevel::Off,
-            interactive: false,
         });
         let state = ToolState::load(&self.folders.tool_state(&tool));
         ToolSummary {

@@ -7,46 +7,47 @@
 
 /// Set on the re-executed host to make it run as the detached uploader; its
 /// value is the tool name.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))] // Re-exported by `testing`.
 pub const UPLOADER_MARKER: &str = "TELEMETRY_TOOLKIT_UPLOADER";
 /// The cross-tool opt-out convention (<https://consoledonottrack.com>).
-pub const DO_NOT_TRACK: &str = "DO_NOT_TRACK";
+pub(crate) const DO_NOT_TRACK: &str = "DO_NOT_TRACK";
 
 /// The variable-name stem of a tool: upper-cased, `-` turned into `_`.
-pub fn tool_env_prefix(tool: &str) -> String {
+pub(crate) fn tool_env_prefix(tool: &str) -> String {
     tool.to_ascii_uppercase().replace('-', "_")
 }
 
 /// `<TOOL>_TELEMETRY`: a ceiling on the level.
-pub fn level_var(tool: &str) -> String {
+pub(crate) fn level_var(tool: &str) -> String {
     format!("{}_TELEMETRY", tool_env_prefix(tool))
 }
 
 /// `<TOOL>_TELEMETRY_ENDPOINT`: overrides the manifest's endpoint.
-pub fn endpoint_var(tool: &str) -> String {
+pub(crate) fn endpoint_var(tool: &str) -> String {
     format!("{}_TELEMETRY_ENDPOINT", tool_env_prefix(tool))
 }
 
 /// `<TOOL>_TELEMETRY_DEBUG`: `1` prints payloads to stderr instead of sending them.
-pub fn debug_var(tool: &str) -> String {
+pub(crate) fn debug_var(tool: &str) -> String {
     format!("{}_TELEMETRY_DEBUG", tool_env_prefix(tool))
 }
 
 /// The values of the variables that matter to consent, read once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EnvSnapshot {
+pub(crate) struct EnvSnapshot {
     /// `DO_NOT_TRACK`.
-    pub do_not_track: Option<String>,
+    pub(crate) do_not_track: Option<String>,
     /// `<TOOL>_TELEMETRY`.
-    pub level: Option<String>,
+    pub(crate) level: Option<String>,
     /// `<TOOL>_TELEMETRY_ENDPOINT`.
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// `<TOOL>_TELEMETRY_DEBUG`.
-    pub debug: Option<String>,
+    pub(crate) debug: Option<String>,
 }
 
 impl EnvSnapshot {
     /// Reads the variables for `tool` from the process environment.
-    pub fn capture(tool: &str) -> EnvSnapshot {
+    pub(crate) fn capture(tool: &str) -> EnvSnapshot {
         let get = |name: &str| std::env::var(name).ok();
         EnvSnapshot {
             do_not_track: get(DO_NOT_TRACK),
@@ -57,14 +58,14 @@ impl EnvSnapshot {
     }
 
     /// Whether `DO_NOT_TRACK` asks for no tracking: any non-empty value but `0`.
-    pub fn do_not_track(&self) -> bool {
+    pub(crate) fn do_not_track(&self) -> bool {
         self.do_not_track
             .as_deref()
             .is_some_and(|v| !v.trim().is_empty() && v.trim() != "0")
     }
 
     /// Whether debug printing is on.
-    pub fn debug(&self) -> bool {
+    pub(crate) fn debug(&self) -> bool {
         self.debug.as_deref().is_some_and(|v| v.trim() == "1")
     }
 }

@@ -7,15 +7,16 @@
 //! back to the local data directory, because it is data the client manages
 //! rather than configuration a user edits.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The folder name used under both the config and the state roots.
-pub const TOOLKIT_DIR: &str = "telemetry-toolkit";
+pub(crate) const TOOLKIT_DIR: &str = "telemetry-toolkit";
 /// The system-wide policy file on Unix, a ceiling administrators set.
-pub const SYSTEM_POLICY_PATH: &str = "/etc/telemetry-toolkit/policy.toml";
+pub(crate) const SYSTEM_POLICY_PATH: &str = "/etc/telemetry-toolkit/policy.toml";
 
 /// The two folders the toolkit uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))] // Re-exported by `testing`.
 pub struct Folders {
     /// The consent folder: `global.toml` and `tools/<tool>.toml`.
     pub config: PathBuf,
@@ -23,6 +24,7 @@ pub struct Folders {
     pub state: PathBuf,
 }
 
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 impl Folders {
     /// The platform folders of the current user (honouring `HOME` and
     /// `XDG_CONFIG_HOME`/`XDG_STATE_HOME`/`XDG_DATA_HOME`), or `None` when no
@@ -39,8 +41,9 @@ impl Folders {
         })
     }
 
-    /// Explicit folders, for tests and unusual hosts. These are the toolkit
-    /// folders themselves, not their parents.
+    /// Explicit folders, for tests. These are the toolkit folders
+    /// themselves, not their parents.
+    #[cfg(any(test, feature = "testing"))]
     pub fn new(config: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Folders {
         Folders {
             config: config.into(),
@@ -71,13 +74,16 @@ impl Folders {
     }
 }
 
-/// The files inside one tool's state folder.
+/// The files inside one tool's state folder. Its layout is no part of the
+/// API; this crate's own tests look inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 pub struct ToolPaths {
     /// The folder itself.
     pub dir: PathBuf,
 }
 
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 impl ToolPaths {
     /// Ids, identity, lifecycle flags, upload schedule and queued deletions.
     pub fn state_file(&self) -> PathBuf {
@@ -111,9 +117,5 @@ impl ToolPaths {
     /// Held by the one uploader allowed to run for this tool.
     pub fn uploader_lock(&self) -> PathBuf {
         self.dir.join("uploader.lock")
-    }
-    /// The folder, for display.
-    pub fn as_path(&self) -> &Path {
-        &self.dir
     }
 }

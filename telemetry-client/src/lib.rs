@@ -1,58 +1,249 @@
 //! Opt-in, privacy-first telemetry for command-line tools.
 //!
-//! A tool embeds this crate in about ten lines:
+//! A tool declares what it may send in a manifest, `telemetry.toml`, builds
+//! one [`Telemetry`] handle first thing in `main`, and records with
+//! [`Telemetry::track`]. Nothing is recorded or sent until the user has
+//! chosen a level ([`Tier`]: `aggregate`, `anonymous` or `full`; `off` is the
+//! default), through the first-run prompt or the `telemetry` subcommand the
+//! tool mounts. Sending happens in a detached copy of the tool, so a command
+//! never waits on the network.
 //!
-//! ```no_run
+//! Recording never fails, never panics and never prints: a mistake (an
+//! undeclared event or prop, a value that does not fit, a bad
+//! `tool_version`) is dropped, logged through `tracing` at debug level and
+//! counted in [`Telemetry::diagnostics`], which your tests can check.
+//!
+//! # Building the handle
+//!
+//! ```
 //! use telemetry_client::Telemetry;
 //!
-//! # const MANIFEST: &str = "project = \"demo-cli\"\nendpoint = \"https://t.example.org\"\n[events.command]\ndescription = \"A command ran\"\nprops.name = { kind = \"enum\", values = [\"greet\"], description = \"Which\" }\n";
-//! // Call this first thing in `main`: in the detached uploader it sends and exits.
+//! # const MANIFEST: &str = "project = \"my-tool\"\nendpoint = \"https://telemetry.example.org\"\n[events.command]\ndescription = \"A command ran\"\nprops.name = { kind = \"enum\", values = [\"build\", \"init\"], description = \"Which command\" }\nprops.duration_ms = { kind = \"bucket\", bounds = [10, 100, 1000], description = \"How long it took\" }\n";
+//! // First thing in `main`: in the detached uploader (this same binary,
+//! // started in the background) `build` sends what is pending and exits.
 //! let telemetry = Telemetry::builder(MANIFEST) // include_str!("../telemetry.toml")
 //!     .tool_version(env!("CARGO_PKG_VERSION"))
+//!     .prompt_commands(["init"]) // the commands that may ask the first-run question
 //!     .build();
-//! telemetry.track("command", [("name", "greet".into())]);
-//! telemetry.setup_completed();
-//! // Dropping the handle (or `finish`) spools what was recorded.
+//! // Without a stored choice, the level is `off`.
+//! println!("telemetry is {}", telemetry.level());
 //! ```
 //!
-//! Recording never fails, never panics and never prints; problems are logged
-//! through `tracing` at debug level and counted in [`Telemetry::diagnostics`].
-//! Nothing is recorded or sent unless the user opted in (see [`consent`]).
-//! Sending happens in a detached copy of the host process, so the host never
-//! waits on the network.
+//! `build` never fails either: a manifest that does not parse gives a
+//! disabled handle. [Test the manifest](#testing-your-manifest-and-your-calls)
+//! so that you find out in CI, not from an empty dashboard.
+//!
+//! # Tracking events
+//!
+//! An event and each of its props must be declared in the manifest. Prop
+//! values are [`PropInput`]s, converted from `&str` and `String` (`enum` and
+//! `version` props), `bool`, and the integer and float types (`bucket`
+//! props, sent only as their bucket):
+//!
+//! ```
+//! # use telemetry_client::Telemetry;
+//! # const MANIFEST: &str = "project = \"my-tool\"\nendpoint = \"https://telemetry.example.org\"\n[events.command]\ndescription = \"A command ran\"\nprops.name = { kind = \"enum\", values = [\"build\", \"init\"], description = \"Which command\" }\nprops.duration_ms = { kind = \"bucket\", bounds = [10, 100, 1000], description = \"How long it took\" }\n";
+//! # let telemetry = Telemetry::builder(MANIFEST).build();
+//! let started = std::time::Instant::now();
+//! // ... the command's work ...
+//! telemetry.track(
+//!     "command",
+//!     [
+//!         ("name", "build".into()),
+//!         ("duration_ms", started.elapsed().as_millis().into()),
+//!     ],
+//! );
+//! // Once per install, whatever the level: the setup funnel.
+//! telemetry.setup_started();
+//! telemetry.setup_completed();
+//! // Dropping the handle (or `finish`) writes what was recorded to the
+//! // spool and, if an upload is due, starts the detached uploader.
+//! telemetry.finish();
+//! ```
+//!
+//! # Mounting the subcommand
+//!
+//! With the `cli` feature (on by default), a clap host adds one variant to
+//! its subcommands. Users then type `my-tool telemetry`, `... enable`,
+//! `... disable`, `... show`; see [`cli`].
+//!
+//! ```
+//! # #[cfg(feature = "cli")] {
+//! use clap::{Parser, Subcommand};
+//! use telemetry_client::Telemetry;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(subcommand)]
+//!     command: Command,
+//! }
+//!
+//! #[derive(Subcommand)]
+//! enum Command {
+//!     /// Set the tool up.
+//!     Init,
+//!     /// See and change what my-tool may send to its maintainers.
+//!     Telemetry(telemetry_client::cli::TelemetryArgs),
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//! #   const MANIFEST: &str = "project = \"my-tool\"\nendpoint = \"https://telemetry.example.org\"\n";
+//!     let telemetry = Telemetry::builder(MANIFEST) // include_str!("../telemetry.toml")
+//!         .prompt_commands(["init"])
+//!         .build();
+//! #   let cli = Cli::parse_from(["my-tool", "init"]);
+//! #   /*
+//!     let cli = Cli::parse();
+//! #   */
+//!     match cli.command {
+//!         Command::Telemetry(args) => args.run(&telemetry),
+//!         Command::Init => {
+//!             // Asks once, only when a person is at the terminal.
+//!             telemetry_client::cli::prompt_if_needed(&telemetry, "init");
+//!             std::process::ExitCode::SUCCESS
+//!         }
+//!     }
+//! }
+//! # main();
+//! # }
+//! ```
+//!
+//! # Testing your manifest and your calls
+//!
+//! A typo in `telemetry.toml` disables telemetry without a word at run
+//! time, so check it in your test suite. [`Manifest::parse`] errors name the
+//! line and the column (`line 7, column 8: unknown field `kind_`, ...`).
+//! This is the one line to copy:
+//!
+//! ```
+//! # const MANIFEST: &str = "project = \"my-tool\"\nendpoint = \"https://telemetry.example.org\"\n";
+//! #[test]
+//! fn telemetry_manifest_is_valid() {
+//!     telemetry_client::Manifest::parse(include_str!("../telemetry.toml")).unwrap();
+//! }
+//! # telemetry_client::Manifest::parse(MANIFEST).unwrap();
+//! ```
+//!
+//! To check that your `track` calls fit the manifest, record them in a
+//! temporary home with the [`testing`](#features) feature in your
+//! `[dev-dependencies]`, and look at the diagnostics. Events are only
+//! checked at a level above `off`, so the test opts in first, as a user
+//! would:
+//!
+//! ```
+//! # #[cfg(feature = "testing")] {
+//! # const MANIFEST: &str = "project = \"my-tool\"\nendpoint = \"https://telemetry.example.org\"\n[events.command]\ndescription = \"A command ran\"\nprops.name = { kind = \"enum\", values = [\"build\", \"init\"], description = \"Which command\" }\n";
+//! use telemetry_client::{Telemetry, Tier};
+//!
+//! let home = tempfile::tempdir().unwrap();
+//! let handle = || {
+//!     Telemetry::builder(MANIFEST) // include_str!("../telemetry.toml")
+//!         .tool_version(env!("CARGO_PKG_VERSION"))
+//!         .dirs(home.path().join("config"), home.path().join("state"))
+//!         .system_policy(None)
+//!         .detached_upload(false)
+//!         .build()
+//! };
+//! handle().control().unwrap().set_level(Tier::Aggregate, Default::default()).unwrap();
+//! let telemetry = handle();
+//! telemetry.track("command", [("name", "build".into())]); // your code's calls
+//! let d = telemetry.diagnostics();
+//! assert_eq!((d.undeclared_events, d.undeclared_props, d.dropped_props), (0, 0, 0), "{d:?}");
+//! assert!(!d.unknown_tool_version, "{d:?}");
+//! # }
+//! ```
+//!
+//! Users and authors see the same counts for a run with
+//! `my-tool telemetry status --verbose`.
+//!
+//! # Features
+//!
+//! - `cli` (default): the [`cli`] module, the `telemetry` subcommand, the
+//!   first-run prompt and the `telemetry-consent` binary. Pulls in `clap`.
+//! - `testing`: the `testing` module and the builder knobs tests need
+//!   (`Builder::dirs`, `Builder::system_policy`, `Builder::interactive`,
+//!   `Builder::clock`). **For `[dev-dependencies]` only**: a build without
+//!   debug assertions that has it on fails to compile, unless
+//!   `testing-in-release` is on too, so it cannot reach a release binary by
+//!   accident.
 //!
 //! # Layout
 //!
-//! - [`consent`]: the resolution chain (a pure function) and consent files.
-//! - [`env`](mod@env): the environment variables the client reads.
-//! - [`folders`]: where consent and state live.
-//! - [`state`]: the per-tool state file (install id, lifecycle flags, schedule).
-//! - [`spool`]: the append-only, checksummed, bounded record file.
-//! - [`outbox`]: payloads with fixed ids, waiting to be sent.
-//! - [`upload`]: packaging, sending, back-off; [`upload_log`]: what was sent.
-//! - `detach`: starting and running the detached uploader.
-//! - [`control`]: the management API behind the `telemetry` subcommand and
-//!   the machine-wide consent tool.
-//! - [`clock`]: the injectable clock.
-//! - `cli` (feature `cli`, on by default): the `telemetry` subcommand hosts
-//!   mount, the first-run prompt, and the `telemetry-consent` tool's commands.
+//! - `lib.rs`: [`Telemetry`] and its [`Builder`]; recording and buffering.
+//! - `consent.rs`: the resolution chain (a pure function) and consent files.
+//! - `env.rs`: the environment variables the client reads.
+//! - `folders.rs`: where consent and state live.
+//! - `state.rs`: the per-tool state file (install id, lifecycle flags, schedule).
+//! - `spool.rs`: the append-only, checksummed, bounded record file.
+//! - `outbox.rs`: payloads with fixed ids, waiting to be sent.
+//! - `upload.rs`: packaging, sending, back-off; `upload_log.rs`: what was sent.
+//! - `detach.rs`: starting and running the detached uploader.
+//! - `control.rs`: the management API ([`Control`], [`Machine`]) behind the
+//!   `telemetry` subcommand and the machine-wide consent tool.
+//! - `clock.rs`: the injectable clock.
+//! - `cli/` (feature `cli`): the subcommand, the prompt and `telemetry-consent`.
+//! - `testing.rs` (feature `testing`): the test knobs.
+//!
+//! All but `cli` and `testing` are private: no file format is part of the API.
+
+// The crate docs show a `#[test]` for authors to copy into their own suite;
+// the doctest runs its body on a hidden line.
+#![allow(clippy::test_attr_in_doctest)]
+
+// The test knobs must not reach a host's release build by accident: a host
+// that puts `testing` in `[dependencies]` instead of `[dev-dependencies]`
+// would ship a builder able to move the consent folder away from the user's
+// `global.toml` and to ignore the administrator's policy file. Benchmarks
+// that need the knobs in an optimised build say so with the second feature.
+#[cfg(all(
+    any(feature = "testing", feature = "test-bins"),
+    not(debug_assertions),
+    not(feature = "testing-in-release")
+))]
+compile_error!(
+    "telemetry-client's `testing` feature is for tests: enable it under \
+     [dev-dependencies], not [dependencies]. An optimised build that needs it \
+     on purpose (a benchmark, `cargo test --release`) also enables the \
+     `testing-in-release` feature."
+);
 
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod clock;
-pub mod consent;
-pub mod control;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+mod clock;
+mod control;
 mod detach;
-pub mod env;
+mod env;
 mod error;
 mod files;
-pub mod folders;
+mod folders;
 mod ids;
-pub mod outbox;
-pub mod spool;
-pub mod state;
-pub mod upload;
-pub mod upload_log;
+// These private modules still declare their items `pub`; none of it reaches
+// beyond the crate.
+#[allow(unreachable_pub)]
+mod outbox;
+#[allow(unreachable_pub)]
+mod upload;
+#[allow(unreachable_pub)]
+mod upload_log;
+
+/// Declares modules that are private, except to this crate's own integration
+/// tests (feature `test-bins`, which only this crate's dev-dependency on
+/// itself turns on): they read and write the on-disk formats directly.
+/// Hidden from the docs, and no part of the API.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "test-bins")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "test-bins"))]
+        #[allow(unreachable_pub)]
+        mod $name;
+    )*};
+}
+internal_modules!(consent, spool, state);
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,20 +254,24 @@ use std::time::Duration;
 pub use telemetry_protocol::manifest::PropInput;
 pub use telemetry_protocol::{Manifest, ManifestError, Tier};
 
-pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::consent::{DefaultLevel, Source};
-pub use crate::control::{Control, Machine};
+pub use crate::control::{Control, Machine, PendingPayload, Status, ToolSummary};
 pub use crate::error::Error;
-pub use crate::folders::Folders;
 pub use crate::spool::SpoolLimits;
+pub use crate::upload::{OutboxLimits, UploadReport};
+pub use crate::upload_log::{LogEntry, UploadKind, UploadResult};
 
 use telemetry_protocol::manifest::builtin;
 use telemetry_protocol::{Day, Props, Timestamp, Uuid};
 
+use crate::clock::{Clock, SystemClock};
+// Unit tests across the crate name it as `crate::ManualClock`.
+#[cfg(test)]
+use crate::clock::ManualClock;
 use crate::consent::{ConsentInput, FileInput};
 use crate::env::EnvSnapshot;
 use crate::files::Lock;
-use crate::folders::ToolPaths;
+use crate::folders::{Folders, ToolPaths};
 use crate::spool::Record;
 use crate::state::ToolState;
 
@@ -100,7 +295,7 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     interactive: Option<bool>,
     spool_limits: SpoolLimits,
-    outbox_limits: upload::OutboxLimits,
+    outbox_limits: OutboxLimits,
     detach: bool,
     prompt_commands: Vec<String>,
     prompt_timeout: Duration,
@@ -135,36 +330,65 @@ impl Builder {
         self
     }
 
-    /// Uses these toolkit folders instead of the platform ones (tests, or
-    /// hosts with their own layout). See [`Folders::new`].
+    /// Uses these toolkit folders instead of the platform ones.
+    ///
+    /// **Feature `testing`, for tests only**: outside a test it would move
+    /// the consent folder away from the user's `global.toml` and
+    /// `telemetry-consent`. See [`testing`].
+    #[cfg(feature = "testing")]
     pub fn folders(mut self, folders: Folders) -> Self {
         self.folders = Some(folders);
         self
     }
 
-    /// Shorthand for [`Builder::folders`] with a config and a state folder.
+    /// Shorthand for [`Builder::folders`] with a config and a state folder
+    /// (the toolkit folders themselves, not their parents).
+    ///
+    /// **Feature `testing`, for tests only.**
+    #[cfg(feature = "testing")]
     pub fn dirs(self, config: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Self {
         self.folders(Folders::new(config, state))
     }
 
     /// Reads the system policy ceiling from `path` instead of
-    /// `/etc/telemetry-toolkit/policy.toml`, or from nowhere with `None`.
-    /// Deliberately not settable through the environment, which may only lower
-    /// the level.
+    /// `/etc/telemetry-toolkit/policy.toml`, or from nowhere with `None`, so
+    /// that a test does not depend on the machine it runs on.
+    ///
+    /// **Feature `testing`, for tests only**: outside a test it would ignore
+    /// the administrator's policy.
+    #[cfg(feature = "testing")]
     pub fn system_policy(mut self, path: Option<PathBuf>) -> Self {
         self.system_policy = path;
         self
     }
 
     /// Uses `clock` for "now" (tests of day and week rollover).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    ///
+    /// **Feature `testing`, for tests only.**
+    #[cfg(feature = "testing")]
+    pub fn clock(mut self, clock: Arc<dyn testing::Clock>) -> Self {
         self.clock = clock;
         self
     }
 
-    /// Overrides terminal and CI detection (tests).
+    /// Overrides terminal and CI detection: `true` lets the first-run prompt
+    /// and `telemetry enable`'s questions read from a test's pseudo-terminal.
+    ///
+    /// **Feature `testing`, for tests only**: outside a test it would bring
+    /// the prompt back in CI and in scripts.
+    #[cfg(feature = "testing")]
     pub fn interactive(mut self, interactive: bool) -> Self {
         self.interactive = Some(interactive);
+        self
+    }
+
+    /// How long the first-run prompt waits for an answer (default
+    /// [`PROMPT_TIMEOUT`]); tests shorten it.
+    ///
+    /// **Feature `testing`, for tests only.**
+    #[cfg(feature = "testing")]
+    pub fn prompt_timeout(mut self, timeout: Duration) -> Self {
+        self.prompt_timeout = timeout;
         self
     }
 
@@ -182,14 +406,6 @@ impl Builder {
         self
     }
 
-    /// How long the first-run prompt waits for an answer (default
-    /// [`PROMPT_TIMEOUT`]); tests shorten it.
-    #[doc(hidden)]
-    pub fn prompt_timeout(mut self, timeout: Duration) -> Self {
-        self.prompt_timeout = timeout;
-        self
-    }
-
     /// Overrides the spool bounds (default 1 MiB and 10,000 records).
     pub fn spool_limits(mut self, limits: SpoolLimits) -> Self {
         self.spool_limits = limits;
@@ -197,7 +413,7 @@ impl Builder {
     }
 
     /// Overrides the outbox bounds (default 4 MiB and 30 days).
-    pub fn outbox_limits(mut self, limits: upload::OutboxLimits) -> Self {
+    pub fn outbox_limits(mut self, limits: OutboxLimits) -> Self {
         self.outbox_limits = limits;
         self
     }
@@ -250,7 +466,6 @@ impl Builder {
             global: read(folders.as_ref().map(Folders::global_file)),
             tool: tool_input.clone(),
             default: self.default_level,
-            interactive,
         };
         let mut resolution = consent::resolve(&input);
         if folders.is_none() {
@@ -270,14 +485,22 @@ impl Builder {
             .clone()
             .or(self.endpoint)
             .unwrap_or_else(|| manifest.endpoint.clone());
+        let given = self.tool_version.is_some();
         let tool_version = self
             .tool_version
-            .filter(|v| v.len() <= 64 && telemetry_protocol::policy::is_token(v))
-            .unwrap_or_else(|| "unknown".to_owned());
+            .filter(|v| v.len() <= 64 && telemetry_protocol::policy::is_token(v));
+        let unknown_tool_version = given && tool_version.is_none();
+        if unknown_tool_version {
+            tracing::debug!(
+                "the tool version is not a token of at most 64 bytes; sending `unknown`"
+            );
+        }
+        let tool_version = tool_version.unwrap_or_else(|| "unknown".to_owned());
         let dry = env.debug();
         let core = Core {
             manifest,
             tool_version,
+            unknown_tool_version,
             folders,
             paths,
             env,
@@ -327,28 +550,43 @@ pub struct Telemetry {
     core: Result<Core, ManifestError>,
 }
 
-/// Counts of what happened to recorded data in this process.
+/// Counts of what happened to recorded data in this process: the mistakes a
+/// tool's author wants to hear about in tests, which ordinary runs never
+/// print. `<tool> telemetry status --verbose` shows them.
+///
+/// Events and props are checked only when the level is above `off`: at `off`,
+/// `track` returns at once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Diagnostics {
     /// Events recorded (buffered for the spool).
     pub recorded: u64,
     /// Events dropped because the manifest does not declare them (or they are built-in).
     pub undeclared_events: u64,
+    /// Props dropped because the manifest does not declare them for their event.
+    pub undeclared_props: u64,
     /// Events dropped because their `min_tier` is above the current level.
     pub above_tier: u64,
-    /// Props dropped because they are undeclared or their value does not fit.
+    /// Declared props dropped because their value does not fit the
+    /// declaration (an enum value not in the list, a version that is not
+    /// one, a value of the wrong kind).
     pub dropped_props: u64,
     /// Recorded occurrences (a day's count, or one event) dropped because
     /// the spool was full.
     pub spool_dropped: u64,
     /// File operations that failed (the data involved was lost or not written).
     pub io_errors: u64,
+    /// The version given to [`Builder::tool_version`] is longer than 64
+    /// bytes or is not a token (it has spaces, say), so payloads say
+    /// `unknown` instead.
+    pub unknown_tool_version: bool,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     recorded: AtomicU64,
     undeclared_events: AtomicU64,
+    undeclared_props: AtomicU64,
     above_tier: AtomicU64,
     dropped_props: AtomicU64,
     spool_dropped: AtomicU64,
@@ -375,6 +613,8 @@ pub(crate) struct Core {
     pub(crate) manifest: Manifest,
     /// The host's version, already checked to be a valid context token.
     pub(crate) tool_version: String,
+    /// Whether the host's version was replaced by `unknown`.
+    unknown_tool_version: bool,
     /// The toolkit folders, if a home folder was found.
     pub(crate) folders: Option<Folders>,
     /// This tool's state folder.
@@ -399,7 +639,7 @@ pub(crate) struct Core {
     /// Spool bounds.
     pub(crate) spool_limits: SpoolLimits,
     /// Outbox bounds.
-    pub(crate) outbox_limits: upload::OutboxLimits,
+    pub(crate) outbox_limits: OutboxLimits,
     /// Whether a person can answer a prompt here.
     pub(crate) interactive: bool,
     /// Whether to start the detached uploader.
@@ -621,7 +861,7 @@ impl Core {
                 }
                 None => {
                     tracing::debug!(event, prop = key, "dropping an undeclared prop");
-                    bump(&self.counters.dropped_props, 1);
+                    bump(&self.counters.undeclared_props, 1);
                 }
             }
         }
@@ -792,7 +1032,7 @@ impl Telemetry {
             clock: Arc::new(SystemClock),
             interactive: None,
             spool_limits: SpoolLimits::default(),
-            outbox_limits: upload::OutboxLimits::default(),
+            outbox_limits: OutboxLimits::default(),
             detach: true,
             prompt_commands: Vec::new(),
             prompt_timeout: PROMPT_TIMEOUT,
@@ -852,10 +1092,12 @@ impl Telemetry {
         Diagnostics {
             recorded: get(&c.recorded),
             undeclared_events: get(&c.undeclared_events),
+            undeclared_props: get(&c.undeclared_props),
             above_tier: get(&c.above_tier),
             dropped_props: get(&c.dropped_props),
             spool_dropped: get(&c.spool_dropped),
             io_errors: get(&c.io_errors),
+            unknown_tool_version: core.unknown_tool_version,
         }
     }
 
@@ -1055,11 +1297,13 @@ min_tier = "anonymous"
             (
                 d.undeclared_events,
                 d.above_tier,
+                d.undeclared_props,
                 d.dropped_props,
                 d.recorded
             ),
-            (2, 1, 2, 2)
+            (2, 1, 1, 1, 2)
         );
+        assert!(!d.unknown_tool_version);
         drop(t);
         let props: Vec<Props> = env
             .names()
@@ -1075,6 +1319,39 @@ min_tier = "anonymous"
     }
 
     #[test]
+    fn a_tool_version_sent_as_unknown_is_a_diagnostic() {
+        let env = Env::new(Some(Tier::Aggregate), "2026-11-18T10:00:00Z");
+        let with = |version: Option<String>| {
+            let b = Telemetry::builder(MANIFEST)
+                .folders(env.folders.clone())
+                .system_policy(None)
+                .detached_upload(false);
+            match version {
+                Some(v) => b.tool_version(v),
+                None => b,
+            }
+            .build()
+        };
+        for (version, unknown) in [
+            (Some("1.2.3".to_owned()), false),
+            (Some("1.2 beta".to_owned()), true),
+            (Some("9".repeat(65)), true),
+            (Some("9".repeat(64)), false),
+            // Not given at all: `unknown` is the documented default, not a mistake.
+            (None, false),
+        ] {
+            let t = with(version.clone());
+            assert_eq!(t.diagnostics().unknown_tool_version, unknown, "{version:?}");
+            let sent = &t.core.as_ref().unwrap().tool_version;
+            assert_eq!(
+                sent == "unknown",
+                unknown || version.is_none(),
+                "{version:?}"
+            );
+        }
+    }
+
+    #[test]
     fn off_records_and_writes_nothing() {
         let env = Env::new(None, "2026-11-18T10:00:00Z");
         let t = env.build();
@@ -1083,6 +1360,31 @@ min_tier = "anonymous"
         t.setup_completed();
         drop(t);
         assert!(!env.folders.state.exists());
+    }
+
+    /// The public surface stays small: two modules, and only types, traits
+    /// and constants at the root (a lower-case name there would be a module
+    /// or a function re-exported by accident). The internal modules are
+    /// declared through `internal_modules!`, indented, so they do not count.
+    #[test]
+    fn the_root_exports_two_modules_and_no_other_module() {
+        let src = include_str!("lib.rs");
+        let modules: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub mod "))
+            .map(|l| l.trim_end_matches(';'))
+            .collect();
+        assert_eq!(modules, ["cli", "testing"]);
+        for item in src.split("\npub use ").skip(1) {
+            let item = item.split(';').next().unwrap_or_default();
+            let names = item.rsplit("::").next().unwrap_or_default();
+            for name in names.split([',', '{', '}']).map(str::trim) {
+                assert!(
+                    name.is_empty() || name.starts_with(|c: char| c.is_ascii_uppercase()),
+                    "`{name}` re-exported at the root: pub use {item}"
+                );
+            }
+        }
     }
 
     #[test]

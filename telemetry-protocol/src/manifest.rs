@@ -377,6 +377,15 @@ impl Manifest {
                     format!("max_len must be between 1 and {MAX_IDENTITY_LEN}"),
                 ));
             }
+            if identity.len() == policy::limits::MAX_IDENTITY_FIELDS {
+                return Err(err(
+                    span,
+                    format!(
+                        "at most {} identity fields",
+                        policy::limits::MAX_IDENTITY_FIELDS
+                    ),
+                ));
+            }
             identity.insert(
                 name,
                 IdentityField {
@@ -384,9 +393,6 @@ impl Manifest {
                     max_len,
                 },
             );
-        }
-        if identity.len() > policy::limits::MAX_IDENTITY_FIELDS {
-            return Err(ManifestError::at(src, None, "too many identity fields"));
         }
 
         Ok(Manifest {

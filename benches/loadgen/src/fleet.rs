@@ -1625,7 +1625,7 @@ fn uploaders(marker: &str) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
                 env.split(|b| *b == 0)
-                    .any(|v| v.starts_with(telemetry_client::env::UPLOADER_MARKER.as_bytes()))
+                    .any(|v| v.starts_with(telemetry_client::testing::UPLOADER_MARKER.as_bytes()))
             })
         })
         .collect()

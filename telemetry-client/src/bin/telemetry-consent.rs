@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use telemetry_client::cli::machine::ConsentArgs;
+use telemetry_client::cli::ConsentArgs;
 
 fn main() -> ExitCode {
     ConsentArgs::parse().run()

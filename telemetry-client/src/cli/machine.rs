@@ -237,7 +237,7 @@ fn global(machine: &Machine, ceiling: Ceiling) -> Outcome {
 }
 
 fn where_(machine: &Machine) -> Outcome {
-    let folders = machine.folders();
+    let folders = &machine.folders;
     let style = Style::for_stream(Stream::Stdout);
     let ceiling = match machine.global_ceiling() {
         Ok(Some(tier)) => format!("ceiling {tier}"),

@@ -49,9 +49,9 @@
 //! - this module: [`TelemetryArgs`] and what each subcommand does;
 //! - `prompt`: the first-run prompt and the interactive questions;
 //! - `output`: aligned, optionally coloured output;
-//! - [`machine`]: the `telemetry-consent` tool.
+//! - `machine`: the `telemetry-consent` tool ([`ConsentArgs`]).
 
-pub mod machine;
+mod machine;
 mod output;
 mod prompt;
 
@@ -67,6 +67,7 @@ use crate::env::{self, EnvSnapshot};
 use crate::upload_log::{LogEntry, UploadResult};
 use crate::{Error, Telemetry};
 
+pub use machine::{Ceiling, ConsentArgs, MachineCommand};
 use output::{Stream, Style};
 pub use prompt::prompt_if_needed;
 

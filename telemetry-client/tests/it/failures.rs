@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use telemetry_client::UploadResult;
 use telemetry_client::state::ToolState;
-use telemetry_client::upload_log::UploadResult;
 use telemetry_client::{Error, Tier};
 use telemetry_protocol::Timestamp;
 
 use crate::support::{Collector, Home, MANIFEST, Mode, PROBE_MANIFEST, wait_until};
 
 fn now() -> Timestamp {
-    use telemetry_client::Clock;
-    telemetry_client::SystemClock.now()
+    use telemetry_client::testing::Clock;
+    telemetry_client::testing::SystemClock.now()
 }
 
 /// A listener that accepts connections and never answers; counts them.
@@ -322,10 +322,10 @@ fn plain_http_to_a_remote_host_is_refused() {
 /// like the spool; the oldest go first, and what goes is counted.
 #[test]
 fn the_outbox_is_bounded_in_bytes_and_age_and_counts_what_it_drops() {
-    use telemetry_client::upload::OutboxLimits;
+    use telemetry_client::OutboxLimits;
     let home = Home::new();
     home.consent(MANIFEST, Tier::Anonymous);
-    let clock = Arc::new(telemetry_client::ManualClock::new(now()));
+    let clock = Arc::new(telemetry_client::testing::ManualClock::new(now()));
     let limits = OutboxLimits {
         max_bytes: 2_000,
         max_age: Duration::from_secs(30 * 24 * 3600),

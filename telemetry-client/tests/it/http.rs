@@ -183,10 +183,11 @@ fn disabling_queues_a_deletion_that_survives_restarts_until_acknowledged() {
     });
     assert!(control.pending_payloads().unwrap().is_empty());
     let log = control.upload_log().unwrap();
-    assert!(log.iter().any(
-        |e| e.kind == telemetry_client::upload_log::UploadKind::Delete
-            && e.result == telemetry_client::upload_log::UploadResult::Delivered
-    ));
+    assert!(
+        log.iter()
+            .any(|e| e.kind == telemetry_client::UploadKind::Delete
+                && e.result == telemetry_client::UploadResult::Delivered)
+    );
 }
 
 #[test]

@@ -12,7 +12,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use telemetry_client::{Folders, Telemetry, Tier};
+use telemetry_client::testing::Folders;
+use telemetry_client::{Telemetry, Tier};
 use telemetry_protocol::{DeleteRequest, IngestPayload, Uuid};
 
 /// The manifest the in-process tests embed.

@@ -321,3 +321,14 @@ fn semantic_errors_point_at_the_offending_line() {
         check_error(&format!("{HEAD}{body}"), *line, needle);
     }
 }
+
+#[test]
+fn one_identity_field_too_many_is_pointed_at() {
+    let fields: String = (0..=16)
+        .map(|i| format!("[identity.f{i:02}]\ndescription = \"x\"\nmax_len = 5\n"))
+        .collect();
+    // The seventeenth field, `f16`, starts on line 2 + 16 * 3 + 1.
+    check_error(&format!("{HEAD}{fields}"), 51, "at most 16 identity fields");
+    let err = Manifest::parse(&format!("{HEAD}{fields}")).unwrap_err();
+    assert_eq!(err.column, "[identity.".len() + 1, "{err}");
+}

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use loadgen::fleet;
-use telemetry_client::{ManualClock, Telemetry};
+use telemetry_client::Telemetry;
+use telemetry_client::testing::ManualClock;
 use telemetry_protocol::Timestamp;
 
 #[derive(Parser)]
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("consent") {
         let args = std::iter::once("telemetry-consent".to_owned()).chain(argv[2..].iter().cloned());
-        return telemetry_client::cli::machine::ConsentArgs::parse_from(args).run();
+        return telemetry_client::cli::ConsentArgs::parse_from(args).run();
     }
     let now_ms = std::env::var("DRILL_NOW_MS")
         .ok()
