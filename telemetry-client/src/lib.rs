@@ -51,6 +51,7 @@ mod ids;
 pub mod outbox;
 pub mod spool;
 pub mod state;
+mod transport;
 pub mod upload;
 pub mod upload_log;
 
