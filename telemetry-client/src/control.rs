@@ -28,7 +28,8 @@ use crate::folders::{Folders, ToolPaths};
 use crate::outbox;
 use crate::spool::{self, Record};
 use crate::state::ToolState;
-use crate::upload::{self, Http, Job, UploadReport};
+use crate::transport::{self, Http};
+use crate::upload::{self, Job, UploadReport};
 use crate::upload_log::{self, LogEntry};
 
 /// How long an unanswered first-run prompt stays quiet: a week.
@@ -370,7 +371,7 @@ impl<'a> Control<'a> {
             job.stage().map_err(Error::io("package", paths.spool()))?;
         }
         let report = {
-            upload::check_endpoint(&self.core.endpoint).map_err(Error::Endpoint)?;
+            transport::check_endpoint(&self.core.endpoint).map_err(Error::Endpoint)?;
             let left = deadline.saturating_duration_since(Instant::now());
             // Its own thread: the blocking HTTP client must not run inside a
             // host's async runtime.
@@ -694,7 +695,7 @@ impl Machine {
             let Some(endpoint) = state.endpoint.or(state.endpoint_last_used) else {
                 continue;
             };
-            if upload::check_endpoint(&endpoint).is_err() {
+            if transport::check_endpoint(&endpoint).is_err() {
                 continue;
             }
             // A running uploader may have read the deletion queue before

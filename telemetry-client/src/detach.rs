@@ -14,7 +14,8 @@ use telemetry_protocol::Tier;
 use crate::env::UPLOADER_MARKER;
 use crate::files::Lock;
 use crate::state::ToolState;
-use crate::upload::{self, Http, Job, REQUEST_TIMEOUT};
+use crate::transport::{self, Http};
+use crate::upload::{self, Job, REQUEST_TIMEOUT};
 use crate::{Core, outbox, spool};
 
 impl Core {
@@ -54,7 +55,7 @@ pub(crate) fn after_run(core: &Core) {
     if !core.detach || state.next_attempt.is_some_and(|t| t > now) {
         return;
     }
-    if let Err(why) = upload::check_endpoint(&core.endpoint) {
+    if let Err(why) = transport::check_endpoint(&core.endpoint) {
         tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
         return;
     }
@@ -86,7 +87,7 @@ pub(crate) fn start_now(core: &Core) {
     if !core.detach || core.dry {
         return;
     }
-    if let Err(why) = upload::check_endpoint(&core.endpoint) {
+    if let Err(why) = transport::check_endpoint(&core.endpoint) {
         tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
         return;
     }
@@ -166,7 +167,7 @@ pub(crate) fn run_uploader(core: &Core) {
 
 fn upload_rounds(core: &Core) {
     let Some(paths) = &core.paths else { return };
-    if let Err(why) = upload::check_endpoint(&core.endpoint) {
+    if let Err(why) = transport::check_endpoint(&core.endpoint) {
         tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
         return;
     }

@@ -224,6 +224,7 @@ mod ids;
 // beyond the crate.
 #[allow(unreachable_pub)]
 mod outbox;
+mod transport;
 #[allow(unreachable_pub)]
 mod upload;
 #[allow(unreachable_pub)]

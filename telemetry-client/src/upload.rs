@@ -9,15 +9,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use telemetry_protocol::manifest::Manifest;
 use telemetry_protocol::policy::limits;
 use telemetry_protocol::wire::{DELETE_PATH, INGEST_PATH};
 use telemetry_protocol::{
-    ClientContext, Counter, Day, DeleteRequest, ErrorBody, Event, IngestPayload, IngestResponse,
-    Props, Tier, Timestamp, Uuid,
+    ClientContext, Counter, Day, DeleteRequest, Event, IngestPayload, Props, Tier, Timestamp, Uuid,
 };
 
 use crate::clock::Clock;
@@ -31,12 +29,10 @@ use crate::upload_log::{self, LogEntry, UploadKind, UploadResult};
 use telemetry_protocol::PropValue;
 use telemetry_protocol::manifest::builtin;
 
-/// How long to wait for a TCP (and TLS) connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one request may take in all.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest back-off, whatever the interval.
-const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
 /// How one request ended. Only a final answer ends a request: a 2xx, or a
 /// 400 or 422, which say the request itself can never succeed. Everything
@@ -71,87 +67,6 @@ pub(crate) trait Transport {
     fn post(&self, path: &str, body: &[u8]) -> Outcome;
 }
 
-/// The real thing: HTTPS (or loopback HTTP) with timeouts.
-pub(crate) struct Http {
-    agent: ureq::Agent,
-    base: String,
-}
-
-impl Http {
-    /// A client for `endpoint`, whose requests give up after `total`.
-    pub(crate) fn new(endpoint: &str, total: Duration) -> Result<Http, String> {
-        let mut config = ureq::Agent::config_builder();
-        if is_loopback(endpoint) {
-            // A proxy from HTTPS_PROXY cannot reach this machine's loopback
-            // collector; remote endpoints still honour the proxy variables.
-            config = config.proxy(None);
-        }
-        let agent = config
-            .timeout_connect(Some(CONNECT_TIMEOUT.min(total)))
-            .timeout_global(Some(total))
-            // Statuses are outcomes here, not errors.
-            .http_status_as_error(false)
-            // A redirect could move a payload off HTTPS or off the
-            // configured host; the collector never redirects.
-            .max_redirects(0)
-            .user_agent(concat!("telemetry-toolkit/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
-        Ok(Http {
-            agent,
-            base: endpoint.trim_end_matches('/').to_owned(),
-        })
-    }
-}
-
-impl Transport for Http {
-    fn post(&self, path: &str, body: &[u8]) -> Outcome {
-        let response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .send(body);
-        let mut response = match response {
-            Ok(r) => r,
-            Err(ureq::Error::Timeout(_)) => return Outcome::Failed("timed out".into()),
-            Err(ureq::Error::ConnectionFailed | ureq::Error::HostNotFound) => {
-                return Outcome::Failed("cannot connect".into());
-            }
-            Err(ureq::Error::Io(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                return Outcome::Failed("cannot connect".into());
-            }
-            Err(e) => return Outcome::Failed(e.to_string()),
-        };
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_vec()
-            .ok();
-        if (200..300).contains(&status) {
-            // A 2xx is delivered whatever its body says; `refused` counts the
-            // items the collector refused on their own.
-            let refused = body
-                .and_then(|b| serde_json::from_slice::<IngestResponse>(&b).ok())
-                .map_or(0, |r| r.refused);
-            return Outcome::Delivered { refused };
-        }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|secs| Duration::from_secs(secs).min(MAX_BACKOFF));
-        let code = body
-            .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
-            .map(|b| format!(" {}: {}", b.error, b.message))
-            .unwrap_or_default();
-        let detail = format!("HTTP {status}{code}");
-        classify(status, retry_after, detail)
-    }
-}
-
 /// What a non-2xx status means for the request.
 pub(crate) fn classify(status: u16, retry_after: Option<Duration>, detail: String) -> Outcome {
     match status {
@@ -160,36 +75,6 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, detail: Strin
         429 | 503 => Outcome::RetryAfter(retry_after, detail),
         _ => Outcome::Failed(detail),
     }
-}
-
-/// Checks that `endpoint` may carry payloads: HTTPS, or HTTP to a loopback host.
-pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let url: ureq::http::Uri = endpoint
-        .parse()
-        .map_err(|e| format!("invalid endpoint: {e}"))?;
-    let loopback = host_is_loopback(url.host().unwrap_or_default());
-    match url.scheme_str().unwrap_or_default() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        "http" => Err("refusing plain http:// to a non-loopback host; use https://".into()),
-        other => Err(format!("unsupported endpoint scheme `{other}`")),
-    }
-}
-
-/// Whether `host` (as in a URL, IPv6 in brackets) is this machine.
-fn host_is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Whether `endpoint` points at this machine.
-fn is_loopback(endpoint: &str) -> bool {
-    endpoint
-        .parse::<ureq::http::Uri>()
-        .ok()
-        .and_then(|u| u.host().map(host_is_loopback))
-        .unwrap_or(false)
 }
 
 /// What one upload run did.
@@ -1054,28 +939,6 @@ pub(crate) fn later(at: Timestamp, wait: Duration) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_must_be_https_unless_loopback() {
-        for ok in [
-            "https://telemetry.example.org",
-            "http://127.0.0.1:8750",
-            "http://127.3.2.1",
-            "http://[::1]:80/",
-            "http://localhost:9000",
-        ] {
-            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "http://telemetry.example.org",
-            "http://10.0.0.1",
-            "http://[::2]",
-            "ftp://localhost",
-            "not a url",
-        ] {
-            assert!(check_endpoint(bad).is_err(), "{bad}");
-        }
-    }
 
     fn journal_job<'a>(
         paths: &'a ToolPaths,
