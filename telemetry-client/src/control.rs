@@ -505,18 +505,23 @@ fn change_level(
 /// an opt-out that was interrupted or done by editing the file by hand.
 /// Returns whether it changed anything (a deletion may then be queued).
 pub(crate) fn reconcile(paths: &ToolPaths, choice: Option<Tier>) -> std::io::Result<bool> {
-    let state = ToolState::load(paths);
-    let stale = match choice {
+    let stale = is_stale(&ToolState::load(paths), choice);
+    if stale {
+        apply_change(paths, None, choice.unwrap_or(Tier::Off), None)?;
+    }
+    Ok(stale)
+}
+
+/// Whether `state` holds data `choice` no longer allows, which
+/// [`reconcile`] deletes.
+pub(crate) fn is_stale(state: &ToolState, choice: Option<Tier>) -> bool {
+    match choice {
         None | Some(Tier::Off | Tier::Aggregate) => {
             state.install_id.is_some() || !state.identity.is_empty()
         }
         Some(Tier::Anonymous) => !state.identity.is_empty(),
         Some(Tier::Full) => false,
-    };
-    if stale {
-        apply_change(paths, None, choice.unwrap_or(Tier::Off), None)?;
     }
-    Ok(stale)
 }
 
 /// One tool found on this machine.

@@ -249,7 +249,7 @@ internal_modules!(consent, spool, state);
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use telemetry_protocol::manifest::PropInput;
@@ -262,6 +262,7 @@ pub use crate::spool::SpoolLimits;
 pub use crate::upload::{OutboxLimits, UploadReport};
 pub use crate::upload_log::{LogEntry, UploadKind, UploadResult};
 
+use telemetry_protocol::compiled::CompiledManifest;
 use telemetry_protocol::manifest::builtin;
 use telemetry_protocol::{Day, Props, Timestamp, Uuid};
 
@@ -286,7 +287,7 @@ const BUFFER_LIMIT: usize = 256;
 /// Configures a [`Telemetry`] handle. Start with [`Telemetry::builder`].
 #[derive(Debug)]
 pub struct Builder {
-    manifest: String,
+    manifest: ManifestSource,
     tool_version: Option<String>,
     upload_interval: Duration,
     default_level: DefaultLevel,
@@ -300,6 +301,45 @@ pub struct Builder {
     detach: bool,
     prompt_commands: Vec<String>,
     prompt_timeout: Duration,
+}
+
+/// Where a builder's manifest comes from.
+#[derive(Debug)]
+enum ManifestSource {
+    /// TOML text, parsed only when something will be recorded.
+    Text(String),
+    /// The static `manifest!` generates, checked when the host was compiled.
+    Compiled(&'static CompiledManifest),
+}
+
+impl ManifestSource {
+    /// The project name, if it can be had without parsing.
+    fn project(&self) -> Option<&str> {
+        match self {
+            ManifestSource::Text(text) => telemetry_protocol::manifest::peek_project(text),
+            ManifestSource::Compiled(compiled) => Some(compiled.project),
+        }
+    }
+
+    fn load(&self) -> Result<Manifest, ManifestError> {
+        match self {
+            ManifestSource::Text(text) => Manifest::parse(text),
+            ManifestSource::Compiled(compiled) => Manifest::from_compiled(compiled),
+        }
+    }
+}
+
+/// What the consent files and the environment say for one tool, read before
+/// the manifest is needed.
+struct Consent {
+    /// The tool the files were read for.
+    tool: String,
+    env: EnvSnapshot,
+    folders: Option<Folders>,
+    /// The tool's own consent file.
+    tool_input: FileInput,
+    /// The effective level.
+    level: Tier,
 }
 
 /// How long the first-run prompt waits for an answer before it gives up.
@@ -434,33 +474,36 @@ impl Builder {
     /// the process, so call it before the host does anything else.
     pub fn build(self) -> Telemetry {
         let uploader = std::env::var_os(env::UPLOADER_MARKER).is_some();
-        let telemetry = self.open(!uploader);
         if uploader {
-            if let Ok(core) = &telemetry.core {
-                detach::run_uploader(core);
+            if let Ok(core) = self.open(false, None) {
+                detach::run_uploader(&core);
             }
             std::process::exit(0);
         }
-        telemetry
+        // The fast path for users who never opted in (or opted out): read
+        // the consent files and stop there. The manifest is not parsed, no
+        // state is written and no lock is taken until the host asks for
+        // `control()` (the `telemetry` subcommand, the first-run prompt).
+        let consent = self.manifest.project().map(|tool| self.consent(tool));
+        if consent.as_ref().is_some_and(Consent::nothing_to_do) {
+            return Telemetry {
+                core: OnceLock::new(),
+                deferred: Mutex::new(Some(self)),
+            };
+        }
+        Telemetry {
+            core: OnceLock::from(self.open(true, consent)),
+            deferred: Mutex::new(None),
+        }
     }
 
-    /// Builds the handle; `side_effects` is false in the uploader, which must
-    /// not record lifecycle events.
-    fn open(self, side_effects: bool) -> Telemetry {
-        let manifest = match Manifest::parse(&self.manifest) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, "telemetry manifest is invalid; telemetry is disabled");
-                return Telemetry { core: Err(e) };
-            }
-        };
-        let tool = manifest.project.clone();
-        let env = EnvSnapshot::capture(&tool);
-        let folders = self.folders.or_else(Folders::from_env);
-        let paths = folders.as_ref().map(|f| f.tool_state(&tool));
-        let interactive = side_effects && self.interactive.unwrap_or_else(consent::interactive);
+    /// Reads the environment and the consent files for `tool` and resolves
+    /// the level, printing the one warning if a file cannot be read.
+    fn consent(&self, tool: &str) -> Consent {
+        let env = EnvSnapshot::capture(tool);
+        let folders = self.folders.clone().or_else(Folders::from_env);
         let read = |path: Option<PathBuf>| path.map_or(FileInput::Missing, |p| FileInput::read(&p));
-        let tool_input = read(folders.as_ref().map(|f| f.tool_file(&tool)));
+        let tool_input = read(folders.as_ref().map(|f| f.tool_file(tool)));
         let input = ConsentInput {
             env: env.clone(),
             system_policy: read(self.system_policy.clone()),
@@ -477,10 +520,42 @@ impl Builder {
             let path = match source {
                 Source::SystemPolicy => self.system_policy.clone(),
                 Source::GlobalFile => folders.as_ref().map(Folders::global_file),
-                _ => folders.as_ref().map(|f| f.tool_file(&tool)),
+                _ => folders.as_ref().map(|f| f.tool_file(tool)),
             };
             warn_unreadable(path.unwrap_or_default(), reason);
         }
+        Consent {
+            tool: tool.to_owned(),
+            env,
+            folders,
+            tool_input,
+            level: resolution.level,
+        }
+    }
+
+    /// Builds the core; `side_effects` is false in the uploader, which must
+    /// not record lifecycle events. `consent` is what [`Builder::consent`]
+    /// already read, if anything.
+    fn open(self, side_effects: bool, consent: Option<Consent>) -> Result<Core, ManifestError> {
+        let manifest = match self.manifest.load() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "telemetry manifest is invalid; telemetry is disabled");
+                return Err(e);
+            }
+        };
+        let tool = manifest.project.clone();
+        let Consent {
+            env,
+            folders,
+            tool_input,
+            level,
+            ..
+        } = consent
+            .filter(|c| c.tool == tool)
+            .unwrap_or_else(|| self.consent(&tool));
+        let paths = folders.as_ref().map(|f| f.tool_state(&tool));
+        let interactive = side_effects && self.interactive.unwrap_or_else(consent::interactive);
         let endpoint = env
             .endpoint
             .clone()
@@ -505,7 +580,7 @@ impl Builder {
             folders,
             paths,
             env,
-            start_level: std::sync::atomic::AtomicU8::new(tier_index(resolution.level)),
+            start_level: std::sync::atomic::AtomicU8::new(tier_index(level)),
             cap: std::sync::atomic::AtomicU8::new(tier_index(Tier::Full)),
             install_id: Mutex::new(None),
             clock: self.clock,
@@ -528,7 +603,31 @@ impl Builder {
         if side_effects {
             core.start(&tool_input);
         }
-        Telemetry { core: Ok(core) }
+        Ok(core)
+    }
+}
+
+impl Consent {
+    /// Whether this run can skip everything: the level is `off`, debug mode
+    /// is not asking for a print, and the tool's state holds nothing that
+    /// must still happen at `off` (a queued deletion to deliver, or an id
+    /// left behind by an opt-out made by hand, see `control::reconcile`).
+    /// A tool never opted in has no state folder, so this costs one `stat`.
+    fn nothing_to_do(&self) -> bool {
+        if self.level != Tier::Off || self.env.debug() {
+            return false;
+        }
+        let Some(folders) = &self.folders else {
+            return true;
+        };
+        let paths = folders.tool_state(&self.tool);
+        if !paths.dir.exists() {
+            return true;
+        }
+        let state = ToolState::load(&paths);
+        state.pending_deletions.is_empty()
+            && !consent::file_level(&self.tool_input)
+                .is_ok_and(|choice| control::is_stale(&state, choice))
     }
 }
 
@@ -548,7 +647,13 @@ fn warn_unreadable(path: PathBuf, reason: &str) {
 /// The recording handle. Cheap to call from anywhere; [`Sync`].
 #[derive(Debug)]
 pub struct Telemetry {
-    core: Result<Core, ManifestError>,
+    /// The working core, or the manifest error that disabled the handle.
+    /// Empty while telemetry is off and nothing asked for more (see
+    /// [`Builder::build`]'s fast path).
+    core: OnceLock<Result<Core, ManifestError>>,
+    /// The builder the core is made from on first use, when the fast path
+    /// left it empty.
+    deferred: Mutex<Option<Builder>>,
 }
 
 /// Counts of what happened to recorded data in this process: the mistakes a
@@ -1021,9 +1126,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Telemetry {
     /// Starts configuring a handle from the tool's manifest text (usually
     /// `include_str!("../telemetry.toml")`).
+    ///
+    /// This is the string API, for manifests only known at run time; a host
+    /// whose `telemetry.toml` is part of its source uses the typed API that
+    /// `manifest!` generates instead, whose `builder()` needs no parsing.
     pub fn builder(manifest: &str) -> Builder {
+        Self::with_manifest(ManifestSource::Text(manifest.to_owned()))
+    }
+
+    /// Starts configuring a handle from a manifest `manifest!` compiled. Not
+    /// part of the API: generated code calls it as `builder()`.
+    #[doc(hidden)]
+    pub fn compiled_builder(manifest: &'static CompiledManifest) -> Builder {
+        Self::with_manifest(ManifestSource::Compiled(manifest))
+    }
+
+    fn with_manifest(manifest: ManifestSource) -> Builder {
         Builder {
-            manifest: manifest.to_owned(),
+            manifest,
             tool_version: None,
             upload_interval: DEFAULT_UPLOAD_INTERVAL,
             default_level: DefaultLevel::Off,
@@ -1043,21 +1163,21 @@ impl Telemetry {
     /// Records `event` with `props`. Infallible: an undeclared event or prop,
     /// or an event above the current level, is dropped and counted.
     pub fn track<'a>(&self, event: &str, props: impl IntoIterator<Item = (&'a str, PropInput)>) {
-        if let Ok(core) = &self.core {
+        if let Some(core) = self.ready() {
             core.track(event, props);
         }
     }
 
     /// Records `setup_started`, once per install.
     pub fn setup_started(&self) {
-        if let Ok(core) = &self.core {
+        if let Some(core) = self.ready() {
             core.once(builtin::SETUP_STARTED, |s| &mut s.lifecycle.setup_started);
         }
     }
 
     /// Records `setup_completed`, once per install.
     pub fn setup_completed(&self) {
-        if let Ok(core) = &self.core {
+        if let Some(core) = self.ready() {
             core.once(builtin::SETUP_COMPLETED, |s| {
                 &mut s.lifecycle.setup_completed
             });
@@ -1067,7 +1187,7 @@ impl Telemetry {
     /// Writes what was recorded so far to the spool now, without waiting for
     /// [`Telemetry::finish`]. Useful in long-running hosts.
     pub fn persist(&self) {
-        if let Ok(core) = &self.core {
+        if let Some(core) = self.ready() {
             core.persist();
         }
     }
@@ -1080,12 +1200,12 @@ impl Telemetry {
 
     /// The effective level for this run.
     pub fn level(&self) -> Tier {
-        self.core.as_ref().map_or(Tier::Off, |c| c.level())
+        self.ready().map_or(Tier::Off, |c| c.level())
     }
 
     /// What happened to recorded data in this process.
     pub fn diagnostics(&self) -> Diagnostics {
-        let Ok(core) = &self.core else {
+        let Some(core) = self.ready() else {
             return Diagnostics::default();
         };
         let c = &core.counters;
@@ -1105,16 +1225,53 @@ impl Telemetry {
     /// The management API for this tool, or the manifest error that disabled
     /// the handle.
     pub fn control(&self) -> Result<Control<'_>, Error> {
-        match &self.core {
+        match self.loaded() {
             Ok(core) => Ok(Control::new(core)),
             Err(e) => Err(Error::Manifest(e.clone())),
         }
     }
 }
 
+impl Telemetry {
+    /// The core, if one was made.
+    fn ready(&self) -> Option<&Core> {
+        self.core.get().and_then(|c| c.as_ref().ok())
+    }
+
+    /// Whether `command` may show the first-run prompt in this run. Answered
+    /// from the deferred builder while there is no core, so a run that cannot
+    /// prompt (not a prompt command, or no terminal) stays on the fast path.
+    pub(crate) fn may_prompt(&self, command: &str) -> bool {
+        if command == "telemetry" {
+            return false;
+        }
+        let named = |commands: &[String]| commands.iter().any(|c| c == command);
+        if let Some(builder) = lock(&self.deferred).as_ref() {
+            return named(&builder.prompt_commands)
+                && builder.interactive.unwrap_or_else(consent::interactive);
+        }
+        self.ready()
+            .is_some_and(|core| named(&core.prompt_commands))
+    }
+
+    /// The core, made now from the deferred builder if the fast path left
+    /// it empty.
+    fn loaded(&self) -> &Result<Core, ManifestError> {
+        self.core.get_or_init(|| match lock(&self.deferred).take() {
+            Some(builder) => builder.open(true, None),
+            // Unreachable: a handle has either a core or a builder.
+            None => Err(ManifestError {
+                line: 1,
+                column: 1,
+                message: "no manifest".to_owned(),
+            }),
+        })
+    }
+}
+
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        if let Ok(core) = &self.core {
+        if let Some(core) = self.ready() {
             core.finish();
         }
     }
@@ -1132,6 +1289,8 @@ pub fn fuzz_spool(bytes: &[u8]) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     pub(crate) const MANIFEST: &str = r#"
@@ -1388,6 +1547,111 @@ min_tier = "anonymous"
         }
     }
 
+    /// A manifest whose project line is fine and whose rest is not.
+    const BROKEN: &str = "project = \"demo-cli\"\nendpoint = \"http://127.0.0.1:9\"\n[events.command]\ndescripton = \"typo\"\n";
+
+    impl Env {
+        fn build_with(&self, manifest: &str, policy: Option<PathBuf>) -> Telemetry {
+            Telemetry::builder(manifest)
+                .folders(self.folders.clone())
+                .system_policy(policy)
+                .interactive(false)
+                .detached_upload(false)
+                .clock(self.clock.clone())
+                .build()
+        }
+    }
+
+    #[test]
+    fn off_parses_no_manifest_and_touches_no_state() {
+        let env = Env::new(None, "2026-11-18T10:00:00Z");
+        let t = env.build_with(BROKEN, None);
+        t.track("command", []);
+        t.setup_started();
+        t.persist();
+        assert_eq!(t.level(), Tier::Off);
+        assert!(t.core.get().is_none(), "the manifest was parsed at off");
+        drop(t);
+        assert!(!env.folders.state.exists(), "state or lock files at off");
+        // The subcommand and the prompt still get a core, made on demand,
+        // which reports the broken manifest as today.
+        let t = env.build_with(BROKEN, None);
+        assert!(matches!(t.control(), Err(Error::Manifest(e)) if e.line == 4));
+        // At a recording level the manifest is parsed at once, as before.
+        let env = Env::new(Some(Tier::Aggregate), "2026-11-18T10:00:00Z");
+        let t = env.build_with(BROKEN, None);
+        assert!(matches!(t.core.get(), Some(Err(_))));
+        assert_eq!(t.level(), Tier::Off);
+        drop(t);
+        assert!(!env.folders.state.exists());
+    }
+
+    #[test]
+    fn every_way_to_off_takes_the_fast_path() {
+        let now = "2026-11-18T10:00:00Z";
+        let ceiling = |dir: &Path, name: &str, level: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("level = \"{level}\"\n")).unwrap();
+            path
+        };
+        // (stored choice, global ceiling, policy ceiling, fast)
+        let cases = [
+            (None, None, None, true),
+            (Some(Tier::Off), None, None, true),
+            (Some(Tier::Full), Some("off"), None, true),
+            (Some(Tier::Full), None, Some("off"), true),
+            (Some(Tier::Aggregate), Some("anonymous"), None, false),
+            (Some(Tier::Full), None, Some("aggregate"), false),
+        ];
+        for (choice, global, policy, fast) in cases {
+            let env = Env::new(choice, now);
+            if let Some(level) = global {
+                std::fs::create_dir_all(&env.folders.config).unwrap();
+                ceiling(&env.folders.config, "global.toml", level);
+            }
+            let case = format!("{choice:?} {global:?} {policy:?}");
+            let policy = policy.map(|level| ceiling(env._dir.path(), "policy.toml", level));
+            let t = env.build_with(MANIFEST, policy);
+            assert_eq!(t.core.get().is_none(), fast, "{case}");
+            assert_eq!(t.level() == Tier::Off, fast, "{case}");
+            drop(t);
+            assert_eq!(env.folders.state.exists(), !fast, "{case}");
+        }
+    }
+
+    #[test]
+    fn an_opt_out_with_work_left_takes_the_full_path() {
+        let env = Env::new(Some(Tier::Anonymous), "2026-11-18T10:00:00Z");
+        let t = env.build();
+        t.track("command", [("name", "greet".into())]);
+        // Opting out queues the deletion of the install's events; the
+        // uploader is off in tests, so it stays queued.
+        t.control()
+            .unwrap()
+            .set_level(Tier::Off, BTreeMap::new())
+            .unwrap();
+        drop(t);
+        let paths = env.folders.tool_state("demo-cli");
+        assert!(!ToolState::load(&paths).pending_deletions.is_empty());
+        let t = env.build();
+        assert!(t.core.get().is_some(), "a queued deletion must still be sent");
+        drop(t);
+        // Once nothing is queued, an opted-out user is on the fast path too.
+        let mut state = ToolState::load(&paths);
+        state.pending_deletions.clear();
+        state.save(&paths).unwrap();
+        let t = env.build();
+        assert!(t.core.get().is_none());
+        // An id left behind by an opt-out made by hand is still deleted.
+        let mut state = ToolState::load(&paths);
+        state.install_id = Some(Uuid::new_v4());
+        state.save(&paths).unwrap();
+        let t = env.build();
+        assert!(t.core.get().is_some());
+        drop(t);
+        assert_eq!(ToolState::load(&paths).install_id, None);
+    }
+
     #[test]
     fn a_bad_manifest_gives_a_disabled_handle() {
         let t = Telemetry::builder("project = 1").build();
@@ -1457,8 +1721,7 @@ mod prompt_quiet_tests {
         clock.advance_millis(24 * 3600 * 1000);
         let t = build();
         assert!(t.control().unwrap().should_prompt(), "a week later");
-        t.core
-            .as_ref()
+        t.ready()
             .unwrap()
             .prompted
             .store(true, Ordering::SeqCst);

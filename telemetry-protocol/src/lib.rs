@@ -12,7 +12,10 @@
 //! - [`policy`]: **the tier policy** ([`policy::rule`]) and [`policy::validate`].
 //! - [`manifest`]: the `telemetry.toml` event manifest, prop encoding and checks.
 //! - [`time`]: UTC days, ISO weeks and timestamps.
+//! - `compiled` (hidden): the pre-validated manifest `telemetry-macros` embeds.
 
+#[doc(hidden)]
+pub mod compiled;
 pub mod manifest;
 pub mod policy;
 pub mod tier;

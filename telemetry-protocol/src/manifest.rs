@@ -556,6 +556,41 @@ impl Manifest {
     }
 }
 
+/// The project name of a manifest's text, found without parsing the TOML:
+/// the value of a plain `project = "..."` line before the first table.
+///
+/// The client uses it to read the consent files, which are named after the
+/// project, before deciding whether the manifest is needed at all; with
+/// telemetry off it never is. `None` when the line is written any other way
+/// (or cannot be told apart from text inside a multi-line string); the caller
+/// then parses the whole manifest, so `None` only costs time. A name returned
+/// is always what [`Manifest::parse`] would read, if it accepts the text.
+pub fn peek_project(src: &str) -> Option<&str> {
+    for line in src.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // A table header ends the top-level keys; a multi-line string could
+        // hold a line that looks like the key.
+        if line.starts_with('[') || line.contains("\"\"\"") || line.contains("'''") {
+            return None;
+        }
+        let Some(rest) = line.strip_prefix("project") else {
+            continue;
+        };
+        let rest = rest.trim_start().strip_prefix('=')?.trim_start();
+        let value = rest.strip_prefix('"')?;
+        let (name, after) = value.split_once('"')?;
+        let after = after.trim_start();
+        if !(after.is_empty() || after.starts_with('#')) || !is_project_name(name) {
+            return None;
+        }
+        return Some(name);
+    }
+    None
+}
+
 fn prop_spec(raw: RawProp) -> Result<PropSpec, (Range<usize>, String)> {
     let kind_span = raw.kind.span();
     let extra = |what: &str| {
@@ -630,7 +665,7 @@ fn prop_spec(raw: RawProp) -> Result<PropSpec, (Range<usize>, String)> {
     })
 }
 
-fn builtin_events() -> BTreeMap<String, EventSpec> {
+pub(crate) fn builtin_events() -> BTreeMap<String, EventSpec> {
     let plain = |description: &str| EventSpec {
         description: description.to_owned(),
         min_tier: Tier::Aggregate,

@@ -227,7 +227,7 @@ impl TelemetryArgs {
 
     fn execute(&self, telemetry: &Telemetry) -> Outcome {
         let control = telemetry.control()?;
-        let interactive = telemetry.core.as_ref().is_ok_and(|c| c.interactive);
+        let interactive = telemetry.ready().is_some_and(|c| c.interactive);
         match self
             .command
             .clone()

@@ -53,11 +53,13 @@ pub(crate) const ATTEMPTS: usize = 3;
 /// Never fails and never panics: if the answer cannot be stored, one line
 /// says so and the prompt is simply shown again next time.
 pub fn prompt_if_needed(telemetry: &Telemetry, command: &str) -> Option<Tier> {
-    let core = telemetry.core.as_ref().ok()?;
-    if command == "telemetry" || !core.prompt_commands.iter().any(|c| c == command) {
+    // Asked first, so that a run which cannot prompt (a shell hook, a
+    // script) does not make the core, and so parses no manifest, at `off`.
+    if !telemetry.may_prompt(command) {
         return None;
     }
     let control = telemetry.control().ok()?;
+    let core = telemetry.ready()?;
     if !control.should_prompt() {
         return None;
     }

@@ -332,3 +332,32 @@ fn one_identity_field_too_many_is_pointed_at() {
     let err = Manifest::parse(&format!("{HEAD}{fields}")).unwrap_err();
     assert_eq!(err.column, "[identity.".len() + 1, "{err}");
 }
+
+#[test]
+fn the_project_is_peeked_only_from_a_plain_top_level_line() {
+    use telemetry_protocol::manifest::peek_project;
+    let tail = "endpoint = \"https://t.example\"\n[events.run]\ndescription = \"r\"\n";
+    let cases: &[(&str, Option<&str>)] = &[
+        ("project = \"demo-cli\"\n", Some("demo-cli")),
+        ("# a comment\n\n  project=\"x_1\"  # trailing\n", Some("x_1")),
+        ("endpoint = \"https://e\"\nproject = \"late\"\n", Some("late")),
+        // Everything else falls back to a full parse.
+        ("\"project\" = \"quoted\"\n", None),
+        ("project = 'literal'\n", None),
+        ("project = \"Upper\"\n", None),
+        ("project = \"a\" \"b\"\n", None),
+        ("x = \"\"\"\nproject = \"inside\"\n\"\"\"\nproject = \"real\"\n", None),
+        ("[tiers]\nproject = \"in-a-table\"\n", None),
+        ("", None),
+    ];
+    for (head, expected) in cases {
+        let text = format!("{head}{tail}");
+        assert_eq!(peek_project(&text), *expected, "{text}");
+        // Whenever a name is peeked, it is the one the parser reads.
+        if let (Some(name), Ok(parsed)) = (expected, Manifest::parse(&text)) {
+            assert_eq!(parsed.project, *name);
+        }
+    }
+    let Some(text) = demo_manifest() else { return };
+    assert_eq!(peek_project(&text), Some("demo-cli"));
+}
