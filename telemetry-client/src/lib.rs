@@ -1502,7 +1502,10 @@ min_tier = "anonymous"
         ] {
             let t = with(version.clone());
             assert_eq!(t.diagnostics().unknown_tool_version, unknown, "{version:?}");
-            let sent = &t.core.as_ref().unwrap().tool_version;
+            let sent = &t
+                .ready()
+                .expect("recording, so the core is made")
+                .tool_version;
             assert_eq!(
                 sent == "unknown",
                 unknown || version.is_none(),
@@ -1634,7 +1637,10 @@ min_tier = "anonymous"
         let paths = env.folders.tool_state("demo-cli");
         assert!(!ToolState::load(&paths).pending_deletions.is_empty());
         let t = env.build();
-        assert!(t.core.get().is_some(), "a queued deletion must still be sent");
+        assert!(
+            t.core.get().is_some(),
+            "a queued deletion must still be sent"
+        );
         drop(t);
         // Once nothing is queued, an opted-out user is on the fast path too.
         let mut state = ToolState::load(&paths);
@@ -1721,10 +1727,7 @@ mod prompt_quiet_tests {
         clock.advance_millis(24 * 3600 * 1000);
         let t = build();
         assert!(t.control().unwrap().should_prompt(), "a week later");
-        t.ready()
-            .unwrap()
-            .prompted
-            .store(true, Ordering::SeqCst);
+        t.ready().unwrap().prompted.store(true, Ordering::SeqCst);
         assert!(!t.control().unwrap().should_prompt(), "once per run");
     }
 }
