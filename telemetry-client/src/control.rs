@@ -63,6 +63,12 @@ pub struct Status {
     /// Deletion requests the collector has not acknowledged yet; they are
     /// retried until it does.
     pub pending_deletions: usize,
+    /// The tool version payloads carry: `unknown` when the host gave none,
+    /// or one that is not a token of at most 64 bytes.
+    pub tool_version: String,
+    /// Occurrences dropped locally (a full spool or outbox, an I/O error, a
+    /// refusal) that are not yet reported to the collector, by reason.
+    pub dropped: BTreeMap<String, u64>,
 }
 
 /// One request that would be sent next, exactly as it would be sent.
@@ -142,6 +148,8 @@ impl<'a> Control<'a> {
             choice: r.choice,
             unreadable: r.unreadable.map(|(_, why)| why),
             pending_deletions: state.pending_deletions.len(),
+            tool_version: self.core.tool_version.clone(),
+            dropped: state.dropped,
         })
     }
 

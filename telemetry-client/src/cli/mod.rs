@@ -65,7 +65,7 @@ use crate::consent::Source;
 use crate::control::{Control, Status};
 use crate::env::{self, EnvSnapshot};
 use crate::upload_log::{LogEntry, UploadResult};
-use crate::{Error, Telemetry};
+use crate::{Diagnostics, Error, Telemetry};
 
 pub use machine::{Ceiling, ConsentArgs, MachineCommand};
 use output::{Stream, Style};
@@ -96,6 +96,10 @@ pub enum TelemetryCommand {
         /// Print one JSON object (level, source, config_file, install_id, pending, ...).
         #[arg(long)]
         json: bool,
+        /// Also show what went wrong in this run: undeclared events and props,
+        /// values that do not fit, a tool version sent as `unknown`, drops.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
     /// Opt in: choose what to share (asks when no level is given).
     Enable(EnableArgs),
@@ -228,12 +232,13 @@ impl TelemetryArgs {
     fn execute(&self, telemetry: &Telemetry) -> Outcome {
         let control = telemetry.control()?;
         let interactive = telemetry.core.as_ref().is_ok_and(|c| c.interactive);
-        match self
-            .command
-            .clone()
-            .unwrap_or(TelemetryCommand::Status { json: false })
-        {
-            TelemetryCommand::Status { json } => status(&control, json),
+        match self.command.clone().unwrap_or(TelemetryCommand::Status {
+            json: false,
+            verbose: false,
+        }) {
+            TelemetryCommand::Status { json, verbose } => {
+                status(&control, json, verbose.then(|| telemetry.diagnostics()))
+            }
             TelemetryCommand::Enable(args) => enable(&control, &args, interactive),
             TelemetryCommand::Disable => disable(&control),
             TelemetryCommand::Show => show(&control),
@@ -269,10 +274,19 @@ fn time_or_never(t: Option<Timestamp>) -> String {
     t.map_or_else(|| "never".to_owned(), |t| t.to_string())
 }
 
-fn status(control: &Control<'_>, json: bool) -> Outcome {
+/// `status`; with `diagnostics` (from `--verbose`), also this run's counts.
+fn status(control: &Control<'_>, json: bool, diagnostics: Option<Diagnostics>) -> Outcome {
     let status = control.status()?;
     if json {
-        let text = serde_json::to_string_pretty(&status)
+        let mut value = serde_json::to_value(&status)
+            .map_err(|e| Failure::new(1, format!("cannot encode the status: {e}")))?;
+        if let (Some(d), Some(object)) = (diagnostics, value.as_object_mut()) {
+            object.insert(
+                "diagnostics".to_owned(),
+                serde_json::to_value(d).unwrap_or_default(),
+            );
+        }
+        let text = serde_json::to_string_pretty(&value)
             .map_err(|e| Failure::new(1, format!("cannot encode the status: {e}")))?;
         output::out(&text);
         return Ok(());
@@ -345,6 +359,9 @@ fn status(control: &Control<'_>, json: bool) -> Outcome {
             format!("{} (asked for at full)", identity.join(", ")),
         ));
     }
+    if let Some(d) = diagnostics {
+        rows.extend(verbose_rows(&style, &status, &d));
+    }
     let mut text = format!("{} telemetry\n", style.bold(tool));
     text.push_str(&output::aligned(&style, &rows));
     text.push_str(&style.dim(&format!(
@@ -352,6 +369,49 @@ fn status(control: &Control<'_>, json: bool) -> Outcome {
     )));
     output::write(Stream::Stdout, &text);
     Ok(())
+}
+
+/// The rows `status --verbose` adds: the mistakes a tool's author wants to
+/// hear about, which ordinary runs never print.
+fn verbose_rows(style: &Style, status: &Status, d: &Diagnostics) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let version = if d.unknown_tool_version {
+        style.yellow("unknown (the version the tool gave is longer than 64 bytes or has spaces)")
+    } else {
+        status.tool_version.clone()
+    };
+    rows.push(("tool version", version));
+    let mistakes = [
+        (d.undeclared_events, "undeclared events"),
+        (d.undeclared_props, "undeclared props"),
+        (d.dropped_props, "props whose value does not fit"),
+        (d.above_tier, "events above the level"),
+        (d.spool_dropped, "dropped for a full spool"),
+        (d.io_errors, "file errors"),
+    ];
+    let found: Vec<String> = mistakes
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    let run = if found.is_empty() {
+        format!("{} recorded, nothing dropped", d.recorded)
+    } else {
+        style.yellow(&format!("{} recorded; {}", d.recorded, found.join(", ")))
+    };
+    rows.push(("this run", run));
+    if !status.dropped.is_empty() {
+        let drops: Vec<String> = status
+            .dropped
+            .iter()
+            .map(|(why, n)| format!("{why} {n}"))
+            .collect();
+        rows.push((
+            "dropped, unreported",
+            format!("{} (sent with the next upload)", drops.join(", ")),
+        ));
+    }
+    rows
 }
 
 fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcome {
@@ -588,6 +648,48 @@ mod tests {
         assert!(parse_enable_level("off").unwrap_err().contains("disable"));
         let e = parse_enable_level("max").unwrap_err();
         assert!(e.contains("off, aggregate, anonymous, full"), "{e}");
+    }
+
+    #[test]
+    fn verbose_rows_name_each_kind_of_mistake_and_pending_drops() {
+        let style = Style::for_stream(Stream::Stdout).plain();
+        let d = Diagnostics {
+            recorded: 3,
+            undeclared_events: 2,
+            undeclared_props: 1,
+            ..Diagnostics::default()
+        };
+        let status = Status {
+            tool: "t".into(),
+            level: Tier::Aggregate,
+            source: Source::ToolFile,
+            config_file: None,
+            install_id: None,
+            pending: 0,
+            last_upload: None,
+            summary: String::new(),
+            endpoint: String::new(),
+            choice: None,
+            unreadable: None,
+            pending_deletions: 0,
+            tool_version: "1.2.3".into(),
+            dropped: BTreeMap::from([("spool_full".to_owned(), 4)]),
+        };
+        let rows = verbose_rows(&style, &status, &d);
+        assert_eq!(
+            rows,
+            [
+                ("tool version", "1.2.3".to_owned()),
+                (
+                    "this run",
+                    "3 recorded; 2 undeclared events, 1 undeclared props".to_owned()
+                ),
+                (
+                    "dropped, unreported",
+                    "spool_full 4 (sent with the next upload)".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Only `greet` and `init` may prompt; `HOST_PROMPT_TIMEOUT_MS` shortens the prompt's wait.
 //! Folders come from `HOME`/`XDG_*`. `HOST_DETACHED_UPLOAD=1` lets it start
 //! the detached uploader (off by default so tests stay deterministic).
+//! `HOST_TOOL_VERSION` replaces its version, `1.0.0`.
 
 #![allow(clippy::print_stdout)] // `greet` prints its greeting, like a real tool.
 
@@ -36,7 +37,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let telemetry = Telemetry::builder(include_str!("telemetry.toml"))
-        .tool_version("1.0.0")
+        .tool_version(std::env::var("HOST_TOOL_VERSION").unwrap_or_else(|_| "1.0.0".to_owned()))
         .system_policy(None)
         .detached_upload(std::env::var_os("HOST_DETACHED_UPLOAD").is_some())
         .prompt_commands(["greet", "init"])

@@ -128,6 +128,51 @@ fn status_json_has_the_documented_keys() {
 }
 
 #[test]
+fn a_bad_tool_version_is_shown_only_by_status_verbose() {
+    let home = Home::new();
+    host(&home, &["telemetry", "enable", "aggregate"])
+        .assert()
+        .success();
+    let bad = [("HOST_TOOL_VERSION", "1.0 beta")];
+    // An ordinary run says nothing about it.
+    let mut greet = host(&home, &["greet"]);
+    greet.envs(bad);
+    let out = greet.assert().success();
+    assert_eq!(
+        (stdout(&out).as_str(), stderr(&out).as_str()),
+        ("hello\n", "")
+    );
+    let mut plain = host(&home, &["telemetry", "status"]);
+    plain.envs(bad);
+    let text = stdout(&plain.assert().success());
+    assert!(!text.contains("tool version"), "{text}");
+
+    let mut verbose = host(&home, &["telemetry", "status", "--verbose"]);
+    verbose.envs(bad);
+    let text = stdout(&verbose.assert().success());
+    assert!(text.contains("tool version"), "{text}");
+    assert!(
+        text.contains("unknown (the version the tool gave"),
+        "{text}"
+    );
+    assert!(text.contains("0 recorded, nothing dropped"), "{text}");
+
+    let mut json = host(&home, &["telemetry", "status", "--json", "--verbose"]);
+    json.envs(bad);
+    let v: Value = serde_json::from_str(&stdout(&json.assert().success())).unwrap();
+    assert_eq!(v["tool_version"], "unknown");
+    assert_eq!(v["diagnostics"]["unknown_tool_version"], true);
+    // A good version is shown as it is sent.
+    let text = stdout(
+        &host(&home, &["telemetry", "status", "-v"])
+            .assert()
+            .success(),
+    );
+    assert!(text.contains("1.0.0"), "{text}");
+    assert!(!text.contains("unknown ("), "{text}");
+}
+
+#[test]
 fn do_not_track_reports_off_from_the_environment() {
     let home = Home::new();
     host(&home, &["telemetry", "enable", "full", "--yes"])
