@@ -426,9 +426,12 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
                 &mut stderr,
                 prompt::levels(control.manifest(), &err_style, false).as_bytes(),
             );
+            let mut offered = prompt::offered(control.manifest());
+            offered.retain(|t| *t != Tier::Off);
             let chosen = prompt::choose(
-                "Level to enable [aggregate/anonymous/full]: ",
+                &format!("Level to enable [{}]: ", prompt::slashed(&offered)),
                 Tier::Off,
+                &offered,
                 prompt::ATTEMPTS,
                 &mut std::io::stdin().lock(),
                 &mut stderr,
@@ -450,6 +453,13 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
             );
         }
     };
+    if tier == Tier::Full && control.manifest().identity.is_empty() {
+        return Err(Failure::new(
+            USAGE,
+            format!("{tool} does not offer `full`: it asks for no identity fields, so `full` would send nothing more than `anonymous`"),
+        )
+        .hint(format!("run `{tool} telemetry enable anonymous`")));
+    }
     let mut identity = control.check_identity(tier, identity).map_err(|e| {
         let fields: Vec<&str> = control
             .manifest()
@@ -469,16 +479,18 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
     })?;
     if tier == Tier::Full && !args.yes {
         if !interactive {
-            let flags: Vec<String> = control
-                .manifest()
-                .identity
-                .keys()
-                .map(|f| format!("--identity {f}=..."))
-                .collect();
+            let mut command = vec![format!("{tool} telemetry enable full --yes")];
+            command.extend(
+                control
+                    .manifest()
+                    .identity
+                    .keys()
+                    .map(|f| format!("--identity {f}=...")),
+            );
             return Err(
                 Failure::new(USAGE, "`full` needs an explicit confirmation").hint(format!(
-                    "run it in a terminal, or confirm with `{tool} telemetry enable full --yes {}`",
-                    flags.join(" ")
+                    "run it in a terminal, or confirm with `{}`",
+                    command.join(" ")
                 )),
             );
         }

@@ -173,6 +173,40 @@ fn a_bad_tool_version_is_shown_only_by_status_verbose() {
 }
 
 #[test]
+fn full_is_not_offered_by_a_tool_without_identity_fields() {
+    let home = Home::new();
+    let manifest = home.path("no-identity.toml");
+    std::fs::write(
+        &manifest,
+        "project = \"host-cli\"\nendpoint = \"http://127.0.0.1:9\"\n\
+         [events.command]\ndescription = \"A command ran\"\n",
+    )
+    .unwrap();
+    for args in [
+        &["telemetry", "enable", "full"][..],
+        &["telemetry", "enable", "full", "--yes"][..],
+    ] {
+        let out = host(&home, args)
+            .env("HOST_MANIFEST", &manifest)
+            .assert()
+            .code(2);
+        let err = stderr(&out);
+        assert!(err.contains("host-cli does not offer `full`"), "{err}");
+        assert!(err.contains("telemetry enable anonymous"), "{err}");
+    }
+    assert!(!tool_file(&home).exists(), "nothing stored");
+    // The same tool with identity fields names them in the `--yes` hint,
+    // with no stray space before the closing quote.
+    let err = stderr(&host(&home, &["telemetry", "enable", "full"]).assert().code(2));
+    assert!(
+        err.contains(
+            "`host-cli telemetry enable full --yes --identity email=... --identity organization=...`"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn do_not_track_reports_off_from_the_environment() {
     let home = Home::new();
     host(&home, &["telemetry", "enable", "full", "--yes"])
