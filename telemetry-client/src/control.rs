@@ -363,6 +363,12 @@ impl<'a> Control<'a> {
                 .preview(Vec::new())
                 .map_err(Error::io("read", paths.dir.clone()));
         }
+        if level == Tier::Off && ToolState::load(paths).pending_deletions.is_empty() {
+            // At `off` only deletions are ever sent; with none queued there
+            // is nothing to do, and nothing may be written but the consent
+            // files (PRIVACY.md): no state, no schedule, no lock files.
+            return Ok(UploadReport::default());
+        }
         let _guard = loop {
             match Lock::try_acquire(&paths.uploader_lock()) {
                 Ok(Some(guard)) => break guard,

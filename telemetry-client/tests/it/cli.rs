@@ -405,6 +405,74 @@ fn disable_runs_the_opt_out_path() {
     assert_eq!(payloads[0]["body"]["project"], "host-cli");
 }
 
+/// Every file under `dir` with its contents, to compare before and after.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn at_off_runs_and_flush_write_nothing_but_the_consent_files() {
+    // Never opted in: no state folder appears, whatever runs.
+    let home = Home::new();
+    let state = home.path("state");
+    for args in [
+        &["greet"][..],
+        &["telemetry", "status"][..],
+        &["telemetry", "show"][..],
+        &["telemetry", "log"][..],
+        &["telemetry", "flush"][..],
+    ] {
+        host(&home, args).assert().success();
+    }
+    let written: Vec<PathBuf> = snapshot(&state).into_keys().collect();
+    assert_eq!(written, Vec::<PathBuf>::new(), "files written at off");
+
+    // Opted in, then out, and the deletion delivered: from then on the
+    // state folder does not change, not even its lock files.
+    let collector = Collector::start(Mode::Ok);
+    let endpoint = [("HOST_CLI_TELEMETRY_ENDPOINT", collector.url.as_str())];
+    for args in [
+        &["telemetry", "enable", "anonymous"][..],
+        &["greet"][..],
+        &["telemetry", "disable"][..],
+        &["telemetry", "flush"][..],
+    ] {
+        host(&home, args).envs(endpoint).assert().success();
+    }
+    assert_eq!(status_json(&home, &[])["pending_deletions"], 0);
+    let before = snapshot(&state);
+    for args in [
+        &["greet"][..],
+        &["hook"][..],
+        &["telemetry", "status"][..],
+        &["telemetry", "show"][..],
+        &["telemetry", "flush"][..],
+    ] {
+        host(&home, args).envs(endpoint).assert().success();
+    }
+    let after = snapshot(&state);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "files appeared or went"
+    );
+    for (path, bytes) in &before {
+        assert!(after[path] == *bytes, "{} changed at off", path.display());
+    }
+}
+
 #[test]
 fn show_prints_exactly_what_flush_then_sends() {
     let home = Home::new();
