@@ -646,6 +646,11 @@ impl Machine {
                         continue;
                     }
                     path.file_stem()
+                } else if path == tools_dir {
+                    // Where config and state are one folder (macOS), the
+                    // consent files' `tools` folder sits among the state
+                    // folders; it is not a tool.
+                    continue;
                 } else {
                     path.is_dir().then(|| path.file_name()).flatten()
                 };
@@ -776,5 +781,29 @@ impl Machine {
             self.set_tool_level(&t.tool, Tier::Off)?;
         }
         Ok(tools.into_iter().map(|t| t.tool).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_folder_for_config_and_state_lists_no_phantom_tool() {
+        // The macOS layout: both are `~/Library/Application Support/telemetry-toolkit`.
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::new(dir.path(), dir.path());
+        let machine = Machine::at(folders.clone());
+        machine.set_tool_level("chosen-cli", Tier::Off).unwrap();
+        std::fs::create_dir_all(folders.tool_state("ran-cli").dir).unwrap();
+        machine.set_global_ceiling(Some(Tier::Aggregate)).unwrap();
+        assert!(folders.tools_dir().is_dir() && folders.global_file().is_file());
+        let names: Vec<String> = machine
+            .list_tools()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.tool)
+            .collect();
+        assert_eq!(names, ["chosen-cli", "ran-cli"]);
     }
 }

@@ -197,7 +197,11 @@ fn full_is_not_offered_by_a_tool_without_identity_fields() {
     assert!(!tool_file(&home).exists(), "nothing stored");
     // The same tool with identity fields names them in the `--yes` hint,
     // with no stray space before the closing quote.
-    let err = stderr(&host(&home, &["telemetry", "enable", "full"]).assert().code(2));
+    let err = stderr(
+        &host(&home, &["telemetry", "enable", "full"])
+            .assert()
+            .code(2),
+    );
     assert!(
         err.contains(
             "`host-cli telemetry enable full --yes --identity email=... --identity organization=...`"
