@@ -160,30 +160,51 @@ fn parse_identity(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A failed command: what to print and the exit code.
-struct Failure {
+/// A `telemetry` (or `telemetry-consent`) command that failed: what to tell
+/// the user, what to try instead, and the exit code. [`TelemetryArgs::run`]
+/// prints it; [`TelemetryArgs::try_run`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
     code: u8,
     message: String,
     hint: Option<String>,
 }
 
-impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure {
+impl CommandError {
+    fn new(code: u8, message: impl Into<String>) -> CommandError {
+        CommandError {
             code,
             message: message.into(),
             hint: None,
         }
     }
 
-    fn hint(mut self, hint: impl Into<String>) -> Failure {
+    fn with_hint(mut self, hint: impl Into<String>) -> CommandError {
         self.hint = Some(hint.into());
         self
     }
+
+    /// The exit code `run` uses: 1 for a failure, 2 for bad usage (as clap).
+    pub fn exit_code(&self) -> u8 {
+        self.code
+    }
+
+    /// What the user could do instead, if there is a suggestion.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
 }
 
-impl From<Error> for Failure {
-    fn from(e: Error) -> Failure {
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+impl From<Error> for CommandError {
+    fn from(e: Error) -> CommandError {
         let code = match e {
             Error::UnknownIdentityField(_)
             | Error::IdentityTooLong { .. }
@@ -201,7 +222,7 @@ impl From<Error> for Failure {
             }
             _ => None,
         };
-        Failure {
+        CommandError {
             code,
             message: e.to_string(),
             hint,
@@ -209,7 +230,7 @@ impl From<Error> for Failure {
     }
 }
 
-type Outcome = Result<(), Failure>;
+type Outcome = Result<(), CommandError>;
 
 fn finish(outcome: Outcome) -> ExitCode {
     match outcome {
@@ -227,6 +248,23 @@ impl TelemetryArgs {
     /// failure and 2 on bad usage.
     pub fn run(&self, telemetry: &Telemetry) -> ExitCode {
         finish(self.execute(telemetry))
+    }
+
+    /// Runs the subcommand like [`TelemetryArgs::run`], but returns a failure
+    /// instead of printing it, for a host that reports errors its own way
+    /// (`anyhow`, its own exit codes). Results and questions are printed as
+    /// with `run`.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let telemetry = telemetry_client::Telemetry::builder("").build();
+    /// # let args = telemetry_client::cli::TelemetryArgs { command: None };
+    /// args.try_run(&telemetry)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_run(&self, telemetry: &Telemetry) -> Result<(), CommandError> {
+        self.execute(telemetry)
     }
 
     fn execute(&self, telemetry: &Telemetry) -> Outcome {
@@ -279,7 +317,7 @@ fn status(control: &Control<'_>, json: bool, diagnostics: Option<Diagnostics>) -
     let status = control.status()?;
     if json {
         let mut value = serde_json::to_value(&status)
-            .map_err(|e| Failure::new(1, format!("cannot encode the status: {e}")))?;
+            .map_err(|e| CommandError::new(1, format!("cannot encode the status: {e}")))?;
         if let (Some(d), Some(object)) = (diagnostics, value.as_object_mut()) {
             object.insert(
                 "diagnostics".to_owned(),
@@ -287,7 +325,7 @@ fn status(control: &Control<'_>, json: bool, diagnostics: Option<Diagnostics>) -
             );
         }
         let text = serde_json::to_string_pretty(&value)
-            .map_err(|e| Failure::new(1, format!("cannot encode the status: {e}")))?;
+            .map_err(|e| CommandError::new(1, format!("cannot encode the status: {e}")))?;
         output::out(&text);
         return Ok(());
     }
@@ -414,6 +452,13 @@ fn verbose_rows(style: &Style, status: &Status, d: &Diagnostics) -> Vec<(&'stati
     rows
 }
 
+/// The levels `enable` offers: `off` is `disable`'s.
+fn enable_levels(control: &Control<'_>) -> Vec<Tier> {
+    let mut offered = prompt::offered(control.manifest());
+    offered.retain(|t| *t != Tier::Off);
+    offered
+}
+
 fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcome {
     let tool = control.tool();
     let identity: BTreeMap<String, String> = args.identity.iter().cloned().collect();
@@ -426,8 +471,7 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
                 &mut stderr,
                 prompt::levels(control.manifest(), &err_style, false).as_bytes(),
             );
-            let mut offered = prompt::offered(control.manifest());
-            offered.retain(|t| *t != Tier::Off);
+            let offered = enable_levels(control);
             let chosen = prompt::choose(
                 &format!("Level to enable [{}]: ", prompt::slashed(&offered)),
                 Tier::Off,
@@ -438,7 +482,7 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
             );
             match chosen {
                 Some(Tier::Off) | None => {
-                    return Err(Failure::new(1, "nothing changed").hint(format!(
+                    return Err(CommandError::new(1, "nothing changed").with_hint(format!(
                         "to turn telemetry off, run `{tool} telemetry disable`"
                     )));
                 }
@@ -447,18 +491,21 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
         }
         None => {
             return Err(
-                Failure::new(USAGE, "no level given and no terminal to ask on").hint(format!(
-                    "run `{tool} telemetry enable <aggregate|anonymous|full>`"
-                )),
+                CommandError::new(USAGE, "no level given and no terminal to ask on").with_hint(
+                    format!(
+                        "run `{tool} telemetry enable <{}>`",
+                        prompt::slashed(&enable_levels(control)).replace('/', "|")
+                    ),
+                ),
             );
         }
     };
     if tier == Tier::Full && control.manifest().identity.is_empty() {
-        return Err(Failure::new(
+        return Err(CommandError::new(
             USAGE,
             format!("{tool} does not offer `full`: it asks for no identity fields, so `full` would send nothing more than `anonymous`"),
         )
-        .hint(format!("run `{tool} telemetry enable anonymous`")));
+        .with_hint(format!("run `{tool} telemetry enable anonymous`")));
     }
     let mut identity = control.check_identity(tier, identity).map_err(|e| {
         let fields: Vec<&str> = control
@@ -475,7 +522,7 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
                 fields.join(", ")
             )
         };
-        Failure::from(e).hint(hint)
+        CommandError::from(e).with_hint(hint)
     })?;
     if tier == Tier::Full && !args.yes {
         if !interactive {
@@ -488,10 +535,12 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
                     .map(|f| format!("--identity {f}=...")),
             );
             return Err(
-                Failure::new(USAGE, "`full` needs an explicit confirmation").hint(format!(
-                    "run it in a terminal, or confirm with `{}`",
-                    command.join(" ")
-                )),
+                CommandError::new(USAGE, "`full` needs an explicit confirmation").with_hint(
+                    format!(
+                        "run it in a terminal, or confirm with `{}`",
+                        command.join(" ")
+                    ),
+                ),
             );
         }
         let confirmed = prompt::full_dialogue(
@@ -501,7 +550,8 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
             &mut std::io::stdin().lock(),
             &mut std::io::stderr().lock(),
         );
-        identity = confirmed.ok_or_else(|| Failure::new(1, "not confirmed; nothing changed"))?;
+        identity =
+            confirmed.ok_or_else(|| CommandError::new(1, "not confirmed; nothing changed"))?;
     }
     control.set_level(tier, identity)?;
     let style = Style::for_stream(Stream::Stdout);
@@ -547,7 +597,7 @@ fn disable(control: &Control<'_>) -> Outcome {
 fn show(control: &Control<'_>) -> Outcome {
     let payloads = control.pending_payloads()?;
     let text = serde_json::to_string_pretty(&payloads)
-        .map_err(|e| Failure::new(1, format!("cannot encode the payloads: {e}")))?;
+        .map_err(|e| CommandError::new(1, format!("cannot encode the payloads: {e}")))?;
     output::out(&text);
     if payloads.is_empty() {
         output::err("Nothing is waiting to be sent.");
@@ -571,7 +621,7 @@ fn log(control: &Control<'_>, json: bool) -> Outcome {
     let entries: Vec<LogEntry> = control.upload_log()?;
     if json {
         let text = serde_json::to_string_pretty(&entries)
-            .map_err(|e| Failure::new(1, format!("cannot encode the log: {e}")))?;
+            .map_err(|e| CommandError::new(1, format!("cannot encode the log: {e}")))?;
         output::out(&text);
         return Ok(());
     }
@@ -613,10 +663,9 @@ fn reset_id(control: &Control<'_>) -> Outcome {
     let tool = control.tool();
     let old = control.status()?.install_id;
     let fresh = control.reset_id().map_err(|e| match e {
-        Error::NoInstallId(_) => {
-            Failure::from(e).hint(format!("`{tool} telemetry enable anonymous` creates one"))
-        }
-        e => Failure::from(e),
+        Error::NoInstallId(_) => CommandError::from(e)
+            .with_hint(format!("`{tool} telemetry enable anonymous` creates one")),
+        e => CommandError::from(e),
     })?;
     let mut text = format!("New install id: {fresh}\n");
     if let Some(old) = old {
@@ -701,6 +750,38 @@ mod tests {
                     "spool_full 4 (sent with the next upload)".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn try_run_returns_the_failure_run_would_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry =
+            Telemetry::builder("project = \"t-cli\"\nendpoint = \"https://t.example.org\"\n")
+                .dirs(dir.path().join("c"), dir.path().join("s"))
+                .system_policy(None)
+                .interactive(false)
+                .detached_upload(false)
+                .build();
+        let enable = |level: Option<Tier>| TelemetryArgs {
+            command: Some(TelemetryCommand::Enable(EnableArgs {
+                level,
+                yes: false,
+                identity: Vec::new(),
+            })),
+        };
+        let e = enable(None).try_run(&telemetry).unwrap_err();
+        assert_eq!(e.exit_code(), USAGE);
+        assert_eq!(e.to_string(), "no level given and no terminal to ask on");
+        assert_eq!(
+            e.hint(),
+            Some("run `t-cli telemetry enable <aggregate|anonymous>`"),
+            "no `full` without identity fields"
+        );
+        assert_eq!(enable(Some(Tier::Aggregate)).try_run(&telemetry), Ok(()));
+        assert_eq!(
+            telemetry.control().unwrap().status().unwrap().choice,
+            Some(Tier::Aggregate)
         );
     }
 
