@@ -64,6 +64,12 @@ pub struct Status {
     /// Deletion requests the collector has not acknowledged yet; they are
     /// retried until it does.
     pub pending_deletions: usize,
+    /// The tool version payloads carry: `unknown` when the host gave none,
+    /// or one that is not a token of at most 64 bytes.
+    pub tool_version: String,
+    /// Occurrences dropped locally (a full spool or outbox, an I/O error, a
+    /// refusal) that are not yet reported to the collector, by reason.
+    pub dropped: BTreeMap<String, u64>,
 }
 
 /// One request that would be sent next, exactly as it would be sent.
@@ -143,6 +149,8 @@ impl<'a> Control<'a> {
             choice: r.choice,
             unreadable: r.unreadable.map(|(_, why)| why),
             pending_deletions: state.pending_deletions.len(),
+            tool_version: self.core.tool_version.clone(),
+            dropped: state.dropped,
         })
     }
 
@@ -355,6 +363,12 @@ impl<'a> Control<'a> {
                 .job(paths, level)
                 .preview(Vec::new())
                 .map_err(Error::io("read", paths.dir.clone()));
+        }
+        if level == Tier::Off && ToolState::load(paths).pending_deletions.is_empty() {
+            // At `off` only deletions are ever sent; with none queued there
+            // is nothing to do, and nothing may be written but the consent
+            // files (PRIVACY.md): no state, no schedule, no lock files.
+            return Ok(UploadReport::default());
         }
         let _guard = loop {
             match Lock::try_acquire(&paths.uploader_lock()) {
@@ -638,6 +652,11 @@ impl Machine {
                         continue;
                     }
                     path.file_stem()
+                } else if path == tools_dir {
+                    // Where config and state are one folder (macOS), the
+                    // consent files' `tools` folder sits among the state
+                    // folders; it is not a tool.
+                    continue;
                 } else {
                     path.is_dir().then(|| path.file_name()).flatten()
                 };
@@ -768,5 +787,29 @@ impl Machine {
             self.set_tool_level(&t.tool, Tier::Off)?;
         }
         Ok(tools.into_iter().map(|t| t.tool).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_folder_for_config_and_state_lists_no_phantom_tool() {
+        // The macOS layout: both are `~/Library/Application Support/telemetry-toolkit`.
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::new(dir.path(), dir.path());
+        let machine = Machine::at(folders.clone());
+        machine.set_tool_level("chosen-cli", Tier::Off).unwrap();
+        std::fs::create_dir_all(folders.tool_state("ran-cli").dir).unwrap();
+        machine.set_global_ceiling(Some(Tier::Aggregate)).unwrap();
+        assert!(folders.tools_dir().is_dir() && folders.global_file().is_file());
+        let names: Vec<String> = machine
+            .list_tools()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.tool)
+            .collect();
+        assert_eq!(names, ["chosen-cli", "ran-cli"]);
     }
 }

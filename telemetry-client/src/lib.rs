@@ -662,7 +662,7 @@ pub struct Telemetry {
 ///
 /// Events and props are checked only when the level is above `off`: at `off`,
 /// `track` returns at once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Diagnostics {
     /// Events recorded (buffered for the spool).

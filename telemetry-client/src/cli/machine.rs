@@ -14,7 +14,7 @@ use crate::consent::Source;
 use crate::control::ToolSummary;
 
 use super::output::{self, Stream, Style};
-use super::{Failure, Outcome, finish};
+use super::{CommandError, Outcome, finish};
 
 /// `telemetry-consent`: see and change telemetry for every tool on this machine.
 #[derive(Debug, Clone, clap::Parser)]
@@ -104,7 +104,7 @@ impl ConsentArgs {
     pub fn run(&self) -> ExitCode {
         let machine = match Machine::new() {
             Ok(m) => m,
-            Err(e) => return finish(Err(Failure::from(e))),
+            Err(e) => return finish(Err(CommandError::from(e))),
         };
         if std::env::var(crate::env::UPLOADER_MARKER).is_ok_and(|v| v == DELIVERER) {
             let _ = machine.deliver_deletions(DELIVERY_TIMEOUT);
@@ -151,7 +151,7 @@ fn list(machine: &Machine, json: bool) -> Outcome {
     let tools: Vec<ToolSummary> = machine.list_tools()?;
     if json {
         let text = serde_json::to_string_pretty(&tools)
-            .map_err(|e| Failure::new(1, format!("cannot encode the list: {e}")))?;
+            .map_err(|e| CommandError::new(1, format!("cannot encode the list: {e}")))?;
         output::out(&text);
         return Ok(());
     }

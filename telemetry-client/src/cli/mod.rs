@@ -65,7 +65,7 @@ use crate::consent::Source;
 use crate::control::{Control, Status};
 use crate::env::{self, EnvSnapshot};
 use crate::upload_log::{LogEntry, UploadResult};
-use crate::{Error, Telemetry};
+use crate::{Diagnostics, Error, Telemetry};
 
 pub use machine::{Ceiling, ConsentArgs, MachineCommand};
 use output::{Stream, Style};
@@ -96,6 +96,10 @@ pub enum TelemetryCommand {
         /// Print one JSON object (level, source, config_file, install_id, pending, ...).
         #[arg(long)]
         json: bool,
+        /// Also show what went wrong in this run: undeclared events and props,
+        /// values that do not fit, a tool version sent as `unknown`, drops.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
     /// Opt in: choose what to share (asks when no level is given).
     Enable(EnableArgs),
@@ -156,30 +160,51 @@ fn parse_identity(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A failed command: what to print and the exit code.
-struct Failure {
+/// A `telemetry` (or `telemetry-consent`) command that failed: what to tell
+/// the user, what to try instead, and the exit code. [`TelemetryArgs::run`]
+/// prints it; [`TelemetryArgs::try_run`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
     code: u8,
     message: String,
     hint: Option<String>,
 }
 
-impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure {
+impl CommandError {
+    fn new(code: u8, message: impl Into<String>) -> CommandError {
+        CommandError {
             code,
             message: message.into(),
             hint: None,
         }
     }
 
-    fn hint(mut self, hint: impl Into<String>) -> Failure {
+    fn with_hint(mut self, hint: impl Into<String>) -> CommandError {
         self.hint = Some(hint.into());
         self
     }
+
+    /// The exit code `run` uses: 1 for a failure, 2 for bad usage (as clap).
+    pub fn exit_code(&self) -> u8 {
+        self.code
+    }
+
+    /// What the user could do instead, if there is a suggestion.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
 }
 
-impl From<Error> for Failure {
-    fn from(e: Error) -> Failure {
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+impl From<Error> for CommandError {
+    fn from(e: Error) -> CommandError {
         let code = match e {
             Error::UnknownIdentityField(_)
             | Error::IdentityTooLong { .. }
@@ -197,7 +222,7 @@ impl From<Error> for Failure {
             }
             _ => None,
         };
-        Failure {
+        CommandError {
             code,
             message: e.to_string(),
             hint,
@@ -205,7 +230,7 @@ impl From<Error> for Failure {
     }
 }
 
-type Outcome = Result<(), Failure>;
+type Outcome = Result<(), CommandError>;
 
 fn finish(outcome: Outcome) -> ExitCode {
     match outcome {
@@ -225,15 +250,33 @@ impl TelemetryArgs {
         finish(self.execute(telemetry))
     }
 
+    /// Runs the subcommand like [`TelemetryArgs::run`], but returns a failure
+    /// instead of printing it, for a host that reports errors its own way
+    /// (`anyhow`, its own exit codes). Results and questions are printed as
+    /// with `run`.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let telemetry = telemetry_client::Telemetry::builder("").build();
+    /// # let args = telemetry_client::cli::TelemetryArgs { command: None };
+    /// args.try_run(&telemetry)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_run(&self, telemetry: &Telemetry) -> Result<(), CommandError> {
+        self.execute(telemetry)
+    }
+
     fn execute(&self, telemetry: &Telemetry) -> Outcome {
         let control = telemetry.control()?;
         let interactive = telemetry.ready().is_some_and(|c| c.interactive);
-        match self
-            .command
-            .clone()
-            .unwrap_or(TelemetryCommand::Status { json: false })
-        {
-            TelemetryCommand::Status { json } => status(&control, json),
+        match self.command.clone().unwrap_or(TelemetryCommand::Status {
+            json: false,
+            verbose: false,
+        }) {
+            TelemetryCommand::Status { json, verbose } => {
+                status(&control, json, verbose.then(|| telemetry.diagnostics()))
+            }
             TelemetryCommand::Enable(args) => enable(&control, &args, interactive),
             TelemetryCommand::Disable => disable(&control),
             TelemetryCommand::Show => show(&control),
@@ -269,11 +312,20 @@ fn time_or_never(t: Option<Timestamp>) -> String {
     t.map_or_else(|| "never".to_owned(), |t| t.to_string())
 }
 
-fn status(control: &Control<'_>, json: bool) -> Outcome {
+/// `status`; with `diagnostics` (from `--verbose`), also this run's counts.
+fn status(control: &Control<'_>, json: bool, diagnostics: Option<Diagnostics>) -> Outcome {
     let status = control.status()?;
     if json {
-        let text = serde_json::to_string_pretty(&status)
-            .map_err(|e| Failure::new(1, format!("cannot encode the status: {e}")))?;
+        let mut value = serde_json::to_value(&status)
+            .map_err(|e| CommandError::new(1, format!("cannot encode the status: {e}")))?;
+        if let (Some(d), Some(object)) = (diagnostics, value.as_object_mut()) {
+            object.insert(
+                "diagnostics".to_owned(),
+                serde_json::to_value(d).unwrap_or_default(),
+            );
+        }
+        let text = serde_json::to_string_pretty(&value)
+            .map_err(|e| CommandError::new(1, format!("cannot encode the status: {e}")))?;
         output::out(&text);
         return Ok(());
     }
@@ -345,6 +397,9 @@ fn status(control: &Control<'_>, json: bool) -> Outcome {
             format!("{} (asked for at full)", identity.join(", ")),
         ));
     }
+    if let Some(d) = diagnostics {
+        rows.extend(verbose_rows(&style, &status, &d));
+    }
     let mut text = format!("{} telemetry\n", style.bold(tool));
     text.push_str(&output::aligned(&style, &rows));
     text.push_str(&style.dim(&format!(
@@ -352,6 +407,56 @@ fn status(control: &Control<'_>, json: bool) -> Outcome {
     )));
     output::write(Stream::Stdout, &text);
     Ok(())
+}
+
+/// The rows `status --verbose` adds: the mistakes a tool's author wants to
+/// hear about, which ordinary runs never print.
+fn verbose_rows(style: &Style, status: &Status, d: &Diagnostics) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let version = if d.unknown_tool_version {
+        style.yellow("unknown (the version the tool gave is longer than 64 bytes or has spaces)")
+    } else {
+        status.tool_version.clone()
+    };
+    rows.push(("tool version", version));
+    let mistakes = [
+        (d.undeclared_events, "undeclared events"),
+        (d.undeclared_props, "undeclared props"),
+        (d.dropped_props, "props whose value does not fit"),
+        (d.above_tier, "events above the level"),
+        (d.spool_dropped, "dropped for a full spool"),
+        (d.io_errors, "file errors"),
+    ];
+    let found: Vec<String> = mistakes
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    let run = if found.is_empty() {
+        format!("{} recorded, nothing dropped", d.recorded)
+    } else {
+        style.yellow(&format!("{} recorded; {}", d.recorded, found.join(", ")))
+    };
+    rows.push(("this run", run));
+    if !status.dropped.is_empty() {
+        let drops: Vec<String> = status
+            .dropped
+            .iter()
+            .map(|(why, n)| format!("{why} {n}"))
+            .collect();
+        rows.push((
+            "dropped, unreported",
+            format!("{} (sent with the next upload)", drops.join(", ")),
+        ));
+    }
+    rows
+}
+
+/// The levels `enable` offers: `off` is `disable`'s.
+fn enable_levels(control: &Control<'_>) -> Vec<Tier> {
+    let mut offered = prompt::offered(control.manifest());
+    offered.retain(|t| *t != Tier::Off);
+    offered
 }
 
 fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcome {
@@ -366,16 +471,18 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
                 &mut stderr,
                 prompt::levels(control.manifest(), &err_style, false).as_bytes(),
             );
+            let offered = enable_levels(control);
             let chosen = prompt::choose(
-                "Level to enable [aggregate/anonymous/full]: ",
+                &format!("Level to enable [{}]: ", prompt::slashed(&offered)),
                 Tier::Off,
+                &offered,
                 prompt::ATTEMPTS,
                 &mut std::io::stdin().lock(),
                 &mut stderr,
             );
             match chosen {
                 Some(Tier::Off) | None => {
-                    return Err(Failure::new(1, "nothing changed").hint(format!(
+                    return Err(CommandError::new(1, "nothing changed").with_hint(format!(
                         "to turn telemetry off, run `{tool} telemetry disable`"
                     )));
                 }
@@ -384,12 +491,22 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
         }
         None => {
             return Err(
-                Failure::new(USAGE, "no level given and no terminal to ask on").hint(format!(
-                    "run `{tool} telemetry enable <aggregate|anonymous|full>`"
-                )),
+                CommandError::new(USAGE, "no level given and no terminal to ask on").with_hint(
+                    format!(
+                        "run `{tool} telemetry enable <{}>`",
+                        prompt::slashed(&enable_levels(control)).replace('/', "|")
+                    ),
+                ),
             );
         }
     };
+    if tier == Tier::Full && control.manifest().identity.is_empty() {
+        return Err(CommandError::new(
+            USAGE,
+            format!("{tool} does not offer `full`: it asks for no identity fields, so `full` would send nothing more than `anonymous`"),
+        )
+        .with_hint(format!("run `{tool} telemetry enable anonymous`")));
+    }
     let mut identity = control.check_identity(tier, identity).map_err(|e| {
         let fields: Vec<&str> = control
             .manifest()
@@ -405,21 +522,25 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
                 fields.join(", ")
             )
         };
-        Failure::from(e).hint(hint)
+        CommandError::from(e).with_hint(hint)
     })?;
     if tier == Tier::Full && !args.yes {
         if !interactive {
-            let flags: Vec<String> = control
-                .manifest()
-                .identity
-                .keys()
-                .map(|f| format!("--identity {f}=..."))
-                .collect();
+            let mut command = vec![format!("{tool} telemetry enable full --yes")];
+            command.extend(
+                control
+                    .manifest()
+                    .identity
+                    .keys()
+                    .map(|f| format!("--identity {f}=...")),
+            );
             return Err(
-                Failure::new(USAGE, "`full` needs an explicit confirmation").hint(format!(
-                    "run it in a terminal, or confirm with `{tool} telemetry enable full --yes {}`",
-                    flags.join(" ")
-                )),
+                CommandError::new(USAGE, "`full` needs an explicit confirmation").with_hint(
+                    format!(
+                        "run it in a terminal, or confirm with `{}`",
+                        command.join(" ")
+                    ),
+                ),
             );
         }
         let confirmed = prompt::full_dialogue(
@@ -429,7 +550,8 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
             &mut std::io::stdin().lock(),
             &mut std::io::stderr().lock(),
         );
-        identity = confirmed.ok_or_else(|| Failure::new(1, "not confirmed; nothing changed"))?;
+        identity =
+            confirmed.ok_or_else(|| CommandError::new(1, "not confirmed; nothing changed"))?;
     }
     control.set_level(tier, identity)?;
     let style = Style::for_stream(Stream::Stdout);
@@ -475,7 +597,7 @@ fn disable(control: &Control<'_>) -> Outcome {
 fn show(control: &Control<'_>) -> Outcome {
     let payloads = control.pending_payloads()?;
     let text = serde_json::to_string_pretty(&payloads)
-        .map_err(|e| Failure::new(1, format!("cannot encode the payloads: {e}")))?;
+        .map_err(|e| CommandError::new(1, format!("cannot encode the payloads: {e}")))?;
     output::out(&text);
     if payloads.is_empty() {
         output::err("Nothing is waiting to be sent.");
@@ -499,7 +621,7 @@ fn log(control: &Control<'_>, json: bool) -> Outcome {
     let entries: Vec<LogEntry> = control.upload_log()?;
     if json {
         let text = serde_json::to_string_pretty(&entries)
-            .map_err(|e| Failure::new(1, format!("cannot encode the log: {e}")))?;
+            .map_err(|e| CommandError::new(1, format!("cannot encode the log: {e}")))?;
         output::out(&text);
         return Ok(());
     }
@@ -541,10 +663,9 @@ fn reset_id(control: &Control<'_>) -> Outcome {
     let tool = control.tool();
     let old = control.status()?.install_id;
     let fresh = control.reset_id().map_err(|e| match e {
-        Error::NoInstallId(_) => {
-            Failure::from(e).hint(format!("`{tool} telemetry enable anonymous` creates one"))
-        }
-        e => Failure::from(e),
+        Error::NoInstallId(_) => CommandError::from(e)
+            .with_hint(format!("`{tool} telemetry enable anonymous` creates one")),
+        e => CommandError::from(e),
     })?;
     let mut text = format!("New install id: {fresh}\n");
     if let Some(old) = old {
@@ -588,6 +709,80 @@ mod tests {
         assert!(parse_enable_level("off").unwrap_err().contains("disable"));
         let e = parse_enable_level("max").unwrap_err();
         assert!(e.contains("off, aggregate, anonymous, full"), "{e}");
+    }
+
+    #[test]
+    fn verbose_rows_name_each_kind_of_mistake_and_pending_drops() {
+        let style = Style::for_stream(Stream::Stdout).plain();
+        let d = Diagnostics {
+            recorded: 3,
+            undeclared_events: 2,
+            undeclared_props: 1,
+            ..Diagnostics::default()
+        };
+        let status = Status {
+            tool: "t".into(),
+            level: Tier::Aggregate,
+            source: Source::ToolFile,
+            config_file: None,
+            install_id: None,
+            pending: 0,
+            last_upload: None,
+            summary: String::new(),
+            endpoint: String::new(),
+            choice: None,
+            unreadable: None,
+            pending_deletions: 0,
+            tool_version: "1.2.3".into(),
+            dropped: BTreeMap::from([("spool_full".to_owned(), 4)]),
+        };
+        let rows = verbose_rows(&style, &status, &d);
+        assert_eq!(
+            rows,
+            [
+                ("tool version", "1.2.3".to_owned()),
+                (
+                    "this run",
+                    "3 recorded; 2 undeclared events, 1 undeclared props".to_owned()
+                ),
+                (
+                    "dropped, unreported",
+                    "spool_full 4 (sent with the next upload)".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn try_run_returns_the_failure_run_would_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry =
+            Telemetry::builder("project = \"t-cli\"\nendpoint = \"https://t.example.org\"\n")
+                .dirs(dir.path().join("c"), dir.path().join("s"))
+                .system_policy(None)
+                .interactive(false)
+                .detached_upload(false)
+                .build();
+        let enable = |level: Option<Tier>| TelemetryArgs {
+            command: Some(TelemetryCommand::Enable(EnableArgs {
+                level,
+                yes: false,
+                identity: Vec::new(),
+            })),
+        };
+        let e = enable(None).try_run(&telemetry).unwrap_err();
+        assert_eq!(e.exit_code(), USAGE);
+        assert_eq!(e.to_string(), "no level given and no terminal to ask on");
+        assert_eq!(
+            e.hint(),
+            Some("run `t-cli telemetry enable <aggregate|anonymous>`"),
+            "no `full` without identity fields"
+        );
+        assert_eq!(enable(Some(Tier::Aggregate)).try_run(&telemetry), Ok(()));
+        assert_eq!(
+            telemetry.control().unwrap().status().unwrap().choice,
+            Some(Tier::Aggregate)
+        );
     }
 
     #[test]

@@ -166,10 +166,11 @@ pub(crate) fn first_run(
             "Change it any time with `{tool} telemetry enable` or `{tool} telemetry disable`."
         ))
     );
-    let question = "Share usage data? [off/aggregate/anonymous/full] (default: off): ";
+    let offered = offered(control.manifest());
+    let question = format!("Share usage data? [{}] (default: off): ", slashed(&offered));
     // One attempt: text that is not a level is most likely not meant for
     // this question at all (a command typed ahead), so it ends the prompt.
-    let tier = choose(question, Tier::Off, 1, input, output)?;
+    let tier = choose(&question, Tier::Off, &offered, 1, input, output)?;
     if tier != Tier::Full {
         return Some((tier, BTreeMap::new()));
     }
@@ -182,10 +183,25 @@ pub(crate) fn first_run(
     }
 }
 
-/// One line per level, from the manifest; `mark_default` flags `off`.
+/// The levels a user is offered: `full` only when the manifest declares
+/// identity fields, since without them it sends nothing `anonymous` does not.
+pub(crate) fn offered(manifest: &Manifest) -> Vec<Tier> {
+    Tier::ALL
+        .into_iter()
+        .filter(|t| *t != Tier::Full || !manifest.identity.is_empty())
+        .collect()
+}
+
+/// `a/b/c`, for a question's list of answers.
+pub(crate) fn slashed(tiers: &[Tier]) -> String {
+    let names: Vec<&str> = tiers.iter().map(|t| t.as_str()).collect();
+    names.join("/")
+}
+
+/// One line per offered level, from the manifest; `mark_default` flags `off`.
 pub(crate) fn levels(manifest: &Manifest, style: &Style, mark_default: bool) -> String {
     let mut text = String::new();
-    for tier in Tier::ALL {
+    for tier in offered(manifest) {
         let name = format!("{:<9}", tier.as_str());
         let default = if mark_default && tier == Tier::Off {
             " (default)"
@@ -201,11 +217,12 @@ pub(crate) fn levels(manifest: &Manifest, style: &Style, mark_default: bool) -> 
     text
 }
 
-/// Asks for a level until one is given; an empty answer is `default`, and
-/// end of input or `attempts` unusable answers give `None`.
+/// Asks for one of the `offered` levels until one is given; an empty answer
+/// is `default`, and end of input or `attempts` unusable answers give `None`.
 pub(crate) fn choose(
     question: &str,
     default: Tier,
+    offered: &[Tier],
     attempts: usize,
     input: &mut impl BufRead,
     output: &mut impl Write,
@@ -220,7 +237,14 @@ pub(crate) fn choose(
             return Some(default);
         }
         match answer.parse::<Tier>() {
-            Ok(tier) => return Some(tier),
+            Ok(tier) if offered.contains(&tier) => return Some(tier),
+            Ok(tier) => {
+                let _ = writeln!(
+                    output,
+                    "`{tier}` is not offered here; choose one of {}",
+                    slashed(offered)
+                );
+            }
             Err(e) => {
                 let _ = writeln!(output, "{e}");
             }
@@ -337,7 +361,14 @@ max_len = 5
             ("a\nb\nc\nfull\n", None),
             ("", None),
         ] {
-            let got = choose("? ", Tier::Off, ATTEMPTS, &mut input.as_bytes(), &mut out);
+            let got = choose(
+                "? ",
+                Tier::Off,
+                &Tier::ALL,
+                ATTEMPTS,
+                &mut input.as_bytes(),
+                &mut out,
+            );
             assert_eq!(got, expected, "{input:?}");
         }
         let text = String::from_utf8(out).unwrap();
@@ -379,6 +410,37 @@ max_len = 5
             &mut Vec::new(),
         );
         assert_eq!(got, Some(preset), "preset fields are not asked again");
+    }
+
+    #[test]
+    fn full_is_not_offered_without_identity_fields() {
+        let without = &MANIFEST[..MANIFEST.find("[identity.email]").unwrap()];
+        let manifest = Manifest::parse(without).unwrap();
+        assert!(manifest.identity.is_empty());
+        assert_eq!(
+            offered(&manifest),
+            [Tier::Off, Tier::Aggregate, Tier::Anonymous]
+        );
+        let text = levels(&manifest, &plain(), true);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(!text.contains("full"), "{text}");
+        let mut out = Vec::new();
+        let choices = offered(&manifest);
+        let got = choose(
+            "? ",
+            Tier::Off,
+            &choices,
+            2,
+            &mut "full\nanonymous\n".as_bytes(),
+            &mut out,
+        );
+        assert_eq!(got, Some(Tier::Anonymous));
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("`full` is not offered here; choose one of off/aggregate/anonymous"),
+            "{text}"
+        );
+        assert_eq!(offered(&Manifest::parse(MANIFEST).unwrap()), Tier::ALL);
     }
 
     #[test]

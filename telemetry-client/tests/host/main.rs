@@ -6,6 +6,8 @@
 //! Only `greet` and `init` may prompt; `HOST_PROMPT_TIMEOUT_MS` shortens the prompt's wait.
 //! Folders come from `HOME`/`XDG_*`. `HOST_DETACHED_UPLOAD=1` lets it start
 //! the detached uploader (off by default so tests stay deterministic).
+//! `HOST_TOOL_VERSION` replaces its version, `1.0.0`, and `HOST_MANIFEST`
+//! names a manifest file to use instead of its own.
 
 #![allow(clippy::print_stdout)] // `greet` prints its greeting, like a real tool.
 
@@ -35,8 +37,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let telemetry = Telemetry::builder(include_str!("telemetry.toml"))
-        .tool_version("1.0.0")
+    let manifest = std::env::var_os("HOST_MANIFEST")
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_else(|| include_str!("telemetry.toml").to_owned());
+    let telemetry = Telemetry::builder(&manifest)
+        .tool_version(std::env::var("HOST_TOOL_VERSION").unwrap_or_else(|_| "1.0.0".to_owned()))
         .system_policy(None)
         .detached_upload(std::env::var_os("HOST_DETACHED_UPLOAD").is_some())
         .prompt_commands(["greet", "init"])

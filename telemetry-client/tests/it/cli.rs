@@ -128,6 +128,89 @@ fn status_json_has_the_documented_keys() {
 }
 
 #[test]
+fn a_bad_tool_version_is_shown_only_by_status_verbose() {
+    let home = Home::new();
+    host(&home, &["telemetry", "enable", "aggregate"])
+        .assert()
+        .success();
+    let bad = [("HOST_TOOL_VERSION", "1.0 beta")];
+    // An ordinary run says nothing about it.
+    let mut greet = host(&home, &["greet"]);
+    greet.envs(bad);
+    let out = greet.assert().success();
+    assert_eq!(
+        (stdout(&out).as_str(), stderr(&out).as_str()),
+        ("hello\n", "")
+    );
+    let mut plain = host(&home, &["telemetry", "status"]);
+    plain.envs(bad);
+    let text = stdout(&plain.assert().success());
+    assert!(!text.contains("tool version"), "{text}");
+
+    let mut verbose = host(&home, &["telemetry", "status", "--verbose"]);
+    verbose.envs(bad);
+    let text = stdout(&verbose.assert().success());
+    assert!(text.contains("tool version"), "{text}");
+    assert!(
+        text.contains("unknown (the version the tool gave"),
+        "{text}"
+    );
+    assert!(text.contains("0 recorded, nothing dropped"), "{text}");
+
+    let mut json = host(&home, &["telemetry", "status", "--json", "--verbose"]);
+    json.envs(bad);
+    let v: Value = serde_json::from_str(&stdout(&json.assert().success())).unwrap();
+    assert_eq!(v["tool_version"], "unknown");
+    assert_eq!(v["diagnostics"]["unknown_tool_version"], true);
+    // A good version is shown as it is sent.
+    let text = stdout(
+        &host(&home, &["telemetry", "status", "-v"])
+            .assert()
+            .success(),
+    );
+    assert!(text.contains("1.0.0"), "{text}");
+    assert!(!text.contains("unknown ("), "{text}");
+}
+
+#[test]
+fn full_is_not_offered_by_a_tool_without_identity_fields() {
+    let home = Home::new();
+    let manifest = home.path("no-identity.toml");
+    std::fs::write(
+        &manifest,
+        "project = \"host-cli\"\nendpoint = \"http://127.0.0.1:9\"\n\
+         [events.command]\ndescription = \"A command ran\"\n",
+    )
+    .unwrap();
+    for args in [
+        &["telemetry", "enable", "full"][..],
+        &["telemetry", "enable", "full", "--yes"][..],
+    ] {
+        let out = host(&home, args)
+            .env("HOST_MANIFEST", &manifest)
+            .assert()
+            .code(2);
+        let err = stderr(&out);
+        assert!(err.contains("host-cli does not offer `full`"), "{err}");
+        assert!(err.contains("telemetry enable anonymous"), "{err}");
+    }
+    assert!(!tool_file(&home).exists(), "nothing stored");
+    // The same tool with identity fields names them in the `--yes` hint,
+    // with no stray space before the closing quote.
+    let err = stderr(
+        &host(&home, &["telemetry", "enable", "full"])
+            .assert()
+            .code(2),
+    );
+    assert!(
+        err.contains(
+            "`host-cli telemetry enable full --yes --identity email=... --identity organization=...`"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn do_not_track_reports_off_from_the_environment() {
     let home = Home::new();
     host(&home, &["telemetry", "enable", "full", "--yes"])
@@ -324,6 +407,74 @@ fn disable_runs_the_opt_out_path() {
     assert_eq!(payloads[0]["path"], "/v1/delete");
     assert_eq!(payloads[0]["body"]["install_id"], id.as_str());
     assert_eq!(payloads[0]["body"]["project"], "host-cli");
+}
+
+/// Every file under `dir` with its contents, to compare before and after.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn at_off_runs_and_flush_write_nothing_but_the_consent_files() {
+    // Never opted in: no state folder appears, whatever runs.
+    let home = Home::new();
+    let state = home.path("state");
+    for args in [
+        &["greet"][..],
+        &["telemetry", "status"][..],
+        &["telemetry", "show"][..],
+        &["telemetry", "log"][..],
+        &["telemetry", "flush"][..],
+    ] {
+        host(&home, args).assert().success();
+    }
+    let written: Vec<PathBuf> = snapshot(&state).into_keys().collect();
+    assert_eq!(written, Vec::<PathBuf>::new(), "files written at off");
+
+    // Opted in, then out, and the deletion delivered: from then on the
+    // state folder does not change, not even its lock files.
+    let collector = Collector::start(Mode::Ok);
+    let endpoint = [("HOST_CLI_TELEMETRY_ENDPOINT", collector.url.as_str())];
+    for args in [
+        &["telemetry", "enable", "anonymous"][..],
+        &["greet"][..],
+        &["telemetry", "disable"][..],
+        &["telemetry", "flush"][..],
+    ] {
+        host(&home, args).envs(endpoint).assert().success();
+    }
+    assert_eq!(status_json(&home, &[])["pending_deletions"], 0);
+    let before = snapshot(&state);
+    for args in [
+        &["greet"][..],
+        &["hook"][..],
+        &["telemetry", "status"][..],
+        &["telemetry", "show"][..],
+        &["telemetry", "flush"][..],
+    ] {
+        host(&home, args).envs(endpoint).assert().success();
+    }
+    let after = snapshot(&state);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "files appeared or went"
+    );
+    for (path, bytes) in &before {
+        assert!(after[path] == *bytes, "{} changed at off", path.display());
+    }
 }
 
 #[test]
