@@ -30,7 +30,7 @@ use crate::spool::{self, Record};
 use crate::state::ToolState;
 use crate::transport::{self, Http};
 use crate::upload::{self, Job, UploadReport};
-use crate::upload_log::{self, LogEntry};
+use crate::upload_log::{self, LogEntry, UploadResult};
 
 /// How long an unanswered first-run prompt stays quiet: a week.
 const PROMPT_QUIET_MILLIS: i64 = 7 * 24 * 3600 * 1000;
@@ -64,6 +64,9 @@ pub struct Status {
     /// Deletion requests the collector has not acknowledged yet; they are
     /// retried until it does.
     pub pending_deletions: usize,
+    /// Why the last attempt to send did not deliver (unreachable, deferred,
+    /// no `curl` for the curl transport), if it did not.
+    pub last_failure: Option<String>,
 }
 
 /// One request that would be sent next, exactly as it would be sent.
@@ -145,6 +148,10 @@ impl<'a> Control<'a> {
             choice: r.choice,
             unreadable: r.unreadable.map(|(_, why)| why),
             pending_deletions: state.pending_deletions.len(),
+            last_failure: upload_log::read(paths)
+                .pop()
+                .filter(|e| matches!(e.result, UploadResult::Failed | UploadResult::Deferred))
+                .map(|e| e.detail),
         })
     }
 
