@@ -30,7 +30,7 @@ use crate::spool::{self, Record};
 use crate::state::ToolState;
 use crate::transport::{self, Http};
 use crate::upload::{self, Job, UploadReport};
-use crate::upload_log::{self, LogEntry};
+use crate::upload_log::{self, LogEntry, UploadResult};
 
 /// How long an unanswered first-run prompt stays quiet: a week.
 const PROMPT_QUIET_MILLIS: i64 = 7 * 24 * 3600 * 1000;
@@ -70,6 +70,9 @@ pub struct Status {
     /// Occurrences dropped locally (a full spool or outbox, an I/O error, a
     /// refusal) that are not yet reported to the collector, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Why the last attempt to send did not deliver (unreachable, deferred,
+    /// no `curl` for the curl transport), if it did not.
+    pub last_failure: Option<String>,
 }
 
 /// One request that would be sent next, exactly as it would be sent.
@@ -151,6 +154,10 @@ impl<'a> Control<'a> {
             pending_deletions: state.pending_deletions.len(),
             tool_version: self.core.tool_version.clone(),
             dropped: state.dropped,
+            last_failure: upload_log::read(paths)
+                .pop()
+                .filter(|e| matches!(e.result, UploadResult::Failed | UploadResult::Deferred))
+                .map(|e| e.detail),
         })
     }
 

@@ -7,3 +7,4 @@ mod consent;
 mod delivery;
 mod readme;
 mod tiers;
+mod transports;

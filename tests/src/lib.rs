@@ -203,7 +203,9 @@ impl Collector {
         self.try_stats_of("demo-cli")
     }
 
-    fn try_stats_of(&self, project: &str) -> Option<Value> {
+    /// Like [`Collector::stats_of`], but `None` while `project` has nothing in
+    /// the database yet.
+    pub fn try_stats_of(&self, project: &str) -> Option<Value> {
         let out = Command::new(bin("telemetry-collector"))
             .args([
                 "stats",

@@ -383,6 +383,12 @@ fn status(control: &Control<'_>, json: bool, diagnostics: Option<Diagnostics>) -
         ));
     }
     rows.push(("last upload", time_or_never(status.last_upload)));
+    if let Some(why) = &status.last_failure {
+        rows.push((
+            "last attempt",
+            style.yellow(&format!("not delivered: {why}")),
+        ));
+    }
     rows.push(("endpoint", status.endpoint.clone()));
     rows.push(("sends", status.summary.clone()));
     let identity: Vec<&str> = control

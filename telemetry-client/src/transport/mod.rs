@@ -112,7 +112,32 @@ fn connect(route: Route) -> Result<Box<dyn Transport + Send + Sync>, String> {
     feature = "reqwest"
 )))]
 fn connect(_route: Route) -> Result<Box<dyn Transport + Send + Sync>, String> {
-    Err("this build has no transport: enable the `ureq`, `reqwest` or `curl` feature".into())
+    // Not an error: the uploader then records why nothing was sent, in the
+    // upload log that `status` reads, and the data stays queued.
+    Ok(Box::new(Unavailable))
+}
+
+/// The transport of a build without one: every request fails, saying why.
+#[cfg(not(any(
+    feature = "ureq",
+    feature = "ureq-aws-lc-rs",
+    feature = "curl",
+    feature = "reqwest"
+)))]
+struct Unavailable;
+
+#[cfg(not(any(
+    feature = "ureq",
+    feature = "ureq-aws-lc-rs",
+    feature = "curl",
+    feature = "reqwest"
+)))]
+impl Transport for Unavailable {
+    fn post(&self, _path: &str, _body: &[u8]) -> Outcome {
+        Outcome::Failed(
+            "this build has no transport: enable the `ureq`, `reqwest` or `curl` feature".into(),
+        )
+    }
 }
 
 /// What a response means, from its status, its `Retry-After` header and its
