@@ -832,6 +832,7 @@ impl Writer {
                 if !self.remember_id(project, report_id, newest)? {
                     // A replay: neither its counters nor its refusals count again.
                     outcome.duplicates = counters.len() as u64;
+                    self.note_upload(project, batch.received, &outcome)?;
                     return Ok(outcome);
                 }
                 for c in counters {
