@@ -161,6 +161,7 @@ pub fn csv(stats: &ProjectStats, table: CsvTable) -> String {
                     "active_installs",
                     "setup_started",
                     "setup_completed",
+                    "identified_installs",
                 ]
                 .map(String::from),
             );
@@ -173,6 +174,7 @@ pub fn csv(stats: &ProjectStats, table: CsvTable) -> String {
                         s(&p.active_installs),
                         s(&p.setup_started),
                         s(&p.setup_completed),
+                        s(&p.identified_installs),
                     ],
                 );
             }
@@ -235,6 +237,8 @@ pub fn csv(stats: &ProjectStats, table: CsvTable) -> String {
                 "event".to_owned(),
                 "count".to_owned(),
                 "per_active_install".to_owned(),
+                "installs".to_owned(),
+                "install_share".to_owned(),
             ];
             header.extend(stats.weekly.iter().map(|w| w.week.to_string()));
             push_row(&mut out, &header);
@@ -243,6 +247,8 @@ pub fn csv(stats: &ProjectStats, table: CsvTable) -> String {
                     c.event.clone(),
                     c.count.to_string(),
                     share_cell(c.per_active_install),
+                    count_cell(c.installs),
+                    share_cell(c.install_share),
                 ];
                 row.extend(c.weekly.iter().map(u64::to_string));
                 push_row(&mut out, &row);
@@ -262,6 +268,22 @@ pub fn csv(stats: &ProjectStats, table: CsvTable) -> String {
                         r.reason.clone(),
                         String::new(),
                         r.count.to_string(),
+                        String::new(),
+                    ],
+                );
+            }
+            for (reason, count) in [
+                ("all", h.uploads),
+                ("retries", h.retries),
+                ("replayed", h.replayed),
+            ] {
+                push_row(
+                    &mut out,
+                    &[
+                        "uploads".to_owned(),
+                        reason.to_owned(),
+                        String::new(),
+                        count.to_string(),
                         String::new(),
                     ],
                 );
@@ -294,10 +316,25 @@ fn share_cell(r: Option<f64>) -> String {
     r.map_or_else(String::new, |r| format!("{r:.6}"))
 }
 
+/// A count that may be unknown (distinct installs), empty when it is.
+fn count_cell(n: Option<u64>) -> String {
+    n.map_or_else(String::new, |n| n.to_string())
+}
+
 fn props_csv(out: &mut String, props: &[PropBreakdown]) {
     push_row(
         out,
-        &["event", "prop", "kind", "value", "count", "share"].map(String::from),
+        &[
+            "event",
+            "prop",
+            "kind",
+            "value",
+            "count",
+            "share",
+            "installs",
+            "install_share",
+        ]
+        .map(String::from),
     );
     for b in props {
         for v in &b.values {
@@ -310,6 +347,8 @@ fn props_csv(out: &mut String, props: &[PropBreakdown]) {
                     v.value.clone(),
                     v.count.to_string(),
                     share_cell(v.share),
+                    count_cell(v.installs),
+                    share_cell(v.install_share),
                 ],
             );
         }
@@ -319,11 +358,12 @@ fn props_csv(out: &mut String, props: &[PropBreakdown]) {
 fn prop_weeks_csv(out: &mut String, props: &[PropBreakdown]) {
     push_row(
         out,
-        &["event", "prop", "value", "week", "count"].map(String::from),
+        &["event", "prop", "value", "week", "count", "installs"].map(String::from),
     );
     for b in props {
         for s in &b.series {
-            for (week, n) in b.weeks.iter().zip(&s.counts) {
+            for (w, (week, n)) in b.weeks.iter().zip(&s.counts).enumerate() {
+                let installs = s.installs.as_ref().and_then(|i| i.get(w).copied());
                 push_row(
                     out,
                     &[
@@ -332,6 +372,7 @@ fn prop_weeks_csv(out: &mut String, props: &[PropBreakdown]) {
                         s.value.clone(),
                         week.to_string(),
                         n.to_string(),
+                        count_cell(installs),
                     ],
                 );
             }
@@ -365,18 +406,30 @@ pub fn event_table(b: &EventBreakdown) -> String {
     for p in &b.props {
         let _ = writeln!(
             out,
-            "\n{} ({}): {} without it",
+            "\n{} ({}): {} without it; installs are distinct installs in {} (anonymous and full)",
             printable(&p.prop),
             p.kind,
-            p.not_set
+            p.not_set,
+            p.weeks
+                .last()
+                .map_or_else(|| "-".to_owned(), |w| w.to_string())
         );
-        let mut lines = vec![vec!["value".to_owned(), "events".into(), "share".into()]];
+        let percent =
+            |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+        let mut lines = vec![vec![
+            "value".to_owned(),
+            "events".into(),
+            "share".into(),
+            "installs".into(),
+            "of installs".into(),
+        ]];
         lines.extend(p.values.iter().map(|v| {
             vec![
                 printable(&v.value),
                 v.count.to_string(),
-                v.share
-                    .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+                percent(v.share),
+                v.installs.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                percent(v.install_share),
             ]
         }));
         columns(&mut out, &lines);
@@ -536,6 +589,7 @@ pub fn table(stats: &ProjectStats) -> String {
             "event".to_owned(),
             "count".into(),
             "per weekly active install".into(),
+            "share of installs (anonymous, full)".into(),
         ]];
         lines.extend(stats.commands.iter().map(|c| {
             vec![
@@ -543,6 +597,8 @@ pub fn table(stats: &ProjectStats) -> String {
                 c.count.to_string(),
                 c.per_active_install
                     .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
+                c.install_share
+                    .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
             ]
         }));
         columns(&mut out, &lines);
@@ -659,6 +715,7 @@ mod tests {
                 props: r#"{"@p":"-2+3","q":"a\u001b[2Jb"}"#.into(),
                 count: 4,
             }],
+            &[],
         );
         s
     }
@@ -668,11 +725,14 @@ mod tests {
         let s = hostile_stats();
         let props = csv(&s, CsvTable::Props);
         assert!(
-            props.contains("'+cmd,'@p,undeclared,'-2+3,4,1.000000\r\n"),
+            props.contains("'+cmd,'@p,undeclared,'-2+3,4,1.000000,,\r\n"),
             "{props}"
         );
         let weeks = csv(&s, CsvTable::PropWeeks);
-        assert!(weeks.contains("'+cmd,'@p,'-2+3,2026-W47,4\r\n"), "{weeks}");
+        assert!(
+            weeks.contains("'+cmd,'@p,'-2+3,2026-W47,4,0\r\n"),
+            "{weeks}"
+        );
         let adoption = csv(&s, CsvTable::Adoption);
         assert_eq!(
             adoption,
@@ -683,7 +743,9 @@ mod tests {
         let commands = csv(&s, CsvTable::Commands);
         assert_eq!(
             commands,
-            "event,count,per_active_install,2026-W47\r\n'+cmd,4,1.000000,4\r\n"
+            "event,count,per_active_install,installs,install_share,2026-W47\r\n\
+             '+cmd,4,1.000000,,,4\r\n",
+            "no anonymous or full data: no installs to count"
         );
         let text = table(&s);
         assert!(text.contains("version adoption in 2026-W47"), "{text}");

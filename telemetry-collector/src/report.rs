@@ -96,6 +96,10 @@ pub struct WeeklyPoint {
     pub setup_started: u64,
     /// `setup_completed` events in the week.
     pub setup_completed: u64,
+    /// Distinct installs that sent anything in the week at `anonymous` or
+    /// `full` (aggregate data carries no install, so it is not in here).
+    #[serde(default)]
+    pub identified_installs: u64,
 }
 
 /// One row of a version, OS or arch breakdown.
@@ -139,11 +143,11 @@ pub struct Cohort {
 }
 
 // Prop breakdowns, version adoption and command usage. Like everything
-// above, they come from the daily counters only: every tier contributes and
-// raw events are never read. Counters count events, not installs, so none of
-// these can say how many *distinct installs* sent a value or used an event;
-// that would need a per-install rollup the schema does not keep (see
-// docs/api.md).
+// above, their counts come from the daily counters: every tier contributes
+// and raw events are never read. Counters count events, not installs; the
+// *distinct installs* beside them come from `weekly_uses`, kept at ingest
+// for data sent at `anonymous` or `full` (see `store::UseRow`), per ISO
+// week: distinct over a week, not over a longer window.
 
 /// The label of the row that folds the long tail (and any value the
 /// collector's cardinality caps already folded).
@@ -163,6 +167,11 @@ pub struct PropBreakdown {
     pub events: u64,
     /// Events of `event` in the window that did not carry this prop.
     pub not_set: u64,
+    /// Distinct installs that sent `event` in the ISO week of `to` (whole
+    /// week up to `to`), at `anonymous` or `full`; `None` when no install
+    /// sent anything at those tiers that week.
+    #[serde(default)]
+    pub installs: Option<u64>,
     /// One row per value, in the kind's order: enums and undeclared props by
     /// count (most first), booleans `true` then `false`, buckets in bucket
     /// order, versions in semver order (oldest first). Past the top values,
@@ -187,6 +196,15 @@ pub struct ValueCount {
     pub count: u64,
     /// `count` over the events that carried the prop, or `None` when none did.
     pub share: Option<f64>,
+    /// Distinct installs that sent this value in the ISO week of `to`, at
+    /// `anonymous` or `full`. `None` for [`OTHER`] (an install may have sent
+    /// several of the values it folds) and when no install sent anything at
+    /// those tiers that week.
+    #[serde(default)]
+    pub installs: Option<u64>,
+    /// `installs` over the breakdown's `installs`, `None` without either.
+    #[serde(default)]
+    pub install_share: Option<f64>,
 }
 
 /// One value's weekly counts.
@@ -196,6 +214,9 @@ pub struct ValueSeries {
     pub value: String,
     /// One count per week of the breakdown's `weeks`.
     pub counts: Vec<u64>,
+    /// Distinct installs per week (`anonymous` and `full`), `None` for [`OTHER`].
+    #[serde(default)]
+    pub installs: Option<Vec<u64>>,
 }
 
 /// The weekly share of active installs by tool version. Every install sends
@@ -238,6 +259,20 @@ pub struct CommandUsage {
     /// that week over its `active` count. Not a share of installs (one install
     /// may send many), which counters cannot give; `None` without actives.
     pub per_active_install: Option<f64>,
+    /// Distinct installs that sent the event in the window's last ISO week,
+    /// at `anonymous` or `full`; `None` when none sent anything at those
+    /// tiers that week.
+    #[serde(default)]
+    pub installs: Option<u64>,
+    /// **The share of active installs that used it**: `installs` over the
+    /// installs that sent anything that week at `anonymous` or `full`
+    /// (`weekly[].identified_installs` of that week). Aggregate data has no
+    /// installs, so it is not in either number.
+    #[serde(default)]
+    pub install_share: Option<f64>,
+    /// Distinct installs per ISO week of `weekly` (`anonymous` and `full`).
+    #[serde(default)]
+    pub weekly_installs: Vec<u64>,
 }
 
 /// One event's prop breakdowns, as `telemetry-collector stats --event E` prints them.
@@ -270,29 +305,42 @@ JSON fields (--format json; the same as GET /api/v1/projects/P/stats):
   daily[]                    per day: day, installs, active, setup_started, setup_completed,
                              events (all events and counter increments)
   weekly[]                   per ISO week: week, installs, active_installs, setup_started,
-                             setup_completed
+                             setup_completed, identified_installs (distinct installs that sent
+                             anything that week at anonymous/full)
   versions[], os[], arch[]   key, installs (in the window), active_installs (week of `to`)
   tiers[]                    tier, events received at that tier in the window
   events[]                   event, count: every event's total in the window
   retention[]                week, installs, retained[n] (active n weeks later); anonymous/full only
   props[]                    per event and prop: event, prop, kind (enum|bool|bucket|version|
                              undeclared), events (of the event), not_set (without the prop),
-                             values[] {value, count, share (of events with the prop)} in the
-                             kind's order with the tail folded into \"(other)\", folded (values
-                             in \"(other)\"), weeks[], series[] {value, counts[] per week}
+                             installs (distinct installs that sent the event in the week of
+                             `to`, anonymous/full; null if none at those tiers), values[] {value,
+                             count, share (of events with the prop), installs (distinct, week of
+                             `to`; null for \"(other)\"), install_share (of the event's installs)}
+                             in the kind's order with the tail folded into \"(other)\", folded
+                             (values in \"(other)\"), weeks[], series[] {value, counts[] per
+                             week, installs[] per week (null for \"(other)\")}
   adoption                   weeks[], active_installs[] per week, versions[] {version,
                              active_installs[], share[]} in semver order, \"(other)\" last,
                              folded (versions in \"(other)\")
   commands[]                 event, count, weekly[] (per week of `weekly`), per_active_install
-                             (last week's count / its active installs)
+                             (last week's count / its active installs), installs (distinct
+                             installs that sent it in the week of `to`, anonymous/full),
+                             install_share (installs / identified_installs of that week: the
+                             share of active installs that used it), weekly_installs[]
   delivery                   summary (one sentence about the week of `to`), week, week_received,
                              week_missing, week_missing_share, received, missing, missing_share
                              (in the window), dropped[] {reason, count} and dropped_by_version[]
                              {version, count} (telemetry_dropped counters), refused[],
-                             downgraded[], ignored[] {reason, version, count, details[]}
+                             downgraded[], ignored[] {reason, version, count, details[]},
+                             uploads, retries (uploads carrying items already stored: sent
+                             again after a lost answer), retry_share, replayed (items those
+                             retries carried again, counted once), week_uploads, week_retries,
+                             week_retry_share (the same for the week of the summary)
 With --event E (and --prop K): project, from, to, event, count (events of E), props[] as above.
-Counts come from the daily counters, so every tier contributes; distinct installs by prop
-value are not available (counters count events). See docs/api.md.";
+Counts come from the daily counters, so every tier contributes. Distinct installs come from
+weekly_uses, kept at ingest for anonymous/full data, and are distinct within one ISO week
+(they do not add up over weeks). See docs/api.md.";
 
 /// Delivery health: what is known to be missing or changed on the way, so a
 /// maintainer sees a pipeline problem before drawing conclusions from the
@@ -330,6 +378,29 @@ pub struct DeliveryHealth {
     pub downgraded: Vec<RefusalCount>,
     /// Unknown fields ignored (`ignored_field`), by reason and version.
     pub ignored: Vec<RefusalCount>,
+    /// Uploads (ingest requests stored) that arrived in the window.
+    #[serde(default)]
+    pub uploads: u64,
+    /// Of those, **retries**: uploads carrying events or reports already
+    /// stored, sent again by a client that never saw the first answer (see
+    /// [`crate::store::UploadRow`]); their replayed items counted once.
+    #[serde(default)]
+    pub retries: u64,
+    /// `retries / uploads`, `None` without uploads.
+    #[serde(default)]
+    pub retry_share: Option<f64>,
+    /// Items the retries carried that were already stored (not counted again).
+    #[serde(default)]
+    pub replayed: u64,
+    /// Uploads in the ISO week of the summary.
+    #[serde(default)]
+    pub week_uploads: u64,
+    /// Retries in that week.
+    #[serde(default)]
+    pub week_retries: u64,
+    /// `week_retries / week_uploads`, `None` without uploads.
+    #[serde(default)]
+    pub week_retry_share: Option<f64>,
 }
 
 /// A count for one reason.

@@ -11,6 +11,7 @@ use telemetry_protocol::{Day, Manifest, Tier};
 
 pub mod adoption;
 pub mod health;
+pub(crate) mod installs;
 pub mod props;
 
 use crate::report::{
@@ -45,9 +46,19 @@ pub async fn project_stats_declared(
     let first = lo.min(hi.week_start());
     let rows = store.prop_counters(project, first, hi, None).await?;
     let refusals = store.refusals(project, first, hi).await?;
+    let uploads = store.uploads(project, first, hi).await?;
+    let weeks = props::weeks_of(lo, hi);
+    let uses = store
+        .weekly_uses(project, lo.week_start(), hi.week_start(), None, None)
+        .await?;
     let mut stats = compute(project, from, to, &input);
-    stats.props = props::breakdowns(manifest, lo, hi, &rows);
-    stats.delivery = health::delivery_health(lo, hi, &input, &rows, &refusals);
+    stats.props = props::breakdowns(manifest, lo, hi, &rows, &uses);
+    let installs = installs::WeeklyInstalls::of(&weeks, &uses);
+    adoption::add_installs(&mut stats.commands, &installs);
+    for (point, n) in stats.weekly.iter_mut().zip(installs.any()) {
+        point.identified_installs = *n;
+    }
+    stats.delivery = health::delivery_health(lo, hi, &input, &rows, &refusals, &uploads);
     Ok(stats)
 }
 
@@ -64,12 +75,21 @@ pub async fn event_breakdown(
 ) -> Result<EventBreakdown, StoreError> {
     let (from, to) = if from <= to { (from, to) } else { (to, from) };
     let rows = store.prop_counters(project, from, to, Some(event)).await?;
+    let uses = store
+        .weekly_uses(
+            project,
+            from.week_start(),
+            to.week_start(),
+            Some(event),
+            prop,
+        )
+        .await?;
     let count = rows
         .iter()
         .filter(|r| r.event == event)
         .map(|r| r.count)
         .sum();
-    let props = props::breakdowns(manifest, from, to, &rows)
+    let props = props::breakdowns(manifest, from, to, &rows, &uses)
         .into_iter()
         .filter(|b| b.event == event && prop.is_none_or(|p| b.prop == p))
         .collect();
@@ -121,6 +141,7 @@ pub fn compute(project: &str, from: Day, to: Day, input: &StatsInput) -> Project
                 active_installs: 0,
                 setup_started: 0,
                 setup_completed: 0,
+                identified_installs: 0,
             },
         );
         week = week.add_days(7);
@@ -376,6 +397,7 @@ mod tests {
                 props: r#"{"name":"x"}"#.into(),
                 count: 2,
             }],
+            &[],
         );
         let mut all = Vec::new();
         keys(&serde_json::to_value(&s).unwrap(), &mut all);

@@ -598,11 +598,21 @@ fn delivery_section(h: &DeliveryHealth) -> String {
         "<p class=\"note\">In this range: {} items stored, {} known to be missing ({}). Missing \
          means dropped by clients (reported in <code>telemetry_dropped</code>) or refused by this \
          collector; items clients report as <code>refused_items</code> are the collector's \
-         refusals, counted once. Whether uploads were retries is not stored: a retry changes \
-         nothing.</p>",
+         refusals, counted once.</p>",
         num(h.received),
         num(h.missing),
         pct(h.missing_share)
+    );
+    let _ = writeln!(
+        out,
+        "<p class=\"note\" id=\"delivery-retries\">Uploads in this range: {}; retries among \
+         them: {} ({}), carrying {} items already stored, counted once. A retry is an upload \
+         sent again after its answer was lost (a timeout, a cut connection, a killed uploader); \
+         one the collector turned away and then took counts once.</p>",
+        num(h.uploads),
+        num(h.retries),
+        pct(h.retry_share),
+        num(h.replayed)
     );
     out.push_str("<div class=\"cols\">\n");
     let dropped: Vec<(String, Vec<u64>)> = h
@@ -742,28 +752,37 @@ fn commands_section(stats: &ProjectStats) -> String {
     let mut out = String::from(
         "<section id=\"commands\"><h2>Command usage</h2>\n<div class=\"table-scroll\"><table class=\"commands\">\
          <thead><tr><th scope=\"col\">Event</th><th scope=\"col\" class=\"n\">Count</th>\
-         <th scope=\"col\">Per week</th><th scope=\"col\" class=\"n\">Per weekly active install</th></tr></thead><tbody>\n",
+         <th scope=\"col\">Per week</th><th scope=\"col\" class=\"n\">Per weekly active install</th>\
+         <th scope=\"col\" class=\"n\">Installs that used it</th></tr></thead><tbody>\n",
     );
     if stats.commands.is_empty() {
-        out.push_str("<tr><td colspan=\"4\">No events in this range.</td></tr>\n");
+        out.push_str("<tr><td colspan=\"5\">No events in this range.</td></tr>\n");
     }
     for c in &stats.commands {
         let per = c
             .per_active_install
             .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}"));
+        let used = match c.installs {
+            Some(n) => format!("{} ({})", num(n), pct(c.install_share)),
+            None => "—".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "<tr><td class=\"key\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
+            "<tr><td class=\"key\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td>\
+             <td class=\"n installs\">{}</td></tr>",
             Esc(&c.event),
             num(c.count),
             charts::sparkline(&c.weekly, &format!("{} per week", c.event)),
-            per
+            per,
+            used
         );
     }
     out.push_str(
         "</tbody></table></div>\n<p class=\"note\">Per weekly active install: the event's count \
-         in the last week over that week's active installs. One install may send an event many \
-         times, so this is not the share of installs that used it, which counters cannot tell.</p>\n\
+         in the last week over that week's active installs (every tier). Installs that used it: \
+         distinct installs that sent it in the last week, and their share of the installs that \
+         sent anything that week, from data sent at <code>anonymous</code> or <code>full</code> \
+         only (aggregate counts carry no install).</p>\n\
          </section>\n",
     );
     out
@@ -810,22 +829,33 @@ pub fn prop_panel(b: &PropBreakdown) -> String {
         &[("events", "s1")],
         &rows,
     ));
+    let installs = match b.installs {
+        Some(n) => format!(
+            " {} distinct installs sent it in the last week (<code>anonymous</code> and <code>full</code>).",
+            num(n)
+        ),
+        None => String::new(),
+    };
     let _ = write!(
         out,
-        "<p class=\"note\">{} events, {} without this prop.</p>\
+        "<p class=\"note\">{} events, {} without this prop.{installs}</p>\
          <details><summary>Values and weekly counts</summary><div class=\"table-scroll\"><table class=\"prop-values\">\
          <thead><tr><th scope=\"col\">Value</th><th scope=\"col\" class=\"n\">Events</th>\
-         <th scope=\"col\" class=\"n\">Share</th></tr></thead><tbody>",
+         <th scope=\"col\" class=\"n\">Share</th><th scope=\"col\" class=\"n\">Installs, last week</th>\
+         <th scope=\"col\" class=\"n\">Of installs</th></tr></thead><tbody>",
         num(b.events),
         num(b.not_set)
     );
     for v in &b.values {
         let _ = write!(
             out,
-            "<tr><td class=\"key\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr><td class=\"key\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n installs\">{}</td><td class=\"n\">{}</td></tr>",
             Esc(&v.value),
             num(v.count),
-            pct(v.share)
+            pct(v.share),
+            v.installs.map_or_else(|| "—".to_owned(), num),
+            pct(v.install_share)
         );
     }
     out.push_str("</tbody></table>");
@@ -912,6 +942,7 @@ pub(crate) mod tests {
                     active_installs: 6,
                     setup_started: 4,
                     setup_completed: 3,
+                    identified_installs: 4,
                 },
                 WeeklyPoint {
                     week: "2026-W47".parse().unwrap(),
@@ -919,6 +950,7 @@ pub(crate) mod tests {
                     active_installs: 7,
                     setup_started: 4,
                     setup_completed: 3,
+                    identified_installs: 5,
                 },
             ],
             versions: vec![
@@ -982,11 +1014,19 @@ pub(crate) mod tests {
                 day("2026-11-21"),
                 &sample_counters(),
             ),
-            commands: crate::stats::adoption::command_usage(
-                from,
-                day("2026-11-21"),
-                &sample_counters(),
-            ),
+            commands: {
+                let mut c = crate::stats::adoption::command_usage(
+                    from,
+                    day("2026-11-21"),
+                    &sample_counters(),
+                );
+                let weeks = crate::stats::props::weeks_of(from, day("2026-11-21"));
+                crate::stats::adoption::add_installs(
+                    &mut c,
+                    &crate::stats::installs::WeeklyInstalls::of(&weeks, &sample_uses()),
+                );
+                c
+            },
             delivery: crate::stats::health::delivery_health(
                 from,
                 day("2026-11-21"),
@@ -1004,8 +1044,34 @@ pub(crate) mod tests {
                     detail: HOSTILE[0].to_owned(),
                     count: 2,
                 }],
+                &[crate::store::UploadRow {
+                    day: day("2026-11-18"),
+                    uploads: 40,
+                    retries: 3,
+                    replayed: 9,
+                }],
             ),
         }
+    }
+
+    /// Distinct installs behind the sample (weekly_uses rows): 5 installs in
+    /// the last week, 3 of them sent `command`, 2 with the hostile name.
+    pub(crate) fn sample_uses() -> Vec<crate::store::UseRow> {
+        let row = |week: &str, event: &str, prop: &str, value: &str, installs: u64| {
+            crate::store::UseRow {
+                week: day(week),
+                event: event.to_owned(),
+                prop: prop.to_owned(),
+                value: value.to_owned(),
+                installs,
+            }
+        };
+        vec![
+            row("2026-11-09", "", "", "", 4),
+            row("2026-11-16", "", "", "", 5),
+            row("2026-11-16", "command", "", "", 3),
+            row("2026-11-16", "command", "name", HOSTILE[0], 2),
+        ]
     }
 
     /// Counter rows behind the sample's adoption and command usage: 12
@@ -1074,7 +1140,7 @@ pub(crate) mod tests {
                 2,
             ),
         ];
-        crate::stats::props::breakdowns(None, from, to, &rows)
+        crate::stats::props::breakdowns(None, from, to, &rows, &sample_uses())
     }
 
     fn range(stats: &ProjectStats, by: Granularity) -> Range {
@@ -1144,7 +1210,8 @@ pub(crate) mod tests {
         assert!(
             html.contains(
                 "id=\"delivery-summary\">About 4.1% of events are known to be missing this week \
-                 (2026-W47): 3 dropped by clients, 2 refused by the collector.</p>"
+                 (2026-W47): 3 dropped by clients, 2 refused by the collector. \
+                 About 7.5% of 40 uploads this week were retries.</p>"
             ),
             "{}",
             stats.delivery.summary
@@ -1154,6 +1221,10 @@ pub(crate) mod tests {
              <td class=\"n\">2</td><td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"
         ));
         assert!(html.contains("<title>outbox_full: 3 items</title>"));
+        assert!(html.contains(
+            "id=\"delivery-retries\">Uploads in this range: 40; retries among them: 3 (7.5%), \
+             carrying 9 items already stored"
+        ));
     }
 
     #[test]
@@ -1205,6 +1276,16 @@ pub(crate) mod tests {
         assert!(html.contains("data-event=\"&lt;script&gt;alert(1)&lt;/script&gt;\""));
         assert!(html.contains(
             "<td class=\"key\">greet</td><td class=\"n\">20</td><td class=\"n\">50.0%</td>"
+        ));
+        // Distinct installs: 3 of the last week's 5 sent `command`, 2 of
+        // them with the hostile name, shown escaped like its value.
+        assert!(
+            html.contains("<td class=\"n installs\">3 (60.0%)</td>"),
+            "{html}"
+        );
+        assert!(html.contains(
+            "<td class=\"key\">&lt;script&gt;alert(1)&lt;/script&gt;</td><td class=\"n\">10</td>\
+             <td class=\"n\">25.0%</td><td class=\"n installs\">2</td><td class=\"n\">66.7%</td>"
         ));
     }
 

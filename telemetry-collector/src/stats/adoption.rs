@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use telemetry_protocol::Day;
 use telemetry_protocol::manifest::builtin;
 
+use super::installs::{WeeklyInstalls, share};
 use super::props::{semver_cmp, weeks_of};
 use crate::report::{AdoptionSeries, CommandUsage, OTHER, VersionAdoption};
 use crate::store::StatsInput;
@@ -148,10 +149,25 @@ pub fn command_usage(from: Day, to: Day, input: &StatsInput) -> Vec<CommandUsage
             count,
             weekly,
             per_active_install: (last_active > 0).then(|| last as f64 / last_active as f64),
+            installs: None,
+            install_share: None,
+            weekly_installs: vec![0; weeks.len()],
         })
         .collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.event.cmp(&b.event)));
     out
+}
+
+/// Adds the distinct installs (`anonymous` and `full`) to command usage:
+/// each event's weekly installs, and in the last week their share of the
+/// installs that sent anything. `installs` must cover the weeks of `commands`.
+pub(crate) fn add_installs(commands: &mut [CommandUsage], installs: &WeeklyInstalls) {
+    let all = installs.last(installs.any());
+    for c in commands {
+        c.weekly_installs = installs.event(&c.event);
+        c.installs = installs.last(&c.weekly_installs);
+        c.install_share = share(c.installs, all);
+    }
 }
 
 #[cfg(test)]
@@ -234,5 +250,35 @@ mod tests {
         assert_eq!(c[0].weekly, [6, 10]);
         assert_eq!(c[0].per_active_install, Some(2.5));
         assert_eq!(c[1].per_active_install, Some(0.5));
+    }
+
+    #[test]
+    fn the_share_of_installs_that_used_a_command_is_of_the_last_week() {
+        use crate::store::UseRow;
+        let input = StatsInput {
+            counters: vec![row("2026-11-24", "build", "1.0", 10)],
+            ..StatsInput::default()
+        };
+        let mut c = command_usage(day("2026-11-18"), day("2026-11-25"), &input);
+        let weeks = weeks_of(day("2026-11-18"), day("2026-11-25"));
+        let use_row = |week: &str, event: &str, installs: u64| UseRow {
+            week: day(week),
+            event: event.into(),
+            prop: String::new(),
+            value: String::new(),
+            installs,
+        };
+        let rows = [
+            use_row("2026-11-16", "", 10),
+            use_row("2026-11-23", "", 8),
+            use_row("2026-11-23", "build", 2),
+        ];
+        add_installs(&mut c, &WeeklyInstalls::of(&weeks, &rows));
+        assert_eq!(c[0].weekly_installs, [0, 2]);
+        assert_eq!(c[0].installs, Some(2));
+        assert_eq!(c[0].install_share, Some(0.25));
+        // Aggregate data only: no installs to count.
+        add_installs(&mut c, &WeeklyInstalls::of(&weeks, &[]));
+        assert_eq!((c[0].installs, c[0].install_share), (None, None));
     }
 }

@@ -3,9 +3,9 @@
 //! downgraded or ignored (its `refusals` table), summed into one sentence a
 //! maintainer reads before trusting the rest of the page.
 //!
-//! Whether uploads were retries is not stored per project (a replay changes
-//! nothing, by design), so it is not part of this report; `/metrics` counts
-//! duplicates since start.
+//! Retries come from `daily_uploads`: an upload that carried anything
+//! already stored was sent again by a client that never saw the first
+//! answer (see [`crate::store::UploadRow`] for what counts and what not).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,7 +13,7 @@ use telemetry_protocol::manifest::builtin;
 use telemetry_protocol::{Day, PropValue, Props};
 
 use crate::report::{DeliveryHealth, ReasonCount, RefusalCount, VersionCount};
-use crate::store::{PropCounterRow, RefusalRow, StatsInput};
+use crate::store::{PropCounterRow, RefusalRow, StatsInput, UploadRow};
 
 /// The client's reason for items the collector refused inside an accepted
 /// payload: the collector counts those itself, so they are not added twice.
@@ -41,14 +41,23 @@ fn share_words(share: f64) -> String {
     }
 }
 
+/// `text` with its first letter in upper case, to start a sentence.
+fn capitalized(mut text: String) -> String {
+    if let Some(first) = text.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    text
+}
+
 /// **Delivery health** over `from..=to`, and the summary of the ISO week of
-/// `to`. `props` and `refusals` must cover both the window and that week.
+/// `to`. `props`, `refusals` and `uploads` must cover both the window and that week.
 pub fn delivery_health(
     from: Day,
     to: Day,
     input: &StatsInput,
     props: &[PropCounterRow],
     refusals: &[RefusalRow],
+    uploads: &[UploadRow],
 ) -> DeliveryHealth {
     let (from, to) = if from <= to { (from, to) } else { (to, from) };
     let week = to.week_start();
@@ -166,10 +175,7 @@ pub fn delivery_health(
             format!("No events are known to be missing this week ({iso}).")
         }
         Some(s) => {
-            let mut text = share_words(s);
-            if let Some(first) = text.get_mut(0..1) {
-                first.make_ascii_uppercase();
-            }
+            let text = capitalized(share_words(s));
             format!(
                 "{text} of events are known to be missing this week ({iso}): \
                  {week_missing_dropped} dropped by clients, {week_refused} refused by the collector."
@@ -180,6 +186,32 @@ pub fn delivery_health(
         0 => {}
         1 => summary.push_str(" 1 more item was kept at a lower tier than sent."),
         n => summary.push_str(&format!(" {n} more were kept at a lower tier than sent.")),
+    }
+    let (mut n_uploads, mut retries, mut replayed) = (0u64, 0u64, 0u64);
+    let (mut week_uploads, mut week_retries) = (0u64, 0u64);
+    for u in uploads {
+        if in_window(u.day) {
+            n_uploads += u.uploads;
+            retries += u.retries;
+            replayed += u.replayed;
+        }
+        if in_week(u.day) {
+            week_uploads += u.uploads;
+            week_retries += u.retries;
+        }
+    }
+    let ratio = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
+    let week_retry_share = ratio(week_retries, week_uploads);
+    if let Some(s) = week_retry_share.filter(|_| week_retries > 0) {
+        let noun = if week_uploads == 1 {
+            "upload"
+        } else {
+            "uploads"
+        };
+        summary.push_str(&format!(
+            " {} of {week_uploads} {noun} this week were retries.",
+            capitalized(share_words(s))
+        ));
     }
     let mut dropped: Vec<ReasonCount> = dropped
         .into_iter()
@@ -212,6 +244,13 @@ pub fn delivery_health(
         refused,
         downgraded,
         ignored,
+        uploads: n_uploads,
+        retries,
+        retry_share: ratio(retries, n_uploads),
+        replayed,
+        week_uploads,
+        week_retries,
+        week_retry_share,
     }
 }
 
@@ -278,6 +317,20 @@ mod tests {
             &input,
             &props,
             &refusals,
+            &[
+                UploadRow {
+                    day: day("2026-11-24"),
+                    uploads: 200,
+                    retries: 3,
+                    replayed: 12,
+                },
+                UploadRow {
+                    day: day("2026-11-17"),
+                    uploads: 100,
+                    retries: 0,
+                    replayed: 0,
+                },
+            ],
         );
         assert_eq!(h.received, 1490);
         assert_eq!(h.week_received, 990);
@@ -288,8 +341,12 @@ mod tests {
             h.summary,
             "About 1.0% of events are known to be missing this week (2026-W48): \
              5 dropped by clients, 5 refused by the collector. \
-             6 more were kept at a lower tier than sent."
+             6 more were kept at a lower tier than sent. \
+             About 1.5% of 200 uploads this week were retries."
         );
+        assert_eq!((h.uploads, h.retries, h.replayed), (300, 3, 12));
+        assert_eq!(h.retry_share, Some(0.01));
+        assert_eq!(h.week_retry_share, Some(0.015));
         assert_eq!(h.dropped.len(), builtin::DROPPED_REASONS.len());
         assert_eq!(
             (h.dropped[0].reason.as_str(), h.dropped[0].count),
@@ -311,13 +368,14 @@ mod tests {
             &StatsInput::default(),
             &[],
             &[],
+            &[],
         );
         assert_eq!(h.summary, "No data arrived this week (2026-W48).");
         let input = StatsInput {
             counters: vec![counter("2026-11-24", "command", "1.0", 5)],
             ..StatsInput::default()
         };
-        let h = delivery_health(day("2026-11-16"), day("2026-11-25"), &input, &[], &[]);
+        let h = delivery_health(day("2026-11-16"), day("2026-11-25"), &input, &[], &[], &[]);
         assert_eq!(
             h.summary,
             "No events are known to be missing this week (2026-W48)."
@@ -327,7 +385,14 @@ mod tests {
             counters: vec![counter("2026-11-24", "command", "1.0", 5000)],
             ..StatsInput::default()
         };
-        let h = delivery_health(day("2026-11-16"), day("2026-11-25"), &input, &tiny, &[]);
+        let h = delivery_health(
+            day("2026-11-16"),
+            day("2026-11-25"),
+            &input,
+            &tiny,
+            &[],
+            &[],
+        );
         assert!(
             h.summary.starts_with("Less than 0.1% of events"),
             "{}",

@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use telemetry_protocol::manifest::{PropKind, bucket_labels, builtin};
 use telemetry_protocol::{Day, Manifest, PropValue, Props};
 
+use super::installs::{WeeklyInstalls, share as install_share};
 use crate::report::{OTHER, PropBreakdown, ValueCount, ValueSeries};
-use crate::store::PropCounterRow;
+use crate::store::{PropCounterRow, UseRow};
 
 /// Values listed one by one before the rest folds into [`OTHER`].
 pub const TOP_VALUES: usize = 10;
@@ -66,10 +67,7 @@ fn declared(manifest: Option<&Manifest>) -> BTreeMap<String, BTreeMap<String, Pr
 }
 
 fn value_text(v: &PropValue) -> String {
-    match v {
-        PropValue::Bool(b) => b.to_string(),
-        PropValue::Token(t) => t.clone(),
-    }
+    crate::store::prop_value_text(v)
 }
 
 /// Sums per (event, prop, value) and per week, for one pass over the rows.
@@ -83,15 +81,18 @@ struct Acc {
 
 /// **The prop breakdowns** of every declared event and prop (declared props
 /// with no data included, as zeros), and of every prop seen that no manifest
-/// declares, over `from..=to`. Sorted by event, then prop.
+/// declares, over `from..=to`. Sorted by event, then prop. Distinct
+/// installs come from `uses` (the `weekly_uses` rows of the window's weeks).
 pub fn breakdowns(
     manifest: Option<&Manifest>,
     from: Day,
     to: Day,
     rows: &[PropCounterRow],
+    uses: &[UseRow],
 ) -> Vec<PropBreakdown> {
     let (from, to) = if from <= to { (from, to) } else { (to, from) };
     let weeks = weeks_of(from, to);
+    let installs = WeeklyInstalls::of(&weeks, uses);
     let week_index = |d: Day| {
         ((d.week_start().days_since_epoch() - from.week_start().days_since_epoch()) / 7) as usize
     };
@@ -134,7 +135,7 @@ pub fn breakdowns(
                 .get(&event)
                 .and_then(|p| p.get(&prop))
                 .map_or(Kind::Undeclared, |k| Kind::Declared(k.clone()));
-            finish(event, prop, &kind, acc, &weeks)
+            finish(event, prop, &kind, acc, &weeks, &installs)
         })
         .collect()
 }
@@ -150,7 +151,14 @@ pub(crate) fn weeks_of(from: Day, to: Day) -> Vec<Day> {
     weeks
 }
 
-fn finish(event: String, prop: String, kind: &Kind, acc: Acc, weeks: &[Day]) -> PropBreakdown {
+fn finish(
+    event: String,
+    prop: String,
+    kind: &Kind,
+    acc: Acc,
+    weeks: &[Day],
+    installs: &WeeklyInstalls,
+) -> PropBreakdown {
     let mut values = acc.values;
     // Declared values with no data still get a row where the list is short
     // enough to show whole: "nobody uses fish" is an answer too.
@@ -201,12 +209,18 @@ fn finish(event: String, prop: String, kind: &Kind, acc: Acc, weeks: &[Day]) -> 
         folded = 1; // only the collector's own fold, one value as far as we know
     }
     let share = |n: u64| (set > 0).then(|| n as f64 / set as f64);
+    let event_installs = installs.last(&installs.event(&event));
     let mut rows: Vec<ValueCount> = entries
         .iter()
-        .map(|(v, n, _)| ValueCount {
-            value: v.clone(),
-            count: *n,
-            share: share(*n),
+        .map(|(v, n, _)| {
+            let value_installs = installs.last(&installs.value(&event, &prop, v));
+            ValueCount {
+                value: v.clone(),
+                count: *n,
+                share: share(*n),
+                installs: value_installs,
+                install_share: install_share(value_installs, event_installs),
+            }
         })
         .collect();
     // The series: the top values by count, shown in the order of `rows`.
@@ -225,6 +239,7 @@ fn finish(event: String, prop: String, kind: &Kind, acc: Acc, weeks: &[Day]) -> 
             series.push(ValueSeries {
                 value: v.clone(),
                 counts: w.clone(),
+                installs: Some(installs.value(&event, &prop, v)),
             });
         } else if *n > 0 {
             any_rest = true;
@@ -238,6 +253,8 @@ fn finish(event: String, prop: String, kind: &Kind, acc: Acc, weeks: &[Day]) -> 
             value: OTHER.to_owned(),
             count: *n,
             share: share(*n),
+            installs: None,
+            install_share: None,
         });
         any_rest |= *n > 0;
         for (a, b) in rest.iter_mut().zip(w) {
@@ -248,6 +265,7 @@ fn finish(event: String, prop: String, kind: &Kind, acc: Acc, weeks: &[Day]) -> 
         series.push(ValueSeries {
             value: OTHER.to_owned(),
             counts: rest,
+            installs: None,
         });
     }
     PropBreakdown {
@@ -256,6 +274,7 @@ fn finish(event: String, prop: String, kind: &Kind, acc: Acc, weeks: &[Day]) -> 
         kind: kind.name().to_owned(),
         events: acc.events,
         not_set: acc.events.saturating_sub(set),
+        installs: event_installs,
         values: rows,
         folded,
         weeks: weeks.iter().map(|w| w.iso_week()).collect(),
@@ -404,7 +423,7 @@ props.mode = { kind = "enum", values = ["a","b","c","d","e","f","g","h","i","j",
             row("2026-11-23", "init", "{}", 2),
             row("2026-11-30", "init", r#"{"shell":"bash"}"#, 100), // after the window
         ];
-        let all = breakdowns(Some(&m), day("2026-11-16"), day("2026-11-29"), &rows);
+        let all = breakdowns(Some(&m), day("2026-11-16"), day("2026-11-29"), &rows, &[]);
         let shell = find(&all, "init", "shell");
         assert_eq!(shell.kind, "enum");
         assert_eq!(shell.events, 18);
@@ -456,7 +475,7 @@ props.mode = { kind = "enum", values = ["a","b","c","d","e","f","g","h","i","j",
             .collect();
         rows.push(row("2026-11-18", "query", r#"{"mode":"(other)"}"#, 7));
         rows.push(row("2026-11-18", "query", r#"{"undeclared":"x"}"#, 2));
-        let all = breakdowns(Some(&m), day("2026-11-16"), day("2026-11-22"), &rows);
+        let all = breakdowns(Some(&m), day("2026-11-16"), day("2026-11-22"), &rows, &[]);
         let mode = find(&all, "query", "mode");
         assert_eq!(mode.values.len(), TOP_VALUES + 1);
         assert_eq!(mode.values[0].value, "a");
@@ -477,7 +496,7 @@ props.mode = { kind = "enum", values = ["a","b","c","d","e","f","g","h","i","j",
     #[test]
     fn without_a_manifest_props_seen_are_shown_undeclared() {
         let rows = vec![row("2026-11-18", "cmd", r#"{"name":"<b>x</b>"}"#, 2)];
-        let all = breakdowns(None, day("2026-11-16"), day("2026-11-22"), &rows);
+        let all = breakdowns(None, day("2026-11-16"), day("2026-11-22"), &rows, &[]);
         let name = find(&all, "cmd", "name");
         assert_eq!(name.kind, "undeclared");
         assert_eq!(values(name), [("<b>x</b>", 2)]);

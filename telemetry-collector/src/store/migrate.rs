@@ -131,6 +131,55 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "install_uses",
+        // Id 0 (the event itself, or "sent anything") is `''` in PostgreSQL.
+        select: "SELECT p.name, u.week, u.install,
+                        COALESCE(e.text, ''), COALESCE(k.text, ''), COALESCE(v.text, '')
+                 FROM install_uses u
+                 JOIN projects p ON p.id = u.project
+                 LEFT JOIN strings e ON e.id = u.event
+                 LEFT JOIN strings k ON k.id = u.prop
+                 LEFT JOIN strings v ON v.id = u.value",
+        columns: &[
+            ("project", Kind::Text),
+            ("week", Kind::Int4),
+            ("install", Kind::Bytea),
+            ("event", Kind::Text),
+            ("prop", Kind::Text),
+            ("value", Kind::Text),
+        ],
+    },
+    Table {
+        name: "weekly_uses",
+        select: "SELECT p.name, COALESCE(e.text, ''), COALESCE(k.text, ''), u.week,
+                        COALESCE(v.text, ''), u.installs
+                 FROM weekly_uses u
+                 JOIN projects p ON p.id = u.project
+                 LEFT JOIN strings e ON e.id = u.event
+                 LEFT JOIN strings k ON k.id = u.prop
+                 LEFT JOIN strings v ON v.id = u.value",
+        columns: &[
+            ("project", Kind::Text),
+            ("event", Kind::Text),
+            ("prop", Kind::Text),
+            ("week", Kind::Int4),
+            ("value", Kind::Text),
+            ("installs", Kind::Int8),
+        ],
+    },
+    Table {
+        name: "daily_uploads",
+        select: "SELECT p.name, u.day, u.uploads, u.retries, u.replayed
+                 FROM daily_uploads u JOIN projects p ON p.id = u.project",
+        columns: &[
+            ("project", Kind::Text),
+            ("day", Kind::Int4),
+            ("uploads", Kind::Int8),
+            ("retries", Kind::Int8),
+            ("replayed", Kind::Int8),
+        ],
+    },
+    Table {
         name: "identities",
         select: "SELECT p.name, i.install, i.fields
                  FROM identities i JOIN projects p ON p.id = i.project",

@@ -257,6 +257,8 @@ pub struct PurgeOutcome {
     pub installs: u64,
     /// Install-week activity rows removed.
     pub install_weeks: u64,
+    /// Per-install weekly use rows (`install_uses`) removed.
+    pub install_uses: u64,
     /// Report ids old enough that a retry can no longer arrive, removed.
     pub report_ids: u64,
 }
@@ -419,6 +421,80 @@ pub trait Store: Send + Sync + 'static {
         to: Day,
         event: Option<&str>,
     ) -> StoreFuture<'_, Vec<PropCounterRow>>;
+
+    /// `weekly_uses` of `project` for the ISO weeks starting `from..=to`
+    /// (Mondays): distinct installs (sent at `anonymous` or `full`) by week,
+    /// event, prop and value. Only `event`'s rows when it is given, then
+    /// only `prop`'s too when that is given, plus the week's "sent anything"
+    /// rows ([`UseRow::is_any`]) either way.
+    fn weekly_uses(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+        prop: Option<&str>,
+    ) -> StoreFuture<'_, Vec<UseRow>>;
+
+    /// `daily_uploads` of `project` over `from..=to`.
+    fn uploads(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, Vec<UploadRow>>;
+}
+
+/// A prop value as breakdowns and `install_uses` name it: `true`/`false`
+/// for a boolean, the token itself otherwise.
+pub(crate) fn prop_value_text(value: &telemetry_protocol::PropValue) -> String {
+    match value {
+        telemetry_protocol::PropValue::Bool(b) => b.to_string(),
+        telemetry_protocol::PropValue::Token(t) => t.clone(),
+    }
+}
+
+/// One row of `weekly_uses`: how many distinct installs, sending at
+/// `anonymous` or `full`, used something in one ISO week. Kept at ingest:
+/// an install's weekly uses are noted in `install_uses` (raw per-install
+/// data: purged with the retention, deleted with the install) and counted
+/// here the first time; a deletion takes them back out, so a `reset-id`
+/// does not count one user twice. The counts of a week whose uses were
+/// purged are final and kept, like the daily counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseRow {
+    /// The Monday of the ISO week.
+    pub week: Day,
+    /// The event, or `""` for "sent anything" that week.
+    pub event: String,
+    /// The prop, or `""` for the event itself.
+    pub prop: String,
+    /// The prop's value (`true`/`false` for a boolean), or `""` for the event itself.
+    pub value: String,
+    /// Distinct installs.
+    pub installs: u64,
+}
+
+impl UseRow {
+    /// Whether this row counts the installs that sent anything that week.
+    pub fn is_any(&self) -> bool {
+        self.event.is_empty()
+    }
+}
+
+/// One row of `daily_uploads`: ingest requests stored on one arrival day.
+///
+/// A **retry** is an upload that carried at least one event or report the
+/// collector had already stored: a client sending again a payload whose
+/// answer it never saw (a timeout, a dropped connection, a killed
+/// uploader). Event ids and report ids make that visible, and replays are
+/// never counted twice. A retry after a `4xx`, `429` or `503` is not one:
+/// nothing of the first attempt was stored, so it counts as a first upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadRow {
+    /// The UTC day the uploads arrived.
+    pub day: Day,
+    /// Ingest requests stored (answered `2xx`).
+    pub uploads: u64,
+    /// Of those, retries.
+    pub retries: u64,
+    /// Events and counters those retries carried that were already stored.
+    pub replayed: u64,
 }
 
 /// One counter cell with its props, as [`Store::prop_counters`] returns it.

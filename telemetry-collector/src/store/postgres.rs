@@ -161,6 +161,50 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project, period, statistic, key)
     );
     "#,
+    // 5: distinct installs by use, and uploads that were retries, as in
+    // SQLite's migration 6; `''` stands for SQLite's id 0 (the event itself
+    // for `prop` and `value`, "sent anything" for `event`).
+    r#"
+    CREATE TABLE install_uses (
+        project TEXT NOT NULL,
+        week    INTEGER NOT NULL,
+        install BYTEA NOT NULL,
+        event   TEXT NOT NULL,
+        prop    TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (project, week, install, event, prop, value)
+    );
+    CREATE TABLE weekly_uses (
+        project  TEXT NOT NULL,
+        event    TEXT NOT NULL,
+        prop     TEXT NOT NULL,
+        week     INTEGER NOT NULL,
+        value    TEXT NOT NULL,
+        installs BIGINT NOT NULL,
+        PRIMARY KEY (project, event, prop, week, value)
+    );
+    CREATE TABLE daily_uploads (
+        project TEXT NOT NULL,
+        day     INTEGER NOT NULL,
+        uploads BIGINT NOT NULL,
+        retries BIGINT NOT NULL,
+        replayed BIGINT NOT NULL,
+        PRIMARY KEY (project, day)
+    );
+    INSERT INTO install_uses (project, week, install, event, prop, value)
+        SELECT DISTINCT project, (ts / 86400000)::int - (((ts / 86400000)::int + 3) % 7),
+               install, u.event, '', ''
+        FROM events, LATERAL (VALUES (''), (name)) AS u(event)
+        ON CONFLICT DO NOTHING;
+    INSERT INTO install_uses (project, week, install, event, prop, value)
+        SELECT DISTINCT e.project, (e.ts / 86400000)::int - (((e.ts / 86400000)::int + 3) % 7),
+               e.install, e.name, j.key, j.value
+        FROM events e, jsonb_each_text(e.props::jsonb) j
+        ON CONFLICT DO NOTHING;
+    INSERT INTO weekly_uses (project, event, prop, week, value, installs)
+        SELECT project, event, prop, week, value, COUNT(*) FROM install_uses
+        GROUP BY project, event, prop, week, value;
+    "#,
 ];
 
 /// The newest schema version this build writes.
@@ -875,6 +919,8 @@ async fn ingest_tx(
     let mut weeks: BTreeSet<(&str, [u8; 16], i32)> = BTreeSet::new();
     let mut identities: BTreeMap<(&str, [u8; 16]), IdentityChange> = BTreeMap::new();
     let mut refusals: BTreeMap<(&str, i32, &str, &str, &str), i64> = BTreeMap::new();
+    let mut uses: Vec<NewUse<'_>> = Vec::new();
+    let mut uploads: BTreeMap<(&str, i32), [i64; 3]> = BTreeMap::new();
     let fresh_id = |project: &str, id: [u8; 16], i: usize| {
         reports.get(&(project, id)).map(|(first, _)| *first) == Some(i)
             && fresh_reports.contains(&(project.to_owned(), id.to_vec()))
@@ -963,6 +1009,7 @@ async fn ingest_tx(
                     span.0 = span.0.min(n);
                     span.1 = span.1.max(n);
                     weeks.insert((project, install.0, day.week_start().days_since_epoch()));
+                    uses.push((project, day, install.0, e.name.as_str(), &e.props));
                     outcome.accepted += 1;
                 }
                 // With every event refused there is no install row to hang an
@@ -1011,8 +1058,14 @@ async fn ingest_tx(
                     .or_default() += note.count as i64;
             }
         }
+        let upload = uploads.entry((project, day)).or_default();
+        upload[0] += 1;
+        upload[1] += i64::from(outcome.duplicates > 0);
+        upload[2] += outcome.duplicates as i64;
         outcomes.push(outcome);
     }
+    note_uses(&tx, &uses).await?;
+    note_uploads(&tx, &uploads).await?;
     if !refusals.is_empty() {
         let (mut p, mut days, mut versions, mut reasons, mut details, mut counts) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -1100,6 +1153,108 @@ async fn ingest_tx(
     Ok(outcomes)
 }
 
+/// A newly stored event, as [`note_uses`] takes it: project, day, install, name, props.
+type NewUse<'a> = (
+    &'a str,
+    Day,
+    [u8; 16],
+    &'a str,
+    &'a telemetry_protocol::Props,
+);
+
+/// Distinct installs by use, as SQLite's `Writer::note_uses`: the install's
+/// weekly uses (`''` for the event itself and for "sent anything"), each
+/// counted in `weekly_uses` the first time it is stored.
+async fn note_uses(
+    tx: &tokio_postgres::Transaction<'_>,
+    fresh: &[NewUse<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut keys: BTreeSet<(&str, i32, [u8; 16], &str, String, String)> = BTreeSet::new();
+    for (project, day, install, event, props) in fresh {
+        let week = day.week_start().days_since_epoch();
+        keys.insert((project, week, *install, "", String::new(), String::new()));
+        keys.insert((project, week, *install, event, String::new(), String::new()));
+        for (name, value) in props.iter() {
+            keys.insert((
+                project,
+                week,
+                *install,
+                event,
+                name.clone(),
+                super::prop_value_text(value),
+            ));
+        }
+    }
+    let (mut p, mut w, mut i, mut e, mut k, mut v) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (project, week, install, event, prop, value) in &keys {
+        p.push(*project);
+        w.push(*week);
+        i.push(install.as_slice());
+        e.push(*event);
+        k.push(prop.as_str());
+        v.push(value.as_str());
+    }
+    tx.execute(
+            "WITH new AS (
+                 INSERT INTO install_uses (project, week, install, event, prop, value)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::bytea[], $4::text[], $5::text[], $6::text[])
+                 ON CONFLICT DO NOTHING
+                 RETURNING project, event, prop, week, value)
+             INSERT INTO weekly_uses (project, event, prop, week, value, installs)
+             SELECT project, event, prop, week, value, COUNT(*) FROM new
+             GROUP BY project, event, prop, week, value
+             ORDER BY project, event, prop, week, value
+             ON CONFLICT (project, event, prop, week, value)
+             DO UPDATE SET installs = weekly_uses.installs + excluded.installs",
+            &[&p, &w, &i, &e, &k, &v],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Counts uploads per project and arrival day, and those that were retries
+/// (see [`super::UploadRow`]).
+async fn note_uploads(
+    tx: &tokio_postgres::Transaction<'_>,
+    uploads: &BTreeMap<(&str, i32), [i64; 3]>,
+) -> Result<(), tokio_postgres::Error> {
+    if uploads.is_empty() {
+        return Ok(());
+    }
+    let (mut p, mut d, mut n, mut r, mut x) = (vec![], vec![], vec![], vec![], vec![]);
+    for ((project, day), [uploads, retries, replayed]) in uploads {
+        p.push(*project);
+        d.push(*day);
+        n.push(*uploads);
+        r.push(*retries);
+        x.push(*replayed);
+    }
+    tx.execute(
+        "INSERT INTO daily_uploads (project, day, uploads, retries, replayed)
+         SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::int8[])
+         ON CONFLICT (project, day) DO UPDATE SET
+           uploads = daily_uploads.uploads + excluded.uploads,
+           retries = daily_uploads.retries + excluded.retries,
+           replayed = daily_uploads.replayed + excluded.replayed",
+        &[&p, &d, &n, &r, &x],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The ISO weeks `install_uses` holds for a project, walked one index seek
+/// at a time (the table is keyed by week first).
+const USE_WEEKS: &str = "WITH RECURSIVE w(week) AS (
+        SELECT MIN(week) FROM install_uses WHERE project = $1
+        UNION ALL
+        SELECT (SELECT MIN(u.week) FROM install_uses u WHERE u.project = $1 AND u.week > w.week)
+        FROM w WHERE w.week IS NOT NULL)
+    SELECT week FROM w WHERE week IS NOT NULL";
+
 async fn delete_tx(
     client: &mut Client,
     project: &str,
@@ -1113,6 +1268,26 @@ async fn delete_tx(
         )
         .await?;
     }
+    // The install's uses leave `weekly_uses`, then go.
+    tx.execute(
+        &format!(
+            "UPDATE weekly_uses w SET installs = w.installs - 1
+             FROM install_uses u
+             WHERE u.project = $1 AND u.install = $2 AND u.week IN ({USE_WEEKS})
+               AND w.project = u.project AND w.event = u.event AND w.prop = u.prop
+               AND w.week = u.week AND w.value = u.value"
+        ),
+        &[&project, &install.0.as_slice()],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "DELETE FROM install_uses
+             WHERE project = $1 AND install = $2 AND week IN ({USE_WEEKS})"
+        ),
+        &[&project, &install.0.as_slice()],
+    )
+    .await?;
     tx.commit().await
 }
 
@@ -1156,6 +1331,13 @@ async fn purge_tx(
         out.installs += tx
             .execute(
                 "DELETE FROM installs WHERE project = $1 AND last_seen_day < $2",
+                &[&name, &cutoff],
+            )
+            .await?;
+        // As in SQLite: whole weeks older than the cutoff; `weekly_uses` stays.
+        out.install_uses += tx
+            .execute(
+                "DELETE FROM install_uses WHERE project = $1 AND week + 6 < $2",
                 &[&name, &cutoff],
             )
             .await?;
@@ -1229,6 +1411,37 @@ async fn read_stats(
         installs_all_time: installs_all_time.max(0) as u64,
         cohorts,
     })
+}
+
+/// [`Store::weekly_uses`], as SQLite's `read_weekly_uses`.
+async fn read_weekly_uses(
+    client: &Client,
+    project: &str,
+    (from, to): (Day, Day),
+    event: Option<&str>,
+    prop: Option<&str>,
+) -> Result<Vec<super::UseRow>, tokio_postgres::Error> {
+    let (start, end) = (from.days_since_epoch(), to.days_since_epoch());
+    let rows = client
+        .query(
+            "SELECT week, event, prop, value, installs FROM weekly_uses
+             WHERE project = $1 AND installs > 0 AND week BETWEEN $2 AND $3
+               AND ((event = '' AND prop = '')
+                    OR ($4::text IS NULL AND event <> '')
+                    OR (event = $4 AND ($5::text IS NULL OR prop IN ('', $5))))",
+            &[&project, &start, &end, &event, &prop],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| super::UseRow {
+            week: Day::from_days_since_epoch(r.get(0)),
+            event: r.get(1),
+            prop: r.get(2),
+            value: r.get(3),
+            installs: r.get::<_, i64>(4).max(0) as u64,
+        })
+        .collect())
 }
 
 /// [`Store::prop_counters`]; the day range is a prefix of the primary key.
@@ -1325,6 +1538,50 @@ impl Store for PostgresStore {
         let event = event.map(str::to_owned);
         self.read(move |client| async move {
             read_prop_counters(&client, &project, from, to, event.as_deref()).await
+        })
+    }
+
+    fn weekly_uses(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+        prop: Option<&str>,
+    ) -> StoreFuture<'_, Vec<super::UseRow>> {
+        let project = project.to_owned();
+        let (event, prop) = (event.map(str::to_owned), prop.map(str::to_owned));
+        self.read(move |client| async move {
+            read_weekly_uses(
+                &client,
+                &project,
+                (from, to),
+                event.as_deref(),
+                prop.as_deref(),
+            )
+            .await
+        })
+    }
+
+    fn uploads(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, Vec<super::UploadRow>> {
+        let project = project.to_owned();
+        self.read(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT day, uploads, retries, replayed FROM daily_uploads
+                     WHERE project = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
+                    &[&project, &from.days_since_epoch(), &to.days_since_epoch()],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| super::UploadRow {
+                    day: Day::from_days_since_epoch(r.get(0)),
+                    uploads: r.get::<_, i64>(1).max(0) as u64,
+                    retries: r.get::<_, i64>(2).max(0) as u64,
+                    replayed: r.get::<_, i64>(3).max(0) as u64,
+                })
+                .collect())
         })
     }
 

@@ -41,6 +41,10 @@ pub const REPORT_ID_DAYS: i32 = 31;
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
 
+/// The `install_uses` event id that means "sent anything this week"; string
+/// ids start at 1, so it names no event.
+const ANY_EVENT: i64 = 0;
+
 /// The versioned migrations, applied in order at start-up. Never edit a
 /// released entry; append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -178,6 +182,63 @@ const MIGRATIONS: &[&str] = &[
         released_on INTEGER NOT NULL,
         PRIMARY KEY (project, period, statistic, key)
     ) WITHOUT ROWID;
+    "#,
+    // 6: distinct installs by use, and uploads that were retries (see
+    // `Writer::note_uses`). `install_uses` holds, per ISO week (its Monday),
+    // which events and prop values each install sent (`prop = 0` for the
+    // event itself, `event = 0` for "sent anything"); keyed by week first, so
+    // a day's inserts land in one part of the tree. `weekly_uses` counts its
+    // rows per week, so stats read a few hundred rows, never installs. The
+    // backfill takes the raw events still kept.
+    r#"
+    CREATE TABLE install_uses (
+        project INTEGER NOT NULL,
+        week    INTEGER NOT NULL,
+        install BLOB NOT NULL,
+        event   INTEGER NOT NULL,
+        prop    INTEGER NOT NULL,
+        value   INTEGER NOT NULL,
+        PRIMARY KEY (project, week, install, event, prop, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE weekly_uses (
+        project  INTEGER NOT NULL,
+        event    INTEGER NOT NULL,
+        prop     INTEGER NOT NULL,
+        week     INTEGER NOT NULL,
+        value    INTEGER NOT NULL,
+        installs INTEGER NOT NULL,
+        PRIMARY KEY (project, event, prop, week, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE daily_uploads (
+        project INTEGER NOT NULL,
+        day     INTEGER NOT NULL,
+        uploads INTEGER NOT NULL,
+        retries INTEGER NOT NULL,
+        replayed INTEGER NOT NULL,
+        PRIMARY KEY (project, day)
+    ) WITHOUT ROWID;
+    CREATE TEMP TABLE backfill_pairs AS
+        SELECT s.id AS props, j.key AS prop,
+               CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE j.atom END AS value
+        FROM (SELECT DISTINCT props FROM events) d
+        JOIN strings s ON s.id = d.props, json_each(s.text) j;
+    INSERT OR IGNORE INTO strings (text) SELECT prop FROM backfill_pairs;
+    INSERT OR IGNORE INTO strings (text) SELECT value FROM backfill_pairs;
+    INSERT OR IGNORE INTO install_uses (project, week, install, event, prop, value)
+        SELECT project, (ts / 86400000) - (((ts / 86400000) + 3) % 7), install, 0, 0, 0 FROM events;
+    INSERT OR IGNORE INTO install_uses (project, week, install, event, prop, value)
+        SELECT project, (ts / 86400000) - (((ts / 86400000) + 3) % 7), install, name, 0, 0 FROM events;
+    INSERT OR IGNORE INTO install_uses (project, week, install, event, prop, value)
+        SELECT e.project, (e.ts / 86400000) - (((e.ts / 86400000) + 3) % 7), e.install, e.name,
+               sp.id, sv.id
+        FROM events e
+        JOIN backfill_pairs b ON b.props = e.props
+        JOIN strings sp ON sp.text = b.prop
+        JOIN strings sv ON sv.text = b.value;
+    INSERT INTO weekly_uses (project, event, prop, week, value, installs)
+        SELECT project, event, prop, week, value, COUNT(*) FROM install_uses
+        GROUP BY project, event, prop, week, value;
+    DROP TABLE backfill_pairs;
     "#,
 ];
 
@@ -771,6 +832,7 @@ impl Writer {
                 if !self.remember_id(project, report_id, newest)? {
                     // A replay: neither its counters nor its refusals count again.
                     outcome.duplicates = counters.len() as u64;
+                    self.note_upload(project, batch.received, &outcome)?;
                     return Ok(outcome);
                 }
                 for c in counters {
@@ -798,6 +860,7 @@ impl Writer {
                 identity,
             } => {
                 let mut days = BTreeSet::new();
+                let mut fresh_uses = Vec::new();
                 for e in events {
                     let name = self.string_id(&e.name)?;
                     let props = self.string_id(&props_json(&e.props))?;
@@ -818,6 +881,7 @@ impl Writer {
                         == 1;
                     if fresh {
                         let day = e.timestamp.day();
+                        fresh_uses.push((day, name, &e.props));
                         self.add_count(key(day, name, props), 1);
                         days.insert(day);
                         outcome.accepted += 1;
@@ -835,12 +899,90 @@ impl Writer {
                 if !events.is_empty() {
                     self.note_identity(project, install, batch.tier, identity.as_ref())?;
                 }
+                self.note_uses(project, install, &fresh_uses)?;
             }
         }
         if !skew.is_empty() {
             self.count_skew(project, context[0], batch, skew, outcome.accepted > 0)?;
         }
+        self.note_upload(project, batch.received, &outcome)?;
         Ok(outcome)
+    }
+
+    /// Distinct installs by use: for each ISO week of `fresh` (newly stored
+    /// events: day, event name id, props), notes that the install sent
+    /// anything, each event, and each event's prop values, and counts each
+    /// first time in `weekly_uses`. A replayed event never gets here, so
+    /// nothing counts twice; deleting the install takes its rows back out.
+    fn note_uses(
+        &mut self,
+        project: i64,
+        install: &InstallHash,
+        fresh: &[(Day, i64, &telemetry_protocol::Props)],
+    ) -> rusqlite::Result<()> {
+        let mut uses: BTreeSet<[i64; 4]> = BTreeSet::new();
+        for (day, event, props) in fresh {
+            let week = day_num(day.week_start());
+            uses.insert([week, ANY_EVENT, 0, 0]);
+            uses.insert([week, *event, 0, 0]);
+            for (name, value) in props.iter() {
+                let prop = self.string_id(name)?;
+                let value = self.string_id(&super::prop_value_text(value))?;
+                uses.insert([week, *event, prop, value]);
+            }
+        }
+        for [week, event, prop, value] in uses {
+            let new = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO install_uses (project, week, install, event, prop, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    project,
+                    week,
+                    install.0.as_slice(),
+                    event,
+                    prop,
+                    value
+                ])?
+                == 1;
+            if new {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO weekly_uses (project, event, prop, week, value, installs)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1)
+                         ON CONFLICT DO UPDATE SET installs = installs + 1",
+                    )?
+                    .execute(params![project, event, prop, week, value])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the upload on its arrival day, and as a retry if it carried
+    /// anything already stored (see [`super::UploadRow`]).
+    fn note_upload(
+        &self,
+        project: i64,
+        received: Day,
+        outcome: &IngestOutcome,
+    ) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO daily_uploads (project, day, uploads, retries, replayed)
+                 VALUES (?1, ?2, 1, ?3, ?4)
+                 ON CONFLICT DO UPDATE SET uploads = uploads + 1,
+                                           retries = retries + excluded.retries,
+                                           replayed = replayed + excluded.replayed",
+            )?
+            .execute(params![
+                project,
+                day_num(received),
+                i64::from(outcome.duplicates > 0),
+                outcome.duplicates as i64
+            ])?;
+        Ok(())
     }
 
     /// Adds `skew` to `refusals`: each refused event only if its id is new,
@@ -1058,6 +1200,34 @@ impl Writer {
                 ))?
                 .execute(params![project, install.0.as_slice()])?;
         }
+        self.delete_uses(project, install)
+    }
+
+    /// Takes an install's uses out of `weekly_uses` and removes them. The
+    /// table is keyed by week first, so the weeks it holds are walked one by
+    /// one (a few dozen index seeks) rather than scanned.
+    fn delete_uses(&self, project: i64, install: &InstallHash) -> rusqlite::Result<()> {
+        const WEEKS: &str = "WITH RECURSIVE w(week) AS (
+                SELECT MIN(week) FROM install_uses WHERE project = ?1
+                UNION ALL
+                SELECT (SELECT MIN(u.week) FROM install_uses u
+                        WHERE u.project = ?1 AND u.week > w.week)
+                FROM w WHERE w.week IS NOT NULL)
+            SELECT week FROM w WHERE week IS NOT NULL";
+        self.conn
+            .prepare_cached(&format!(
+                "UPDATE weekly_uses SET installs = installs - 1
+                 WHERE project = ?1 AND (event, prop, week, value) IN
+                   (SELECT event, prop, week, value FROM install_uses
+                    WHERE project = ?1 AND install = ?2 AND week IN ({WEEKS}))"
+            ))?
+            .execute(params![project, install.0.as_slice()])?;
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM install_uses
+                 WHERE project = ?1 AND install = ?2 AND week IN ({WEEKS})"
+            ))?
+            .execute(params![project, install.0.as_slice()])?;
         Ok(())
     }
 
@@ -1112,6 +1282,13 @@ impl Writer {
             out.installs += self
                 .conn
                 .prepare_cached("DELETE FROM installs WHERE project = ?1 AND last_seen_day < ?2")?
+                .execute(params![id, cutoff])? as u64;
+            // Uses go once their whole week is older than the cutoff; no event
+            // of that week can arrive any more, so its `weekly_uses` counts,
+            // which hold no install id, are final and stay, like the counters.
+            out.install_uses += self
+                .conn
+                .prepare_cached("DELETE FROM install_uses WHERE project = ?1 AND week + 6 < ?2")?
                 .execute(params![id, cutoff])? as u64;
         }
         out.report_ids = self
@@ -1278,6 +1455,94 @@ fn write_released(conn: &mut Connection, cells: &[ReleasedCell]) -> rusqlite::Re
     tx.commit()
 }
 
+/// [`Store::weekly_uses`]. Each case reads a range of the primary key
+/// (project, event, prop, week), so a breakdown reads only its own rows.
+fn read_weekly_uses(
+    conn: &Connection,
+    project: &str,
+    (from, to): (Day, Day),
+    event: Option<&str>,
+    prop: Option<&str>,
+) -> rusqlite::Result<Vec<super::UseRow>> {
+    let Some(project): Option<i64> = conn
+        .prepare_cached("SELECT id FROM projects WHERE name = ?1")?
+        .query_row([project], |r| r.get(0))
+        .optional()?
+    else {
+        return Ok(Vec::new());
+    };
+    let id = |text: Option<&str>| -> rusqlite::Result<Option<Option<i64>>> {
+        match text {
+            None => Ok(Some(None)),
+            Some(t) => Ok(conn
+                .prepare_cached("SELECT id FROM strings WHERE text = ?1")?
+                .query_row([t], |r| r.get(0))
+                .optional()?
+                .map(Some)),
+        }
+    };
+    let (start, end) = (day_num(from), day_num(to));
+    // The weeks' "sent anything" rows come with every read.
+    let mut sql = String::from(
+        "SELECT u.week, COALESCE(e.text, ''), COALESCE(p.text, ''), COALESCE(v.text, ''), u.installs
+         FROM weekly_uses u
+         LEFT JOIN strings e ON e.id = u.event
+         LEFT JOIN strings p ON p.id = u.prop
+         LEFT JOIN strings v ON v.id = u.value
+         WHERE u.project = ?1 AND u.installs > 0 AND (
+             (u.event = 0 AND u.prop = 0 AND u.week BETWEEN ?2 AND ?3)",
+    );
+    let mut args: Vec<i64> = vec![project, start, end];
+    match (id(event)?, id(prop)?) {
+        (Some(None), _) => sql.push_str(" OR (u.event > 0 AND u.week BETWEEN ?2 AND ?3)"),
+        (Some(Some(e)), Some(None)) => {
+            args.push(e);
+            sql.push_str(" OR (u.event = ?4 AND u.week BETWEEN ?2 AND ?3)");
+        }
+        (Some(Some(e)), Some(Some(p))) => {
+            args.extend([e, p]);
+            sql.push_str(" OR (u.event = ?4 AND u.prop IN (0, ?5) AND u.week BETWEEN ?2 AND ?3)");
+        }
+        // An event or prop never stored: only the weeks' totals.
+        _ => {}
+    }
+    sql.push(')');
+    conn.prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(super::UseRow {
+                week: day_from(r.get(0)?),
+                event: r.get(1)?,
+                prop: r.get(2)?,
+                value: r.get(3)?,
+                installs: r.get::<_, i64>(4)? as u64,
+            })
+        })?
+        .collect()
+}
+
+/// [`Store::uploads`].
+fn read_uploads(
+    conn: &Connection,
+    project: &str,
+    from: Day,
+    to: Day,
+) -> rusqlite::Result<Vec<super::UploadRow>> {
+    conn.prepare_cached(
+        "SELECT u.day, u.uploads, u.retries, u.replayed
+         FROM daily_uploads u JOIN projects p ON p.id = u.project
+         WHERE p.name = ?1 AND u.day BETWEEN ?2 AND ?3 ORDER BY u.day",
+    )?
+    .query_map(params![project, day_num(from), day_num(to)], |r| {
+        Ok(super::UploadRow {
+            day: day_from(r.get(0)?),
+            uploads: r.get::<_, i64>(1)? as u64,
+            retries: r.get::<_, i64>(2)? as u64,
+            replayed: r.get::<_, i64>(3)? as u64,
+        })
+    })?
+    .collect()
+}
+
 /// [`Store::prop_counters`]: grouped on the integer ids first, like
 /// [`read_stats`], so each props text is looked up once per result row. The
 /// day range is a prefix of the primary key, so only the window is read.
@@ -1376,6 +1641,32 @@ impl Store for SqliteStore {
         let project = project.to_owned();
         let event = event.map(str::to_owned);
         self.read(move |conn| read_prop_counters(conn, &project, from, to, event.as_deref()))
+    }
+
+    fn weekly_uses(
+        &self,
+        project: &str,
+        from: Day,
+        to: Day,
+        event: Option<&str>,
+        prop: Option<&str>,
+    ) -> StoreFuture<'_, Vec<super::UseRow>> {
+        let project = project.to_owned();
+        let (event, prop) = (event.map(str::to_owned), prop.map(str::to_owned));
+        self.read(move |conn| {
+            read_weekly_uses(
+                conn,
+                &project,
+                (from, to),
+                event.as_deref(),
+                prop.as_deref(),
+            )
+        })
+    }
+
+    fn uploads(&self, project: &str, from: Day, to: Day) -> StoreFuture<'_, Vec<super::UploadRow>> {
+        let project = project.to_owned();
+        self.read(move |conn| read_uploads(conn, &project, from, to))
     }
 
     fn projects(&self) -> StoreFuture<'_, Vec<String>> {
@@ -1700,6 +1991,72 @@ mod tests {
         let (joined, _) = cohorts_both_ways(&path);
         assert!(joined.len() > 5, "the sequence exercised the matrix");
         store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn migration_6_fills_the_weekly_uses_ingest_would_have_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let props = |pairs: &[(&str, telemetry_protocol::PropValue)]| -> Props {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect()
+        };
+        let token = |t: &str| telemetry_protocol::PropValue::Token(t.to_owned());
+        let bool_ = telemetry_protocol::PropValue::Bool;
+        let mut id = 0u128;
+        for (install, ts, shell, ci) in [
+            (1u8, "2026-11-16T10:00:00Z", "zsh", true),
+            (1, "2026-11-17T10:00:00Z", "zsh", false),
+            (1, "2026-11-24T10:00:00Z", "bash", false),
+            (2, "2026-11-18T10:00:00Z", "zsh", true),
+        ] {
+            id += 1;
+            let mut batch = events_batch(install, &[id], ts);
+            if let BatchData::Events { events, .. } = &mut batch.data {
+                events[0].name = "init".into();
+                events[0].props = props(&[("shell", token(shell)), ("ci", bool_(ci))]);
+            }
+            store.ingest(batch).await.unwrap();
+        }
+        store.close().await.unwrap();
+        let dump =
+            |path: &Path| -> Vec<(i64, String, String, String, i64)> {
+                let conn = Connection::open(path).unwrap();
+                conn.prepare(
+                "SELECT u.week, COALESCE(e.text, ''), COALESCE(p.text, ''), COALESCE(v.text, ''),
+                        u.installs
+                 FROM weekly_uses u LEFT JOIN strings e ON e.id = u.event
+                 LEFT JOIN strings p ON p.id = u.prop LEFT JOIN strings v ON v.id = u.value
+                 ORDER BY 1, 2, 3, 4",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+            };
+        let kept = dump(&path);
+        let week = day_num(day("2026-11-16"));
+        assert!(kept.contains(&(week, String::new(), String::new(), String::new(), 2)));
+        assert!(kept.contains(&(week, "init".into(), "shell".into(), "zsh".into(), 2)));
+        assert!(kept.contains(&(week, "init".into(), "ci".into(), "false".into(), 1)));
+        // The same database as schema 5 left it, migrated again.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "DROP TABLE install_uses; DROP TABLE weekly_uses; DROP TABLE daily_uploads;
+                 UPDATE schema_version SET version = 5;",
+            )
+            .unwrap();
+        SqliteStore::open(&path, SqliteOptions::default())
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        assert_eq!(dump(&path), kept, "the backfill equals what ingest kept");
     }
 
     #[tokio::test]

@@ -399,7 +399,13 @@ async fn a_delete_removes_every_row_of_the_install_on_every_backend() {
             let b = &b;
             async move {
                 let mut n = 0;
-                for table in ["events", "installs", "install_weeks", "identities"] {
+                for table in [
+                    "events",
+                    "installs",
+                    "install_weeks",
+                    "identities",
+                    "install_uses",
+                ] {
                     n += b
                         .scalar(&format!(
                             "SELECT COUNT(*) FROM {table} WHERE install = {lit}"
@@ -410,7 +416,8 @@ async fn a_delete_removes_every_row_of_the_install_on_every_backend() {
             }
         };
         let (gone_hash, kept_hash) = (b.hash(&gone), b.hash(&kept));
-        assert_eq!(refs(gone_hash).await, 5, "{}", b.name);
+        // 2 events, 1 install, 1 week, 1 identity; 3 uses (anything, install, crash).
+        assert_eq!(refs(gone_hash).await, 8, "{}", b.name);
 
         let delete = json!({"project": "demo", "install_id": gone}).to_string();
         let (status, first) = send_json(&state, post("/v1/delete", delete.clone())).await;
@@ -423,7 +430,7 @@ async fn a_delete_removes_every_row_of_the_install_on_every_backend() {
         );
         assert_eq!(
             refs(kept_hash).await,
-            5,
+            8,
             "{}: other installs are untouched",
             b.name
         );
@@ -701,4 +708,104 @@ async fn migrate_moves_a_sqlite_database_and_stats_agree() {
 
 fn state_result(config: &Config) -> Result<AppState, telemetry_collector::state::SetupError> {
     AppState::from_config(config).map(|(s, _)| s)
+}
+
+/// A `command` event with its `name` prop, now.
+fn command(id: telemetry_protocol::Uuid, name: &str) -> Value {
+    json!({"id": id, "name": "command", "timestamp": now_ts(), "props": {"name": name}})
+}
+
+#[tokio::test]
+async fn weekly_uses_count_each_install_once_and_a_deletion_takes_it_back_on_every_backend() {
+    use telemetry_collector::store::UseRow;
+    fn installs(rows: &[UseRow], event: &str, prop: &str, value: &str) -> u64 {
+        rows.iter()
+            .filter(|r| r.event == event && r.prop == prop && r.value == value)
+            .map(|r| r.installs)
+            .sum()
+    }
+    for b in backends().await {
+        let state = b.state();
+        let (a, bb, c) = (new_id(), new_id(), new_id());
+        let first = anonymous(
+            a,
+            vec![
+                command(new_id(), "greet"),
+                command(new_id(), "greet"),
+                command(new_id(), "init"),
+            ],
+        );
+        assert_eq!(ingest(&state, &first).await.0, StatusCode::OK);
+        // The same payload again, as a client that never saw the answer sends it.
+        assert_eq!(ingest(&state, &first).await.0, StatusCode::OK);
+        let later = anonymous(a, vec![command(new_id(), "greet")]);
+        assert_eq!(ingest(&state, &later).await.0, StatusCode::OK);
+        let other = anonymous(bb, vec![command(new_id(), "greet")]);
+        assert_eq!(ingest(&state, &other).await.0, StatusCode::OK);
+        let crash = full(c, vec![event(new_id(), "crash")], "c@example.org");
+        assert_eq!(ingest(&state, &crash).await.0, StatusCode::OK);
+        // Counters carry no install: aggregate data adds no installs.
+        let agg = aggregate(new_id(), "command", 5);
+        assert_eq!(ingest(&state, &agg).await.0, StatusCode::OK);
+
+        let today = telemetry_collector::ingest::today();
+        let week = today.week_start();
+        let store = state.store();
+        let rows = store
+            .weekly_uses("demo", week, week, Some("command"), Some("name"))
+            .await
+            .unwrap();
+        assert!(rows.iter().all(|r| r.week == week), "{}", b.name);
+        assert_eq!(installs(&rows, "", "", ""), 3, "{}: anything", b.name);
+        assert_eq!(installs(&rows, "command", "", ""), 2, "{}", b.name);
+        assert_eq!(installs(&rows, "command", "name", "greet"), 2, "{}", b.name);
+        assert_eq!(installs(&rows, "command", "name", "init"), 1, "{}", b.name);
+        assert_eq!(
+            installs(&rows, "crash", "", ""),
+            0,
+            "{}: not asked for",
+            b.name
+        );
+        let all = store
+            .weekly_uses("demo", week, week, None, None)
+            .await
+            .unwrap();
+        assert_eq!(installs(&all, "crash", "", ""), 1, "{}", b.name);
+
+        let uploads = store.uploads("demo", today, today).await.unwrap();
+        assert_eq!(uploads.len(), 1, "{}", b.name);
+        assert_eq!(
+            (uploads[0].uploads, uploads[0].retries, uploads[0].replayed),
+            (6, 1, 3),
+            "{}: one upload of six was a retry of three events",
+            b.name
+        );
+
+        let delete = json!({"project": "demo", "install_id": a}).to_string();
+        assert_eq!(
+            send_json(&state, post("/v1/delete", delete)).await.0,
+            StatusCode::OK
+        );
+        let rows = store
+            .weekly_uses("demo", week, week, Some("command"), None)
+            .await
+            .unwrap();
+        assert_eq!(installs(&rows, "", "", ""), 2, "{}", b.name);
+        assert_eq!(installs(&rows, "command", "name", "greet"), 1, "{}", b.name);
+        assert_eq!(
+            installs(&rows, "command", "name", "init"),
+            0,
+            "{}: the deleted install's value is gone",
+            b.name
+        );
+        b.expect_scalar(
+            &format!(
+                "SELECT COUNT(*) FROM install_uses WHERE install = {}",
+                b.bytes(&b.hash(&a))
+            ),
+            0,
+        )
+        .await;
+        store.close().await.unwrap();
+    }
 }

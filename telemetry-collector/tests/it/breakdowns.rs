@@ -187,6 +187,57 @@ async fn every_prop_kind_breaks_down_in_its_order_on_every_backend() {
             .collect();
         assert_eq!(commands, ["query", "init"], "{}", b.name);
 
+        // Distinct installs (anonymous and full only) in the week of `to`:
+        // the anonymous install sent bash, the full one zsh; fish came only
+        // in aggregate counters, which carry no install.
+        assert_eq!(shell["installs"], 2, "{}", b.name);
+        let installs: Vec<(String, Value)> = shell["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["value"].as_str().unwrap().to_owned(),
+                    v["installs"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            installs,
+            [
+                ("zsh".to_owned(), json!(1)),
+                ("bash".to_owned(), json!(1)),
+                ("fish".to_owned(), json!(0))
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(shell["values"][0]["install_share"], 0.5, "{}", b.name);
+        assert_eq!(
+            zsh["installs"].as_array().unwrap().last().unwrap(),
+            1,
+            "{}: the weekly series of installs",
+            b.name
+        );
+        // An "(other)" row folds several values: no distinct count for it.
+        assert_eq!(mode["values"][10]["installs"], Value::Null, "{}", b.name);
+        assert_eq!(mode["installs"], 0, "{}: aggregate only", b.name);
+        let weekly = stats["weekly"].as_array().unwrap();
+        assert_eq!(
+            weekly.last().unwrap()["identified_installs"],
+            2,
+            "{}",
+            b.name
+        );
+        let init = &stats["commands"][1];
+        assert_eq!(init["installs"], 2, "{}", b.name);
+        assert_eq!(
+            init["install_share"], 1.0,
+            "{}: every identified install",
+            b.name
+        );
+        assert_eq!(stats["commands"][0]["install_share"], 0.0, "{}", b.name);
+
         // One event's breakdown reads that event only, and agrees.
         let store = state.store();
         let to = telemetry_collector::ingest::today();
@@ -263,10 +314,10 @@ async fn the_stats_command_prints_one_events_breakdown_as_table_json_and_csv() {
     let csv = with(&["--event", "init", "--prop", "shell", "--format", "csv"]);
     assert_eq!(
         csv,
-        "event,prop,kind,value,count,share\r\n\
-         init,shell,enum,zsh,6,0.600000\r\n\
-         init,shell,enum,bash,2,0.200000\r\n\
-         init,shell,enum,fish,2,0.200000\r\n"
+        "event,prop,kind,value,count,share,installs,install_share\r\n\
+         init,shell,enum,zsh,6,0.600000,1,0.500000\r\n\
+         init,shell,enum,bash,2,0.200000,1,0.500000\r\n\
+         init,shell,enum,fish,2,0.200000,0,0.000000\r\n"
     );
     // The whole stats agree with the one-event read.
     let all: Value = serde_json::from_str(&with(&["--format", "json"])).unwrap();
@@ -286,6 +337,9 @@ async fn the_stats_command_prints_one_events_breakdown_as_table_json_and_csv() {
     let help = crate::backends::run_cli(&["stats", "--help"], dir.path());
     for field in [
         "per_active_install",
+        "install_share",
+        "retry_share",
+        "identified_installs",
         "not_set",
         "adoption",
         "series[]",
@@ -334,13 +388,26 @@ async fn delivery_health_counts_drops_refusals_and_downgrades_on_every_backend()
     for mut b in backends().await {
         b.config.projects[0].max_tier = telemetry_protocol::Tier::Anonymous;
         let state = b.state();
-        for payload in delivery_payloads() {
-            let (status, body) = ingest(&state, &payload).await;
+        let delivery_payloads_sent = delivery_payloads();
+        for payload in &delivery_payloads_sent {
+            let (status, body) = ingest(&state, payload).await;
             assert_eq!(status, StatusCode::OK, "{}: {body}", b.name);
         }
+        // The refused payload again, as a client that never saw the answer
+        // sends it: its stored crash is a replay, so the upload is a retry.
+        let (status, body) = ingest(&state, &delivery_payloads_sent[1]).await;
+        assert_eq!(status, StatusCode::OK, "{}: {body}", b.name);
         let (status, stats) = admin_get(&state, "/api/v1/projects/demo/stats").await;
         assert_eq!(status, StatusCode::OK, "{stats}");
         let h = &stats["delivery"];
+        assert_eq!(
+            (&h["uploads"], &h["retries"], &h["replayed"]),
+            (&json!(4), &json!(1), &json!(1)),
+            "{}: {h}",
+            b.name
+        );
+        assert_eq!(h["retry_share"], 0.25, "{}", b.name);
+        assert_eq!(h["week_retry_share"], 0.25, "{}", b.name);
         // 96 commands + 2 crashes stored; 3 dropped (refused_items are the
         // collector's own count) + 1 refused known to be missing.
         assert_eq!(h["week_received"], 98, "{}: {h}", b.name);
@@ -352,7 +419,8 @@ async fn delivery_health_counts_drops_refusals_and_downgrades_on_every_backend()
             .to_owned()
                 + &telemetry_collector::ingest::today().iso_week().to_string()
                 + "): 3 dropped by clients, 1 refused by the collector. \
-             1 more item was kept at a lower tier than sent.",
+             1 more item was kept at a lower tier than sent. \
+             About 25.0% of 4 uploads this week were retries.",
             "{}",
             b.name
         );
@@ -371,6 +439,7 @@ async fn delivery_health_counts_drops_refusals_and_downgrades_on_every_backend()
         );
         assert!(csv.contains("dropped,outbox_full,,3,\r\n"), "{csv}");
         assert!(csv.contains("refused,unknown_event,1.5.0,1,"), "{csv}");
+        assert!(csv.contains("uploads,retries,,1,\r\n"), "{csv}");
         seen.push((b.name, stats));
         state.store().close().await.unwrap();
     }

@@ -216,12 +216,16 @@ fn the_dashboard_in_a_real_browser() {
             let _ = stopped.await;
         }));
         let client = client();
+        let delivery = crate::breakdowns::delivery_payloads();
+        // One payload sent twice, as after a lost answer: a retry.
+        let retry = delivery[1].clone();
         for payload in sample_payloads()
             .into_iter()
             .chain(history_payloads())
             .chain(adoption_payloads())
             .chain(crate::breakdowns::prop_payloads())
-            .chain(crate::breakdowns::delivery_payloads())
+            .chain(delivery)
+            .chain([retry])
         {
             let (status, body) = http_post(&client, &format!("{url}/v1/ingest"), &payload)
                 .await
@@ -383,6 +387,15 @@ fn the_dashboard_in_a_real_browser() {
     assert_eq!(panel("init", "took"), ["<100", "100..1000", ">=1000"]);
     assert_eq!(panel("init", "ci"), ["true", "false"]);
     assert_eq!(panel("init", "shell"), ["zsh", "bash", "fish"]);
+    // Distinct installs of the last week beside the counts: fish came only
+    // in aggregate counters, which carry no install.
+    assert_eq!(
+        texts_of(
+            &tab,
+            "section.prop[data-event=\"init\"][data-prop=\"shell\"] table.prop-values td.installs"
+        ),
+        ["1", "1", "0"]
+    );
     assert_eq!(
         panel("init", "from"),
         ["1.9", "1.10.0", "2.0.0-rc.1", "2.0.0"]
@@ -390,6 +403,16 @@ fn the_dashboard_in_a_real_browser() {
     let mode = panel("query", "mode");
     assert_eq!(mode.len(), 11);
     assert_eq!(mode.last().map(String::as_str), Some("(other)"));
+    assert_eq!(
+        texts_of(
+            &tab,
+            "section.prop[data-event=\"query\"][data-prop=\"mode\"] table.prop-values td.installs"
+        )
+        .last()
+        .map(String::as_str),
+        Some("—"),
+        "no distinct count for the folded row"
+    );
     let hostile_values = panel("command", HOSTILE_EVENTS[1]);
     assert_eq!(hostile_values, [HOSTILE_EVENTS[0]]);
     assert_eq!(
@@ -407,6 +430,14 @@ fn the_dashboard_in_a_real_browser() {
             "{event} in {commands:?}"
         );
     }
+    let init_installs = eval(
+        &tab,
+        "[...document.querySelectorAll('#commands tr')].find(r => r.querySelector('td.key')?.textContent === 'init').querySelector('td.installs').textContent",
+    );
+    assert!(
+        init_installs.as_str().is_some_and(|t| t.starts_with("2 (")),
+        "the installs that used init: {init_installs}"
+    );
     assert_eq!(eval(&tab, "document.querySelectorAll('script').length"), 0);
     // Delivery health: the sentence, and the non-zero drops and refusals.
     let summary = text_of(&tab, "#delivery-summary");
@@ -422,6 +453,12 @@ fn the_dashboard_in_a_real_browser() {
         texts_of(&tab, "#delivery-refused td.key"),
         ["unknown_event", "1.5.0"]
     );
+    assert!(
+        summary.contains("uploads this week were retries"),
+        "{summary}"
+    );
+    let retries = text_of(&tab, "#delivery-retries");
+    assert!(retries.contains("retries among them: 1 ("), "{retries}");
     assert_eq!(
         eval(
             &tab,
