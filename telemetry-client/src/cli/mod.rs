@@ -741,6 +741,7 @@ mod tests {
             pending_deletions: 0,
             tool_version: "1.2.3".into(),
             dropped: BTreeMap::from([("spool_full".to_owned(), 4)]),
+            last_failure: None,
         };
         let rows = verbose_rows(&style, &status, &d);
         assert_eq!(
