@@ -36,7 +36,7 @@ use telemetry_protocol::policy::limits::MAX_DAYS_AHEAD;
 use telemetry_protocol::wire::{IgnoredFields, MAX_REFUSED_ITEMS};
 use telemetry_protocol::{
     Counter, Day, Event, IngestPayload, IngestResponse, Manifest, PropValue, Props, RefusedItem,
-    Tier, Timestamp, Violation, ViolationCode,
+    Tier, Timestamp, Uuid, Violation, ViolationCode,
 };
 
 use crate::cardinality::OTHER;
@@ -303,6 +303,7 @@ pub fn accept(
 
     let data = match (tier, payload.tier) {
         (Tier::Aggregate, Tier::Aggregate) => {
+            let report_id = payload.report_id.unwrap_or_default();
             let mut kept = Vec::new();
             for (i, c) in payload.counters.into_iter().flatten().enumerate() {
                 let path = || format!("counters[{i}]");
@@ -314,13 +315,13 @@ pub fn accept(
                 match problem {
                     Some(v) => {
                         let detail = detail_of(manifest, &v, &c.event, &c.props);
-                        refusals.refuse(None, v, detail);
+                        refusals.refuse(Some(counter_refusal_id(report_id, i)), v, detail);
                     }
                     None => kept.push(c),
                 }
             }
             BatchData::Aggregate {
-                report_id: payload.report_id.unwrap_or_default(),
+                report_id,
                 counters: kept,
             }
         }
@@ -410,6 +411,21 @@ pub fn accept(
         },
         answer,
     }
+}
+
+/// The id under which the refusal of counter `index` of the aggregate report
+/// `report` is remembered, like a refused event's own id. A report is
+/// replayed when its answer was lost; the replay is answered with the
+/// refusals of the manifest the collector has *then*, which may differ from
+/// the first time (a manifest changed in between). Counting each refused
+/// counter once by this id, replay or not, keeps the `refusals` table equal
+/// to what the answers told the client, which counts each answer's
+/// `refused` once per payload.
+fn counter_refusal_id(report: Uuid, index: usize) -> Uuid {
+    // Report ids are random, so a fixed odd multiplier per position keeps
+    // these apart from each other and from every report and event id.
+    const SPREAD: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835;
+    Uuid::from_u128(report.as_u128() ^ SPREAD.wrapping_mul(index as u128 + 1))
 }
 
 /// The identity fields the manifest declares, within its length caps; each

@@ -11,8 +11,11 @@
 //!   never sees a raw install id, an address or a header;
 //! - what ingest refused, downgraded or ignored ([`Skew`]) is counted in
 //!   `refusals` in the same transaction as the accepted items, and a replay
-//!   counts it no more than it counts the items: refused events and
-//!   rolled-up events are remembered by id with the report ids.
+//!   counts it no more than it counts the items: refused events, refused
+//!   counters (by an id derived from their report's) and rolled-up events
+//!   are remembered by id with the report ids. A refused item is counted
+//!   the first time an answer refuses it, replay or not, so `refusals`
+//!   holds exactly what the answers told clients.
 //!
 //! [`sqlite`] is the zero-config default; [`postgres`] lets several
 //! collectors share one database; [`migrate`] copies the first into the second.
@@ -181,10 +184,10 @@ impl Skew {
 /// One refused item, as `refusals` counts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedRow {
-    /// The event id, for an event: remembered like a report id so that a
-    /// replay of the event is not counted twice. `None` for a counter (its
-    /// report id covers it) or an identity field: counted only if anything
-    /// else in the request was new, like the notes.
+    /// The event id, for an event, or for a counter an id derived from its
+    /// report id and position: remembered like a report id so that a replay
+    /// is not counted twice. `None` for an identity field: counted only if
+    /// anything else in the request was new, like the notes.
     pub id: Option<Uuid>,
     /// The reason, a violation code such as `unknown_event`.
     pub reason: String,

@@ -812,6 +812,7 @@ impl Writer {
             self.string_id(&batch.context.arch)?,
         ];
         let mut outcome = IngestOutcome::default();
+        let mut replayed = false;
         let key = |day: Day, event: i64, props: i64| CounterKey {
             project,
             day: day_num(day),
@@ -830,12 +831,14 @@ impl Writer {
                     .map(|c| c.day)
                     .fold(batch.received, Day::max);
                 if !self.remember_id(project, report_id, newest)? {
-                    // A replay: neither its counters nor its refusals count again.
+                    // A replay: its counters do not count again. Its refused
+                    // counters do, each once by its own id, below: the
+                    // manifest may have changed since, and the answer says
+                    // what it refuses now.
                     outcome.duplicates = counters.len() as u64;
-                    self.note_upload(project, batch.received, &outcome)?;
-                    return Ok(outcome);
+                    replayed = true;
                 }
-                for c in counters {
+                for c in counters.iter().filter(|_| !replayed) {
                     let event = self.string_id(&c.event)?;
                     let props = self.string_id(&props_json(&c.props))?;
                     self.add_count(key(c.day, event, props), c.count);
@@ -903,7 +906,16 @@ impl Writer {
             }
         }
         if !skew.is_empty() {
-            self.count_skew(project, context[0], batch, skew, outcome.accepted > 0)?;
+            // A new aggregate report is new as a whole, even when every
+            // counter in it was refused.
+            let report_new = matches!(batch.data, BatchData::Aggregate { .. }) && !replayed;
+            self.count_skew(
+                project,
+                context[0],
+                batch,
+                skew,
+                outcome.accepted > 0 || report_new,
+            )?;
         }
         self.note_upload(project, batch.received, &outcome)?;
         Ok(outcome)
@@ -985,9 +997,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Adds `skew` to `refusals`: each refused event only if its id is new,
-    /// and the rest (refused counters and identity fields, the request's
-    /// notes) only if anything in the request was new (`fresh`).
+    /// Adds `skew` to `refusals`: each refused event or counter only if its
+    /// id is new, and the rest (identity fields, the request's notes) only
+    /// if anything in the request was new (`fresh`).
     fn count_skew(
         &self,
         project: i64,
@@ -996,8 +1008,6 @@ impl Writer {
         skew: &Skew,
         mut fresh: bool,
     ) -> rusqlite::Result<()> {
-        // An aggregate report that got here is new, and so is every counter in it.
-        fresh |= matches!(batch.data, BatchData::Aggregate { .. });
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO refusals (project, day, version, reason, detail, count)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)

@@ -274,6 +274,74 @@ async fn a_replay_counts_refusals_and_downgrades_once_on_every_backend() {
     }
 }
 
+/// The fleet drill's long form found clients reporting more refused items
+/// than `refusals` held: an aggregate report accepted while the manifest
+/// declared its event, whose answer was lost (a reset mid-response), was
+/// replayed after the collector's manifest lost the event. The replay's
+/// answer refused the counter, so the client counted it, but the store
+/// counted nothing for a replayed report. Now each refused counter is
+/// counted once by its own id, replay or not: what `refusals` holds equals
+/// the answers' `refused`, each payload's counted once (as the client does).
+#[tokio::test]
+async fn a_replay_under_a_changed_manifest_counts_what_its_answer_refused() {
+    const WITH_LINT: &str =
+        "\n[events.lint]\ndescription = \"A lint ran\"\nmin_tier = \"aggregate\"\n";
+    for b in backends().await {
+        let manifest = b.config.projects[0].manifest.clone();
+        let report = |id| {
+            let mut r = aggregate(id, "command", 2);
+            r["counters"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"day": today(), "event": "lint", "count": 1}));
+            r
+        };
+        let (accepted_first, refused_first) = (report(new_id()), report(new_id()));
+        // The client's count: each payload's `refused` once, from the
+        // answer it finally saw.
+        let mut client = std::collections::BTreeMap::new();
+        for (manifest_text, sends) in [
+            // `lint` declared: the first report is stored whole; its answer
+            // is lost on the way.
+            (
+                format!("{MANIFEST}{WITH_LINT}"),
+                vec![("a", &accepted_first)],
+            ),
+            // `lint` gone: the lost one is replayed, a new one is refused,
+            // lost, and replayed.
+            (
+                MANIFEST.to_owned(),
+                vec![
+                    ("a", &accepted_first),
+                    ("b", &refused_first),
+                    ("b", &refused_first),
+                ],
+            ),
+        ] {
+            std::fs::write(&manifest, manifest_text).unwrap();
+            let state = b.state();
+            for (name, payload) in sends {
+                let (status, body) = ingest(&state, payload).await;
+                assert_eq!(status, 200, "{}: {body}", b.name);
+                client.insert(name, body["refused"].as_u64().unwrap_or(0));
+            }
+            state.store().close().await.unwrap();
+        }
+        assert_eq!(client, [("a", 1), ("b", 1)].into(), "{}", b.name);
+        let state = b.state();
+        let today = telemetry_collector::ingest::today();
+        let rows = state.store().refusals("demo", today, today).await.unwrap();
+        let stored: u64 = rows.iter().map(|r| r.count).sum();
+        assert_eq!(
+            stored,
+            client.values().sum::<u64>(),
+            "{}: `refusals` holds what the answers refused",
+            b.name
+        );
+        state.store().close().await.unwrap();
+    }
+}
+
 /// Everything refused still answers 2xx, and the report id is remembered so
 /// a retry cannot count the refusals twice.
 #[tokio::test]
