@@ -4,8 +4,9 @@
 # release profile plus strip = true), one feature set at a time, as a host
 # crate would build it. Prints a Markdown table for docs/benchmarks.md.
 #
-#   scripts/transport-sizes.sh            # all rows
-#   CARGO_BUILD_JOBS=1 scripts/transport-sizes.sh
+#   scripts/transport-sizes.sh                # all rows
+#   scripts/transport-sizes.sh curl reqwest   # some rows: ureq curl
+#                                             # aws-lc-rs reqwest own-rustls
 #
 # Pairs: each "with the client" row is compared with the host alone built
 # with the same libraries of its own (none, its own reqwest, its own rustls).
@@ -32,10 +33,14 @@ row() { # LABEL BASE_NAME BASE_FEATURES NAME FEATURES
         'BEGIN { printf "| %s | `%s` | %d B | %d B | %+.2f MiB |\n", l, f, b, s, (s - b) / 1048576 }'
 }
 
+ROWS="$*"
+want_row() { [[ -z "$ROWS" ]] || [[ " $ROWS " == *" $1 "* ]]; }
+
 echo "| host | features | host alone | with the client | added |"
 echo "|---|---|---|---|---|"
-row "one-line" alone "" ureq ureq
-row "one-line" alone "" curl curl
-row "one-line" alone "" ureq-aws-lc-rs ureq-aws-lc-rs
-row "one-line, with its own reqwest 0.13" own-reqwest own-reqwest reqwest own-reqwest,reqwest
-row "one-line, with its own rustls (aws-lc-rs)" own-rustls own-rustls rustls-awslc own-rustls,ureq-aws-lc-rs
+want_row ureq && row "one-line" alone "" ureq ureq
+want_row curl && row "one-line" alone "" curl curl
+want_row aws-lc-rs && row "one-line" alone "" ureq-aws-lc-rs ureq-aws-lc-rs
+want_row reqwest && row "one-line, with its own reqwest 0.13" own-reqwest own-reqwest reqwest own-reqwest,reqwest
+want_row own-rustls && row "one-line, with its own rustls (aws-lc-rs)" own-rustls own-rustls rustls-awslc own-rustls,ureq-aws-lc-rs
+true
