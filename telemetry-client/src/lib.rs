@@ -21,6 +21,32 @@
 //! Sending happens in a detached copy of the host process, so the host never
 //! waits on the network.
 //!
+//! # Typed API
+//!
+//! With the `macros` feature, `manifest!` compiles the
+//! manifest instead: it reads `telemetry.toml` (relative to the host's
+//! `Cargo.toml`) at compile time, turns a mistake in it into a compile error
+//! naming the file, line and column, embeds it pre-checked (no TOML parser
+//! runs for it at run time), and generates one function per event whose
+//! setters accept only what the prop declares:
+//!
+//! ```ignore
+//! mod events {
+//!     telemetry_client::manifest!("telemetry.toml", try command.name = crate::Command);
+//! }
+//!
+//! let telemetry = events::builder().tool_version(env!("CARGO_PKG_VERSION")).build();
+//! events::command(&telemetry)
+//!     .name(events::command::Name::Greet) // an enum prop: its generated enum
+//!     .duration_ms(12_u64)                // a bucket prop: any number
+//!     .record();
+//! ```
+//!
+//! `docs/integrating.md` describes the generated items and the `From` /
+//! `TryFrom` bridges to a host's clap `ValueEnum` or subcommand enum.
+//! [`Telemetry::builder`] and [`Telemetry::track`] stay for the dynamic
+//! cases: a manifest or an event name only known at run time.
+//!
 //! # Layout
 //!
 //! - [`consent`]: the resolution chain (a pure function) and consent files.
@@ -36,6 +62,7 @@
 //! - [`clock`]: the injectable clock.
 //! - `cli` (feature `cli`, on by default): the `telemetry` subcommand hosts
 //!   mount, the first-run prompt, and the `telemetry-consent` tool's commands.
+//! - `macro_support` (hidden): what the code `manifest!` generates names.
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -48,6 +75,8 @@ mod error;
 mod files;
 pub mod folders;
 mod ids;
+#[doc(hidden)]
+pub mod macro_support;
 pub mod outbox;
 pub mod spool;
 pub mod state;
@@ -60,6 +89,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// Compiles `telemetry.toml` into a typed API; see [the crate docs](crate#typed-api).
+#[cfg(feature = "macros")]
+pub use telemetry_macros::manifest;
 pub use telemetry_protocol::manifest::PropInput;
 pub use telemetry_protocol::{Manifest, ManifestError, Tier};
 
@@ -1000,6 +1032,7 @@ impl Telemetry {
     /// Whether `command` may show the first-run prompt in this run. Answered
     /// from the deferred builder while there is no core, so a run that cannot
     /// prompt (not a prompt command, or no terminal) stays on the fast path.
+    #[cfg(feature = "cli")]
     pub(crate) fn may_prompt(&self, command: &str) -> bool {
         if command == "telemetry" {
             return false;
@@ -1333,7 +1366,10 @@ min_tier = "anonymous"
         let paths = env.folders.tool_state("demo-cli");
         assert!(!ToolState::load(&paths).pending_deletions.is_empty());
         let t = env.build();
-        assert!(t.core.get().is_some(), "a queued deletion must still be sent");
+        assert!(
+            t.core.get().is_some(),
+            "a queued deletion must still be sent"
+        );
         drop(t);
         // Once nothing is queued, an opted-out user is on the fast path too.
         let mut state = ToolState::load(&paths);
@@ -1420,10 +1456,7 @@ mod prompt_quiet_tests {
         clock.advance_millis(24 * 3600 * 1000);
         let t = build();
         assert!(t.control().unwrap().should_prompt(), "a week later");
-        t.ready()
-            .unwrap()
-            .prompted
-            .store(true, Ordering::SeqCst);
+        t.ready().unwrap().prompted.store(true, Ordering::SeqCst);
         assert!(!t.control().unwrap().should_prompt(), "once per run");
     }
 }

@@ -328,14 +328,23 @@ fn the_project_is_peeked_only_from_a_plain_top_level_line() {
     let tail = "endpoint = \"https://t.example\"\n[events.run]\ndescription = \"r\"\n";
     let cases: &[(&str, Option<&str>)] = &[
         ("project = \"demo-cli\"\n", Some("demo-cli")),
-        ("# a comment\n\n  project=\"x_1\"  # trailing\n", Some("x_1")),
-        ("endpoint = \"https://e\"\nproject = \"late\"\n", Some("late")),
+        (
+            "# a comment\n\n  project=\"x_1\"  # trailing\n",
+            Some("x_1"),
+        ),
+        (
+            "endpoint = \"https://e\"\nproject = \"late\"\n",
+            Some("late"),
+        ),
         // Everything else falls back to a full parse.
         ("\"project\" = \"quoted\"\n", None),
         ("project = 'literal'\n", None),
         ("project = \"Upper\"\n", None),
         ("project = \"a\" \"b\"\n", None),
-        ("x = \"\"\"\nproject = \"inside\"\n\"\"\"\nproject = \"real\"\n", None),
+        (
+            "x = \"\"\"\nproject = \"inside\"\n\"\"\"\nproject = \"real\"\n",
+            None,
+        ),
         ("[tiers]\nproject = \"in-a-table\"\n", None),
         ("", None),
     ];
