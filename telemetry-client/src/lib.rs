@@ -166,6 +166,33 @@
 //!   debug assertions that has it on fails to compile, unless
 //!   `testing-in-release` is on too, so it cannot reach a release binary by
 //!   accident.
+//! - `macros`: the `manifest!` macro and its typed API (see below).
+//!
+//! # Typed API
+//!
+//! With the `macros` feature, `manifest!` compiles the
+//! manifest instead: it reads `telemetry.toml` (relative to the host's
+//! `Cargo.toml`) at compile time, turns a mistake in it into a compile error
+//! naming the file, line and column, embeds it pre-checked (no TOML parser
+//! runs for it at run time), and generates one function per event whose
+//! setters accept only what the prop declares:
+//!
+//! ```ignore
+//! mod events {
+//!     telemetry_client::manifest!("telemetry.toml", try command.name = crate::Command);
+//! }
+//!
+//! let telemetry = events::builder().tool_version(env!("CARGO_PKG_VERSION")).build();
+//! events::command(&telemetry)
+//!     .name(events::command::Name::Greet) // an enum prop: its generated enum
+//!     .duration_ms(12_u64)                // a bucket prop: any number
+//!     .record();
+//! ```
+//!
+//! `docs/integrating.md` describes the generated items and the `From` /
+//! `TryFrom` bridges to a host's clap `ValueEnum` or subcommand enum.
+//! [`Telemetry::builder`] and [`Telemetry::track`] stay for the dynamic
+//! cases: a manifest or an event name only known at run time.
 //!
 //! # Layout
 //!
@@ -183,6 +210,7 @@
 //! - `clock.rs`: the injectable clock.
 //! - `cli/` (feature `cli`): the subcommand, the prompt and `telemetry-consent`.
 //! - `testing.rs` (feature `testing`): the test knobs.
+//! - `macro_support.rs` (hidden): what the code `manifest!` generates names.
 //!
 //! All but `cli` and `testing` are private: no file format is part of the API.
 
@@ -220,6 +248,9 @@ mod error;
 mod files;
 mod folders;
 mod ids;
+// What the code `manifest!` generates names; hidden, no part of the API.
+#[doc(hidden)]
+pub mod macro_support;
 // These private modules still declare their items `pub`; none of it reaches
 // beyond the crate.
 #[allow(unreachable_pub)]
@@ -252,6 +283,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// Compiles `telemetry.toml` into a typed API; see [the crate docs](crate#typed-api).
+#[cfg(feature = "macros")]
+pub use telemetry_macros::manifest;
 pub use telemetry_protocol::manifest::PropInput;
 pub use telemetry_protocol::{Manifest, ManifestError, Tier};
 
@@ -1241,6 +1275,7 @@ impl Telemetry {
     /// Whether `command` may show the first-run prompt in this run. Answered
     /// from the deferred builder while there is no core, so a run that cannot
     /// prompt (not a prompt command, or no terminal) stays on the fast path.
+    #[cfg(feature = "cli")]
     pub(crate) fn may_prompt(&self, command: &str) -> bool {
         if command == "telemetry" {
             return false;
@@ -1525,25 +1560,28 @@ min_tier = "anonymous"
         assert!(!env.folders.state.exists());
     }
 
-    /// The public surface stays small: two modules, and only types, traits
-    /// and constants at the root (a lower-case name there would be a module
-    /// or a function re-exported by accident). The internal modules are
+    /// The public surface stays small: two modules and the hidden support
+    /// module of `manifest!`, and only types, traits, constants and the
+    /// `manifest!` macro at the root (any other lower-case name there would
+    /// be a module or a function re-exported by accident). The internal modules are
     /// declared through `internal_modules!`, indented, so they do not count.
     #[test]
-    fn the_root_exports_two_modules_and_no_other_module() {
+    fn the_root_exports_few_modules_and_no_other_module() {
         let src = include_str!("lib.rs");
         let modules: Vec<&str> = src
             .lines()
             .filter_map(|l| l.strip_prefix("pub mod "))
             .map(|l| l.trim_end_matches(';'))
             .collect();
-        assert_eq!(modules, ["cli", "testing"]);
+        assert_eq!(modules, ["cli", "testing", "macro_support"]);
         for item in src.split("\npub use ").skip(1) {
             let item = item.split(';').next().unwrap_or_default();
             let names = item.rsplit("::").next().unwrap_or_default();
             for name in names.split([',', '{', '}']).map(str::trim) {
                 assert!(
-                    name.is_empty() || name.starts_with(|c: char| c.is_ascii_uppercase()),
+                    name.is_empty()
+                        || name == "manifest"
+                        || name.starts_with(|c: char| c.is_ascii_uppercase()),
                     "`{name}` re-exported at the root: pub use {item}"
                 );
             }

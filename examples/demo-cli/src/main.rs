@@ -16,6 +16,18 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use telemetry_client::Telemetry;
 
+use crate::events::command::Name;
+
+/// The typed telemetry API, generated from `telemetry.toml` when demo-cli is
+/// compiled: a typo in the manifest fails the build with its line and
+/// column, an event or prop it does not declare cannot be written, and the
+/// manifest is never parsed at run time. `try command.name = crate::Command`
+/// converts a subcommand to the `name` prop's enum, and checks at compile
+/// time that every value the manifest lists is a subcommand.
+mod events {
+    telemetry_client::manifest!("telemetry.toml", try command.name = crate::Command);
+}
+
 /// A friendly greeter with a setup step, to show telemetry-client at work.
 #[derive(Parser)]
 #[command(name = "demo-cli", version)]
@@ -40,7 +52,7 @@ enum Command {
 
 fn main() -> ExitCode {
     // The integration: build the handle first thing in `main` ...
-    let telemetry = Telemetry::builder(include_str!("../telemetry.toml"))
+    let telemetry = events::builder()
         .tool_version(env!("CARGO_PKG_VERSION"))
         // A short interval, so a newcomer sees data on the dashboard within
         // seconds. Real tools keep the default.
@@ -51,29 +63,23 @@ fn main() -> ExitCode {
         .build();
     let cli = Cli::parse();
     // ... ask once, on a terminal, whether the user wants to share anything ...
-    let name = match &cli.command {
-        Command::Init(_) => "init",
-        Command::Greet { .. } => "greet",
-        Command::Telemetry(_) => "telemetry",
-    };
+    // `telemetry` is not a command the manifest lists, and never prompts.
+    let name = Name::try_from(&cli.command).map_or("telemetry", Name::as_str);
     telemetry_client::cli::prompt_if_needed(&telemetry, name);
 
     let started = Instant::now();
     let (command, result) = match cli.command {
-        Command::Init(args) => ("init", setup::run(&args, &telemetry)),
-        Command::Greet { name } => ("greet", greet(name, &telemetry)),
+        Command::Init(args) => (Name::Init, setup::run(&args, &telemetry)),
+        Command::Greet { name } => (Name::Greet, greet(name, &telemetry)),
         Command::Telemetry(args) => return args.run(&telemetry),
     };
     // ... and record what happened. Recording never fails and never prints.
-    telemetry.track(
-        "command",
-        [
-            ("name", command.into()),
-            ("duration_ms", started.elapsed().as_millis().into()),
-            ("interactive", setup::interactive().into()),
-            ("rust_version", env!("CARGO_PKG_RUST_VERSION").into()),
-        ],
-    );
+    events::command(&telemetry)
+        .name(command)
+        .duration_ms(started.elapsed().as_millis())
+        .interactive(setup::interactive())
+        .rust_version(env!("CARGO_PKG_RUST_VERSION"))
+        .record();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -86,7 +92,7 @@ fn main() -> ExitCode {
 fn greet(name: Option<String>, telemetry: &Telemetry) -> anyhow::Result<()> {
     if name.is_some() {
         // The name itself is never sent: free text is not a prop kind.
-        telemetry.track("greet_named", []);
+        events::greet_named(telemetry).record();
     }
     let name = name
         .or_else(setup::default_name)

@@ -12,3 +12,5 @@ mod processes;
 #[cfg(all(unix, feature = "cli"))]
 mod pty;
 mod support;
+#[cfg(feature = "macros")]
+mod typed;
