@@ -29,7 +29,7 @@
 //! collector on the same PostgreSQL database, starts its own count.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -120,13 +120,46 @@ struct Admitted {
     day: Option<Day>,
     /// Hashes of admitted values, by the hash of their scope instance
     /// (the scope, the project and the prop or event name).
-    sets: HashMap<u64, HashSet<u64>>,
+    sets: HashMap<u64, HashSet<u64, Prehashed>, Prehashed>,
     /// Values held in `sets`, in all.
     tracked: usize,
 }
 
 /// What one batch had folded, per scope.
 type Folds = [u64; Scope::ALL.len()];
+
+/// The maps of [`Admitted`] are keyed by hashes that `Cardinality::hasher`
+/// already made (keyed, random per process, so nobody can aim them at one
+/// bucket): hashing them again with SipHash was a tenth of ingest's
+/// instructions. This hasher passes a `u64` through.
+type Prehashed = BuildHasherDefault<PassThrough>;
+
+/// See [`Prehashed`].
+#[derive(Debug, Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; this keeps any other use correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Scope-instance hashes one batch has computed, most [`SCOPE_KEYS`] of
+/// them: within a batch the same few (scope, event or prop name) pairs come
+/// back for every item, so each is hashed once per batch, not once per item.
+type ScopeKeys = Vec<(Scope, String, u64)>;
+
+/// Most scope-instance hashes one batch keeps; past it they are computed each time.
+const SCOPE_KEYS: usize = 32;
 
 impl Cardinality {
     /// Caps from `config`; `open_mode` adds the caps on names and projects.
@@ -159,7 +192,8 @@ impl Cardinality {
             };
         }
         let mut folds = Folds::default();
-        let mut budget = Budget(self, &mut today, &mut folds, &batch.project);
+        let mut keys = ScopeKeys::new();
+        let mut budget = Budget(self, &mut today, &mut folds, &batch.project, &mut keys);
         if self.open_mode && !budget.admit(Scope::Project, "", &batch.project) {
             metrics.cardinality_overflow(Scope::Project, 1);
             return Err(ApiError::new(
@@ -203,17 +237,34 @@ impl Cardinality {
     }
 }
 
-/// One batch's view of today's sets: the caps, the sets, the fold counts and the project.
-struct Budget<'a>(&'a Cardinality, &'a mut Admitted, &'a mut Folds, &'a str);
+/// One batch's view of today's sets: the caps, the sets, the fold counts,
+/// the project and the scope-instance hashes computed so far.
+struct Budget<'a>(
+    &'a Cardinality,
+    &'a mut Admitted,
+    &'a mut Folds,
+    &'a str,
+    &'a mut ScopeKeys,
+);
 
 impl Budget<'_> {
     /// Whether `value` may be stored in `scope` (of this project and `name`),
     /// admitting it if it is new and there is room. Counts a refusal.
     fn admit(&mut self, scope: Scope, name: &str, value: impl Hash) -> bool {
-        let Budget(caps, admitted, folds, project) = self;
+        let Budget(caps, admitted, folds, project, keys) = self;
         // Projects are one set for the whole collector; every other scope is per project.
         let owner = if scope == Scope::Project { "" } else { project };
-        let key = caps.hasher.hash_one((scope, owner, name));
+        let known = keys.iter().find(|(s, n, _)| *s == scope && n == name);
+        let key = match known {
+            Some(&(_, _, key)) => key,
+            None => {
+                let key = caps.hasher.hash_one((scope, owner, name));
+                if keys.len() < SCOPE_KEYS {
+                    keys.push((scope, name.to_owned(), key));
+                }
+                key
+            }
+        };
         let value = caps.hasher.hash_one(value);
         let set = admitted.sets.entry(key).or_default();
         if set.contains(&value) {
@@ -247,22 +298,32 @@ impl Budget<'_> {
         if props.is_empty() {
             return;
         }
-        let mut folded = Props::new();
-        for (mut key, mut value) in std::mem::take(props) {
-            if self.0.open_mode && !lifecycle {
-                self.fold_value(Scope::PropName, "", &mut key);
+        // Values are folded in place; the map is rebuilt only when a prop
+        // name folds, since a map's keys cannot change in place. Building a
+        // new map for every item was a measurable share of ingest.
+        let mut renamed = Vec::new();
+        for (key, value) in props.iter_mut() {
+            let name_folds = self.0.open_mode
+                && !lifecycle
+                && key != OTHER
+                && !self.admit(Scope::PropName, "", key.as_str());
+            if name_folds {
+                renamed.push(key.clone());
             }
-            if key == OTHER {
-                value = PropValue::Token(OTHER.to_owned());
-            } else if let PropValue::Token(token) = &mut value {
-                self.fold_value(Scope::PropValue, &key, token);
+            if name_folds || key == OTHER {
+                *value = PropValue::Token(OTHER.to_owned());
+            } else if let PropValue::Token(token) = value {
+                self.fold_value(Scope::PropValue, key, token);
             }
-            folded.insert(key, value);
         }
-        if !self.admit(Scope::Props, event, &folded) {
-            folded = Props::from([(OTHER.to_owned(), PropValue::Token(OTHER.to_owned()))]);
+        for key in renamed {
+            if let Some(value) = props.remove(&key) {
+                props.insert(OTHER.to_owned(), value);
+            }
         }
-        *props = folded;
+        if !self.admit(Scope::Props, event, &*props) {
+            *props = Props::from([(OTHER.to_owned(), PropValue::Token(OTHER.to_owned()))]);
+        }
     }
 }
 
@@ -392,5 +453,23 @@ mod tests {
         let refused = c.fold(&mut fourth, &metrics).unwrap_err();
         assert_eq!(refused.status.as_u16(), 429);
         assert!(refused.retry_after.is_some());
+    }
+
+    #[test]
+    fn a_folded_prop_name_leaves_the_other_props_of_its_item_as_they_were() {
+        // Two prop names a day: `c` is the third, so it alone becomes
+        // `(other)`, with its value, while `a` and `b` keep theirs.
+        let c = Cardinality::new(caps(100, 2), true);
+        let (_, name, props) = folded(
+            &c,
+            batch(10, "1", "run", &[("a", "x"), ("b", "y"), ("c", "z")]),
+        );
+        assert_eq!(
+            (name.as_str(), props.as_str()),
+            ("run", "(other)=(other),a=x,b=y")
+        );
+        // The names kept stay kept; the value past no cap is untouched.
+        let (_, _, props) = folded(&c, batch(10, "1", "run", &[("b", "w")]));
+        assert_eq!(props, "b=w");
     }
 }

@@ -500,6 +500,8 @@ struct Writer {
     /// `COMMIT`: a batch of 100 events of one command is one row update, not
     /// 100. A vector sorted once is cheaper here than hashing every key.
     txn_counts: Vec<(CounterKey, u64)>,
+    /// Where `props_id` writes each item's props JSON.
+    props_buf: Vec<u8>,
     timing: Arc<CommitTiming>,
 }
 
@@ -556,6 +558,7 @@ impl Writer {
             data_version: 0,
             job_counts: Vec::new(),
             txn_counts: Vec::new(),
+            props_buf: Vec::new(),
             timing,
         }
     }
@@ -758,6 +761,17 @@ impl Writer {
         Ok(id)
     }
 
+    /// The dictionary id of `props` as JSON. The text is written into a
+    /// buffer kept between items, so a known combination costs no allocation.
+    fn props_id(&mut self, props: &telemetry_protocol::Props) -> rusqlite::Result<i64> {
+        let mut buf = std::mem::take(&mut self.props_buf);
+        write_props_json(props, &mut buf);
+        // serde_json writes UTF-8 only; the fallback keeps a bug from panicking the writer.
+        let id = self.string_id(std::str::from_utf8(&buf).unwrap_or("{}"));
+        self.props_buf = buf;
+        id
+    }
+
     fn project_id(&mut self, name: &str, create: bool) -> rusqlite::Result<Option<i64>> {
         if let Some(id) = self.projects.get(name) {
             return Ok(Some(*id));
@@ -840,7 +854,7 @@ impl Writer {
                 }
                 for c in counters.iter().filter(|_| !replayed) {
                     let event = self.string_id(&c.event)?;
-                    let props = self.string_id(&props_json(&c.props))?;
+                    let props = self.props_id(&c.props)?;
                     self.add_count(key(c.day, event, props), c.count);
                     outcome.accepted += 1;
                 }
@@ -852,7 +866,7 @@ impl Writer {
                         continue;
                     }
                     let event = self.string_id(&c.event)?;
-                    let props = self.string_id(&props_json(&c.props))?;
+                    let props = self.props_id(&c.props)?;
                     self.add_count(key(c.day, event, props), c.count);
                     outcome.accepted += 1;
                 }
@@ -866,7 +880,7 @@ impl Writer {
                 let mut fresh_uses = Vec::new();
                 for e in events {
                     let name = self.string_id(&e.name)?;
-                    let props = self.string_id(&props_json(&e.props))?;
+                    let props = self.props_id(&e.props)?;
                     let fresh = self
                         .conn
                         .prepare_cached(
@@ -1309,10 +1323,15 @@ impl Writer {
     }
 }
 
-/// Props in their canonical JSON form; `Props` is a sorted map, so equal
-/// props always give the same text and therefore the same dictionary id.
-fn props_json(props: &telemetry_protocol::Props) -> String {
-    serde_json::to_string(props).unwrap_or_else(|_| "{}".to_owned())
+/// Writes props in their canonical JSON form into `out`; `Props` is a sorted
+/// map, so equal props always give the same text and therefore the same
+/// dictionary id.
+fn write_props_json(props: &telemetry_protocol::Props, out: &mut Vec<u8>) {
+    out.clear();
+    if serde_json::to_writer(&mut *out, props).is_err() {
+        out.clear();
+        out.extend_from_slice(b"{}");
+    }
 }
 
 fn read_stats(
