@@ -177,7 +177,7 @@
 //! runs for it at run time), and generates one function per event whose
 //! setters accept only what the prop declares:
 //!
-//! ```ignore
+//! ```text
 //! mod events {
 //!     telemetry_client::manifest!("telemetry.toml", try command.name = crate::Command);
 //! }

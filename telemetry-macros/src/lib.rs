@@ -32,7 +32,7 @@ use telemetry_protocol::Manifest;
 /// Generates the typed telemetry API of the manifest at the given path,
 /// relative to the crate's `Cargo.toml`, at the place of the call:
 ///
-/// ```ignore
+/// ```text
 /// mod events {
 ///     telemetry_client::manifest!("telemetry.toml");
 /// }
