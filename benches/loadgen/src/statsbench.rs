@@ -131,6 +131,41 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         )
         .await?,
     );
+    // The breakdown's two reads on their own: the event's counter cells and
+    // its distinct installs by prop value.
+    let project = config.spec.project.as_str();
+    stats.push(
+        statsquery::time_store_read(
+            "store: prop_counters of `command` (the breakdown's counts)",
+            config.stats_runs,
+            || async {
+                Ok(store
+                    .prop_counters(project, from, to, Some("command"))
+                    .await?
+                    .len())
+            },
+        )
+        .await?,
+    );
+    stats.push(
+        statsquery::time_store_read(
+            "store: weekly_uses of `command`.`name` (the breakdown's distinct installs)",
+            config.stats_runs,
+            || async {
+                Ok(store
+                    .weekly_uses(
+                        project,
+                        from.week_start(),
+                        to.week_start(),
+                        Some("command"),
+                        Some("name"),
+                    )
+                    .await?
+                    .len())
+            },
+        )
+        .await?,
+    );
     stats.extend(statsquery::time_queries(
         &conn,
         &STATS_PARTS,
@@ -390,7 +425,7 @@ mod tests {
         let report = run(&config).await.unwrap();
         assert!(report.reused);
         assert_eq!(report.load.accepted, 2_000);
-        assert_eq!(report.stats.len(), 3 + STATS_PARTS.len());
+        assert_eq!(report.stats.len(), 5 + STATS_PARTS.len());
         assert!(
             report.stats[2]
                 .label
@@ -399,6 +434,11 @@ mod tests {
             report.stats[2].label
         );
         assert!(report.stats[2].rows > 0, "the breakdown has values");
+        assert!(report.stats[3].rows > 0, "the event has counter cells");
+        assert!(
+            report.stats[4].rows > 0,
+            "the event has distinct installs by value"
+        );
         assert_eq!(report.naive.len(), NAIVE.len());
         assert!(report.stats.iter().all(|t| t.ms.n == 3));
         assert_eq!(report.stats[0].rows, 90, "one daily point per window day");

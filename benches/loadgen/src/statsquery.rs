@@ -404,6 +404,25 @@ pub async fn time_event_breakdown(
     ))
 }
 
+/// Times one store read that the breakdown makes, so that a slow breakdown
+/// says which read is slow: `read` returns how many rows it got.
+pub async fn time_store_read<F, Fut>(label: &str, runs: Runs, read: F) -> Result<Timing, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, telemetry_collector::store::StoreError>>,
+{
+    let read = || async { read().await.map_err(|e| Error::Store(e.to_string())) };
+    let mut sampler = Sampler::start(runs);
+    let mut rows = read().await?;
+    sampler.warmed_up();
+    while sampler.again() {
+        let t = Instant::now();
+        rows = read().await?;
+        sampler.record(t);
+    }
+    Ok(sampler.finish(label, rows))
+}
+
 /// Checks that the copies in [`STATS_PARTS`] return exactly what the store's
 /// stats read returns for the same window; an error says which differs.
 pub fn parts_match_the_store(

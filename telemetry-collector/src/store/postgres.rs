@@ -1172,7 +1172,9 @@ async fn note_uses(
     if fresh.is_empty() {
         return Ok(());
     }
-    let mut keys: BTreeSet<(&str, i32, [u8; 16], &str, String, String)> = BTreeSet::new();
+    // (project, week, install, event, prop, value), in table order.
+    type UseKey<'a> = (&'a str, i32, [u8; 16], &'a str, String, String);
+    let mut keys: BTreeSet<UseKey<'_>> = BTreeSet::new();
     for (project, day, install, event, props) in fresh {
         let week = day.week_start().days_since_epoch();
         keys.insert((project, week, *install, "", String::new(), String::new()));

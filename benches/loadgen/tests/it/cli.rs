@@ -100,8 +100,8 @@ fn statsbench_loads_times_and_reuses_its_database() {
     assert_eq!(report["reused"], false);
     assert_eq!(
         report["stats"].as_array().unwrap().len(),
-        6,
-        "two stats reads, one breakdown, three parts"
+        8,
+        "two stats reads, one breakdown and its two store reads, three parts"
     );
     assert_eq!(report["naive"].as_array().unwrap().len(), 4);
     assert!(report["db_bytes"].as_u64().unwrap() > 0);
