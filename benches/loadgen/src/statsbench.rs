@@ -459,7 +459,7 @@ mod tests {
         let columns = |line: &str| line.matches('|').count();
         let header_columns = columns(HEADER.lines().next().unwrap());
         let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
-        assert_eq!(rows.len(), 1 + 3 + STATS_PARTS.len() + NAIVE.len());
+        assert_eq!(rows.len(), 1 + 5 + STATS_PARTS.len() + NAIVE.len());
         assert!(rows.iter().all(|r| columns(r) == header_columns), "{md}");
     }
 
