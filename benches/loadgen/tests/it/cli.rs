@@ -114,7 +114,7 @@ fn statsbench_loads_times_and_reuses_its_database() {
     assert!(ok);
     let columns = |line: &str| line.matches('|').count();
     let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
-    assert_eq!(rows.len(), 1 + 10, "{md}");
+    assert_eq!(rows.len(), 1 + 12, "{md}");
     assert!(
         rows.iter()
             .all(|r| columns(r) == columns(header.lines().next().unwrap()))
