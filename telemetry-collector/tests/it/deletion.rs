@@ -60,9 +60,10 @@ async fn after_a_delete_no_row_references_the_install() {
     let gone_hash = hasher.hash("demo", &gone).0;
     let kept_hash = hasher.hash("demo", &kept).0;
     let conn = Connection::open(cfg.db_path()).unwrap();
-    // Four tables hold the install before the delete: events (2 rows), installs,
-    // install_weeks, identities.
-    assert_eq!(references(&conn, &gone_hash), 5);
+    // Five tables hold the install before the delete: events (2 rows), installs,
+    // install_weeks, identities, and install_uses (3 rows: the week's "sent
+    // anything", `install` and `crash`).
+    assert_eq!(references(&conn, &gone_hash), 8);
     assert!(
         references(&conn, gone.to_string().as_bytes()) > 0,
         "the identity names it"
@@ -75,7 +76,7 @@ async fn after_a_delete_no_row_references_the_install() {
     assert_eq!(references(&conn, gone.to_string().as_bytes()), 0);
     assert_eq!(
         references(&conn, &kept_hash),
-        5,
+        8,
         "other installs are untouched"
     );
 
