@@ -19,7 +19,12 @@
 //!   in seconds. The detached uploader the client starts is left alone,
 //!   except in the kill slots, where the drill `kill -9`s uploaders at random
 //!   moments, and at the end of every slot, where uploaders still alive after
-//!   the settle time (a blackholed upload waits 10 s) are killed too.
+//!   the settle time (a blackholed upload waits 10 s) are killed too. Where
+//!   the collector answers, the settle time is longer
+//!   ([`FleetConfig::settle_reachable`]): a carrier sending a deletion and
+//!   then its events through a slow phase on a loaded machine needs more than
+//!   2 s, and killing it there would be a fault of the drill's own making
+//!   that the deletion-latency target would then blame on the client.
 //! - Along the way users opt in at a tier (some never do), run in debug mode
 //!   (`FLEET_DRILL_TELEMETRY_DEBUG=1`), run under a ceiling
 //!   (`FLEET_DRILL_TELEMETRY=aggregate`, `DO_NOT_TRACK=1`), opt out (one in
@@ -174,6 +179,11 @@ pub struct FleetConfig {
     pub concurrency: usize,
     /// How long the drill waits for uploaders after a slot before killing them.
     pub settle: Duration,
+    /// The settle limit in slots whose phase is reachable: uploaders that
+    /// still run at its end are killed, and a deletion they carried then
+    /// waits for the user's next run, so it bounds the deletion latency that
+    /// the drill measures while reachable.
+    pub settle_reachable: Duration,
     /// A limit on one process.
     pub step_timeout: Duration,
     /// A limit on the whole schedule; later slots are skipped past it.
@@ -213,6 +223,7 @@ impl FleetConfig {
             env_variants: true,
             concurrency: 8,
             settle: Duration::from_secs(2),
+            settle_reachable: Duration::from_secs(10),
             step_timeout: Duration::from_secs(20),
             max_duration: Duration::from_secs(75),
             seed: 13,
@@ -840,6 +851,7 @@ pub fn run(config: &FleetConfig) -> Result<FleetReport, Error> {
         drill.report.slots_run += 1;
     }
     proxy.set_phase(Phase::Pass);
+    drill.reachable = true;
     drill.settle();
     runtime.block_on(collector.stop());
     let log = proxy.log();
@@ -1259,8 +1271,12 @@ impl Drill<'_> {
 
     /// Waits for uploaders to finish, up to the settle time, then kills the rest.
     fn settle(&mut self) {
-        let (_, left) =
-            crate::linger::wait_gone(&self.marker, self.config.settle, Duration::from_millis(50));
+        let limit = if self.reachable {
+            self.config.settle_reachable
+        } else {
+            self.config.settle
+        };
+        let (_, left) = crate::linger::wait_gone(&self.marker, limit, Duration::from_millis(50));
         for pid in left {
             if sigkill(pid) {
                 self.report.uploaders_lingering_killed += 1;
