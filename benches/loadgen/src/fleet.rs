@@ -57,7 +57,11 @@
 //!   and no row left under its pseudonym at the end. The latency is from the
 //!   start of the command that retired the id to that acknowledgement.
 //! - *Reported dropped*: the `telemetry_dropped` counters the clients sent, by
-//!   reason; the target is that they equal what is missing.
+//!   reason; the target is that they equal what is missing. A client that
+//!   counted a refusal and then opted out may never send its count (nothing
+//!   leaves after an opt-out), so the drill also reads what each home's state
+//!   file still holds unreported and adds it to the refused items before
+//!   comparing them with the collector's `refusals` table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -358,6 +362,11 @@ pub struct FleetReport {
     pub reported_dropped: BTreeMap<String, u64>,
     /// The sum of `reported_dropped`.
     pub reported_dropped_total: u64,
+    /// Drops the clients counted but have not reported, by reason, read from
+    /// each home's state file at the end (`dropped`, and a delivery-health
+    /// report the collector has not stored): chiefly those of users who opted
+    /// out after a refusal, who may never send anything again.
+    pub unreported_dropped: BTreeMap<String, u64>,
     /// Items the collector refused on their own (its `refusals` table, less
     /// downgrades and ignored fields): what the clients' `refused_items`
     /// must add up to.
@@ -428,6 +437,11 @@ impl FleetReport {
             .copied()
             .unwrap_or(0);
         let reported_local = self.reported_dropped_total - reported_refused;
+        let unreported_refused = self
+            .unreported_dropped
+            .get("refused_items")
+            .copied()
+            .unwrap_or(0);
         vec![
             Target {
                 name: "0 double-counted",
@@ -469,12 +483,13 @@ impl FleetReport {
             Target {
                 name: "missing == reported dropped",
                 passed: missing_commands == reported_local
-                    && reported_refused == self.collector_refused
-                    && missing_extras <= reported_refused
+                    && reported_refused + unreported_refused == self.collector_refused
+                    && missing_extras <= reported_refused + unreported_refused
                     && self.missing == missing_commands + missing_extras,
                 detail: format!(
                     "{} missing ({missing_commands} `command`, {missing_extras} `extra`); \
-                     reported dropped: {reported_local} locally, {reported_refused} refused; \
+                     reported dropped: {reported_local} locally, {reported_refused} refused \
+                     (+{unreported_refused} counted, not reported); \
                      the collector refused {}",
                     self.missing, self.collector_refused
                 ),
@@ -556,6 +571,11 @@ impl FleetReport {
                 "{} {:?}",
                 self.reported_dropped_total, self.reported_dropped
             ),
+        );
+        row(
+            &mut out,
+            "counted by clients, not reported",
+            format!("{:?}", self.unreported_dropped),
         );
         row(
             &mut out,
@@ -1289,6 +1309,67 @@ impl Drill<'_> {
         );
     }
 
+    /// Adds up the drops each home's state file still holds unreported: its
+    /// `dropped` counts, less those of its delivery-health report when the
+    /// collector stored that report's id (it was delivered, but the client
+    /// did not see the answer). `dropped` keeps a pending report's counts
+    /// until a 2xx.
+    fn count_unreported(&mut self, conn: &rusqlite::Connection) -> Result<(), Error> {
+        let dbe = |e: rusqlite::Error| Error::Database(e.to_string());
+        let mut stored = conn
+            .prepare(
+                "SELECT COUNT(*) FROM seen_reports s JOIN projects p ON p.id = s.project
+                 WHERE p.name = ?1 AND s.report_id = ?2",
+            )
+            .map_err(dbe)?;
+        let counts = |v: &serde_json::Value| -> BTreeMap<String, u64> {
+            v.as_object()
+                .into_iter()
+                .flatten()
+                .map(|(reason, n)| (reason.clone(), n.as_u64().unwrap_or(0)))
+                .collect()
+        };
+        for user in &self.users {
+            let path = user
+                .home
+                .join(".local/state/telemetry-toolkit")
+                .join(PROJECT)
+                .join("state.json");
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                Error::io(
+                    format!("reading {}", path.display()),
+                    std::io::Error::other(e),
+                )
+            })?;
+            let mut left = counts(&state["dropped"]);
+            let health = &state["health"];
+            if let Some(id) = health["report_id"]
+                .as_str()
+                .and_then(|s| s.parse::<Uuid>().ok())
+            {
+                let known: i64 = stored
+                    .query_row(rusqlite::params![PROJECT, id.as_bytes().as_slice()], |r| {
+                        r.get(0)
+                    })
+                    .map_err(dbe)?;
+                if known > 0 {
+                    for (reason, n) in counts(&health["counts"]) {
+                        if let Some(l) = left.get_mut(&reason) {
+                            *l = l.saturating_sub(n);
+                        }
+                    }
+                }
+            }
+            for (reason, n) in left.into_iter().filter(|(_, n)| *n > 0) {
+                *self.report.unreported_dropped.entry(reason).or_default() += n;
+            }
+        }
+        Ok(())
+    }
+
     /// Compares the collector's database with the ground truth.
     fn compare(&mut self, log: &[ProxyEvent]) -> Result<(), Error> {
         let db = self.config.dir.join("collector.db");
@@ -1360,6 +1441,8 @@ impl Drill<'_> {
             )
             .map_err(dbe)?
             .max(0) as u64;
+
+        self.count_unreported(&conn)?;
 
         // Event rows at a level that allows none.
         let above_events: i64 = conn
