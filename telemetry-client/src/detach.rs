@@ -46,13 +46,16 @@ pub(crate) fn after_run(core: &Core) {
         }
         return;
     }
+    let now = core.clock.now();
+    if !core.detach || claimed_until(paths).is_some_and(|t| t > now) {
+        return;
+    }
     let state = ToolState::load(paths);
     let has_data = core.level() > Tier::Off && !(spool::is_empty(paths) && outbox::is_empty(paths));
     if !has_data && state.pending_deletions.is_empty() {
         return;
     }
-    let now = core.clock.now();
-    if !core.detach || state.next_attempt.is_some_and(|t| t > now) {
+    if state.next_attempt.is_some_and(|t| t > now) {
         return;
     }
     if let Err(why) = transport::check_endpoint(&core.endpoint) {
@@ -63,20 +66,40 @@ pub(crate) fn after_run(core: &Core) {
         Ok(Some(free)) => drop(free),
         _ => return,
     }
-    // Claim this interval before spawning, so concurrent hosts do not all spawn.
+    // Claim this interval before spawning, so concurrent hosts do not all
+    // spawn. The claim is a file of its own, written without fsync: the
+    // state file's durable write (two fsyncs, and the same for its backup)
+    // cost the host about a millisecond, and a claim lost in a crash only
+    // means that one more uploader may start, which finds the uploader lock
+    // held or the outbox empty.
     let claimed = Lock::acquire(&paths.data_lock()).and_then(|_lock| {
-        let mut state = ToolState::load(paths);
-        if state.next_attempt.is_some_and(|t| t > now) {
+        if claimed_until(paths).is_some_and(|t| t > now) {
             return Ok(false);
         }
-        state.next_attempt = Some(upload::later(now, core.interval));
-        state.save(paths).map(|()| true)
+        let until = upload::later(now, core.interval);
+        let mut file = crate::files::open_private(
+            &paths.upload_claim(),
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )?;
+        std::io::Write::write_all(&mut file, until.unix_millis().to_string().as_bytes())
+            .map(|()| true)
     });
     match claimed {
         Ok(true) => spawn(&core.manifest.project),
         Ok(false) => {}
         Err(e) => tracing::debug!(error = %e, "cannot schedule an upload"),
     }
+}
+
+/// The end of the upload slot a host last claimed, if the claim file holds
+/// one. Total on any content: a damaged or missing claim means no claim.
+fn claimed_until(paths: &crate::folders::ToolPaths) -> Option<telemetry_protocol::Timestamp> {
+    let text = std::fs::read(paths.upload_claim()).ok()?;
+    let millis: i64 = std::str::from_utf8(&text).ok()?.trim().parse().ok()?;
+    Some(telemetry_protocol::Timestamp::from_unix_millis(millis))
 }
 
 /// Starts the detached uploader now, whatever the schedule says: a deletion
@@ -133,14 +156,24 @@ pub(crate) fn spawn_with(tool: &str, args: &[&str]) {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
+    // A host that outlives its uploader must reap it, or it stays a zombie.
+    // Waiting in a thread of its own cost a thread's creation on every
+    // spawn; instead the children are kept and reaped without blocking at
+    // the next spawn, so a long-running host holds at most the zombies of
+    // one upload interval, and a short one (the usual host) exits first and
+    // leaves its child to init.
+    let mut children = CHILDREN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    children.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
     match cmd.spawn() {
-        // Reap it if the host outlives it; this thread never delays exit.
-        Ok(mut child) => {
-            std::thread::spawn(move || child.wait());
-        }
+        Ok(child) => children.push(child),
         Err(e) => tracing::debug!(error = %e, "cannot start the uploader"),
     }
 }
+
+/// Uploaders this process started and has not reaped yet.
+static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
 
 /// How long an uploader started for a deletion waits for a running one.
 const DELETION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -118,4 +118,9 @@ impl ToolPaths {
     pub fn uploader_lock(&self) -> PathBuf {
         self.dir.join("uploader.lock")
     }
+    /// The time until which a host has claimed the current upload slot (it
+    /// started an uploader); not durable, see [`crate::detach`].
+    pub fn upload_claim(&self) -> PathBuf {
+        self.dir.join("upload.claim")
+    }
 }

@@ -71,6 +71,7 @@
 //! # #[cfg(feature = "cli")] {
 //! use clap::{Parser, Subcommand};
 //! use telemetry_client::Telemetry;
+//! use telemetry_client::cli::Run;
 //!
 //! #[derive(Parser)]
 //! struct Cli {
@@ -1395,6 +1396,55 @@ min_tier = "anonymous"
                 })
                 .collect()
         }
+    }
+
+    /// An upload that is due costs the host no durable write: the slot is
+    /// claimed in `upload.claim`, and the state file (two fsyncs, and two
+    /// more for its backup, about a millisecond) is left to the uploader.
+    /// Before, claiming the slot rewrote the state file. (The uploader itself
+    /// is not started here: a test harness never starts one.)
+    #[test]
+    fn claiming_an_upload_slot_leaves_the_state_file_alone() {
+        let env = Env::new(Some(Tier::Aggregate), "2026-11-18T10:00:00Z");
+        let build = || {
+            Telemetry::builder(MANIFEST)
+                .tool_version("1.2.3")
+                .folders(env.folders.clone())
+                .system_policy(None)
+                .interactive(false)
+                .clock(env.clock.clone())
+                .upload_interval(Duration::from_secs(3600))
+                .build()
+        };
+        let paths = env.folders.tool_state("demo-cli");
+        let claim = || {
+            std::fs::read_to_string(paths.upload_claim())
+                .ok()
+                .map(|s| s.parse::<i64>().unwrap())
+        };
+        let run = || {
+            let t = build();
+            let before = std::fs::read(paths.state_file()).unwrap();
+            t.track("command", [("name", "greet".into())]);
+            drop(t);
+            assert_eq!(std::fs::read(paths.state_file()).unwrap(), before);
+        };
+        run();
+        let first = at("2026-11-18T11:00:00Z").unix_millis();
+        assert_eq!(claim(), Some(first), "the slot is claimed for an interval");
+        env.clock.set(at("2026-11-18T10:30:00Z"));
+        run();
+        assert_eq!(claim(), Some(first), "a claimed slot is not claimed again");
+        env.clock.set(at("2026-11-18T11:00:01Z"));
+        run();
+        assert_eq!(claim(), Some(at("2026-11-18T12:00:01Z").unix_millis()));
+        std::fs::write(paths.upload_claim(), "\u{0}garbage").unwrap();
+        run();
+        assert_eq!(
+            claim(),
+            Some(at("2026-11-18T12:00:01Z").unix_millis()),
+            "a damaged claim reads as none"
+        );
     }
 
     #[test]
