@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use telemetry_client::Telemetry;
+use telemetry_client::cli::Run;
 
 use crate::events::command::Name;
 

@@ -10,6 +10,7 @@
 //! ```no_run
 //! use clap::{Parser, Subcommand};
 //! use telemetry_client::Telemetry;
+//! use telemetry_client::cli::Run;
 //!
 //! #[derive(Parser)]
 //! struct Cli {
@@ -74,89 +75,14 @@ pub use prompt::prompt_if_needed;
 /// Exit code for bad usage, the same as clap's.
 const USAGE: u8 = 2;
 
-/// The `telemetry` subcommand: mount it as
-/// `Telemetry(telemetry_client::cli::TelemetryArgs)` and call
-/// [`TelemetryArgs::run`]. Without a subcommand it shows the status.
-#[derive(Debug, Clone, clap::Args)]
-#[command(
-    after_help = "Nothing is sent unless you opt in. `DO_NOT_TRACK=1` turns telemetry off for every tool."
-)]
-pub struct TelemetryArgs {
-    /// What to do; `status` when omitted.
-    #[command(subcommand)]
-    pub command: Option<TelemetryCommand>,
-}
+pub use telemetry_args::{EnableArgs, Level, ParseLevelError, TelemetryArgs, TelemetryCommand};
 
-/// The subcommands of `telemetry`.
-#[derive(Debug, Clone, clap::Subcommand)]
-#[non_exhaustive]
-pub enum TelemetryCommand {
-    /// Show the level, what decided it, and what it sends.
-    Status {
-        /// Print one JSON object (level, source, config_file, install_id, pending, ...).
-        #[arg(long)]
-        json: bool,
-        /// Also show what went wrong in this run: undeclared events and props,
-        /// values that do not fit, a tool version sent as `unknown`, drops.
-        #[arg(long, short = 'v')]
-        verbose: bool,
-    },
-    /// Opt in: choose what to share (asks when no level is given).
-    Enable(EnableArgs),
-    /// Opt out: turn telemetry off, delete local data and ask the collector to delete the rest.
-    Disable,
-    /// Print exactly what would be sent next, as the JSON payloads.
-    Show,
-    /// List recent uploads and their results.
-    Log {
-        /// Print the entries as a JSON array.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Start a new install id and ask the collector to delete data under the old one.
-    ResetId,
-    /// Send pending data now and report; fails if the collector cannot be reached.
-    Flush {
-        /// Give up after this many seconds; the data then stays queued.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-        timeout: u64,
-    },
-}
-
-/// Arguments of `telemetry enable`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "\
-Examples:
-  telemetry enable                  choose interactively
-  telemetry enable aggregate        daily counts only, no identifier
-  telemetry enable full --yes --identity email=me@example.org
-`telemetry status` lists this tool's identity fields.")]
-pub struct EnableArgs {
-    /// aggregate, anonymous or full; asks when omitted.
-    #[arg(value_name = "LEVEL", value_parser = parse_enable_level)]
-    pub level: Option<Tier>,
-    /// Do not ask for confirmation (for scripts); needed for `full` without a terminal.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// An identity field for `full`, as FIELD=VALUE; repeat it for each field.
-    #[arg(long = "identity", value_name = "FIELD=VALUE", value_parser = parse_identity)]
-    pub identity: Vec<(String, String)>,
-}
-
-fn parse_enable_level(s: &str) -> Result<Tier, String> {
-    match s.parse::<Tier>() {
-        Ok(Tier::Off) => Err("to turn telemetry off, use `telemetry disable`".to_owned()),
-        Ok(tier) => Ok(tier),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn parse_identity(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!(
-            "expected FIELD=VALUE, e.g. email=me@example.org, got `{s}`"
-        )),
+/// The tier a user opts in to with `telemetry enable <level>`.
+fn tier_of(level: Level) -> Tier {
+    match level {
+        Level::Aggregate => Tier::Aggregate,
+        Level::Anonymous => Tier::Anonymous,
+        Level::Full => Tier::Full,
     }
 }
 
@@ -242,48 +168,64 @@ fn finish(outcome: Outcome) -> ExitCode {
     }
 }
 
-impl TelemetryArgs {
-    /// Runs the subcommand against the host's handle. Prints results on
-    /// stdout, questions and errors on stderr; returns 0 on success, 1 on
-    /// failure and 2 on bad usage.
-    pub fn run(&self, telemetry: &Telemetry) -> ExitCode {
-        finish(self.execute(telemetry))
-    }
+/// Runs the `telemetry` subcommand against the host's handle.
+///
+/// [`TelemetryArgs`] is defined in the small `telemetry-args` crate (clap
+/// only, for a host's `build.rs`), so running it is this trait's job: bring
+/// it into scope with `use telemetry_client::cli::Run;`.
+pub trait Run {
+    /// Runs the subcommand. Prints results on stdout, questions and errors
+    /// on stderr; returns 0 on success, 1 on failure and 2 on bad usage.
+    fn run(&self, telemetry: &Telemetry) -> ExitCode;
 
-    /// Runs the subcommand like [`TelemetryArgs::run`], but returns a failure
-    /// instead of printing it, for a host that reports errors its own way
-    /// (`anyhow`, its own exit codes). Results and questions are printed as
-    /// with `run`.
+    /// Runs the subcommand like [`Run::run`], but returns a failure instead
+    /// of printing it, for a host that reports errors its own way (`anyhow`,
+    /// its own exit codes). Results and questions are printed as with `run`.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use telemetry_client::cli::Run;
     /// # let telemetry = telemetry_client::Telemetry::builder("").build();
     /// # let args = telemetry_client::cli::TelemetryArgs { command: None };
     /// args.try_run(&telemetry)?;
     /// # Ok(())
     /// # }
     /// ```
-    pub fn try_run(&self, telemetry: &Telemetry) -> Result<(), CommandError> {
-        self.execute(telemetry)
+    fn try_run(&self, telemetry: &Telemetry) -> Result<(), CommandError>;
+}
+
+impl Run for TelemetryArgs {
+    fn run(&self, telemetry: &Telemetry) -> ExitCode {
+        finish(execute(self, telemetry))
     }
 
-    fn execute(&self, telemetry: &Telemetry) -> Outcome {
-        let control = telemetry.control()?;
-        let interactive = telemetry.ready().is_some_and(|c| c.interactive);
-        match self.command.clone().unwrap_or(TelemetryCommand::Status {
-            json: false,
-            verbose: false,
-        }) {
-            TelemetryCommand::Status { json, verbose } => {
-                status(&control, json, verbose.then(|| telemetry.diagnostics()))
-            }
-            TelemetryCommand::Enable(args) => enable(&control, &args, interactive),
-            TelemetryCommand::Disable => disable(&control),
-            TelemetryCommand::Show => show(&control),
-            TelemetryCommand::Log { json } => log(&control, json),
-            TelemetryCommand::ResetId => reset_id(&control),
-            TelemetryCommand::Flush { timeout } => flush(&control, Duration::from_secs(timeout)),
+    fn try_run(&self, telemetry: &Telemetry) -> Result<(), CommandError> {
+        execute(self, telemetry)
+    }
+}
+
+fn execute(args: &TelemetryArgs, telemetry: &Telemetry) -> Outcome {
+    let control = telemetry.control()?;
+    let interactive = telemetry.ready().is_some_and(|c| c.interactive);
+    match args.command.clone().unwrap_or(TelemetryCommand::Status {
+        json: false,
+        verbose: false,
+    }) {
+        TelemetryCommand::Status { json, verbose } => {
+            status(&control, json, verbose.then(|| telemetry.diagnostics()))
         }
+        TelemetryCommand::Enable(args) => enable(&control, &args, interactive),
+        TelemetryCommand::Disable => disable(&control),
+        TelemetryCommand::Show => show(&control),
+        TelemetryCommand::Log { json } => log(&control, json),
+        TelemetryCommand::ResetId => reset_id(&control),
+        TelemetryCommand::Flush { timeout } => flush(&control, Duration::from_secs(timeout)),
+        // The definition lives in telemetry-args; a newer one than this
+        // client knows is a build with mismatched crate versions.
+        _ => Err(CommandError::new(
+            USAGE,
+            "this telemetry-client does not know that command; update it to match telemetry-args",
+        )),
     }
 }
 
@@ -470,7 +412,7 @@ fn enable(control: &Control<'_>, args: &EnableArgs, interactive: bool) -> Outcom
     let identity: BTreeMap<String, String> = args.identity.iter().cloned().collect();
     let err_style = Style::for_stream(Stream::Stderr);
     let tier = match args.level {
-        Some(tier) => tier,
+        Some(level) => tier_of(level),
         None if interactive => {
             let mut stderr = std::io::stderr().lock();
             let _ = std::io::Write::write_all(
@@ -710,11 +652,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn enable_levels_exclude_off_and_list_the_valid_ones() {
-        assert_eq!(parse_enable_level("full"), Ok(Tier::Full));
-        assert!(parse_enable_level("off").unwrap_err().contains("disable"));
-        let e = parse_enable_level("max").unwrap_err();
-        assert!(e.contains("off, aggregate, anonymous, full"), "{e}");
+    fn enable_levels_read_as_the_clients_own_tier_parser() {
+        // telemetry-args cannot depend on the protocol crate, so this keeps
+        // its words and its tiers the same as ours.
+        for level in [Level::Aggregate, Level::Anonymous, Level::Full] {
+            assert_eq!(Some(tier_of(level)), level.as_str().parse::<Tier>().ok());
+        }
+        let ours = "max".parse::<Tier>().unwrap_err().to_string();
+        assert_eq!("max".parse::<Level>().unwrap_err().to_string(), ours);
+        assert!(
+            "off"
+                .parse::<Level>()
+                .unwrap_err()
+                .to_string()
+                .contains("disable")
+        );
     }
 
     #[test]
@@ -770,7 +722,7 @@ mod tests {
                 .interactive(false)
                 .detached_upload(false)
                 .build();
-        let enable = |level: Option<Tier>| TelemetryArgs {
+        let enable = |level: Option<Level>| TelemetryArgs {
             command: Some(TelemetryCommand::Enable(EnableArgs {
                 level,
                 yes: false,
@@ -785,20 +737,10 @@ mod tests {
             Some("run `t-cli telemetry enable <aggregate|anonymous>`"),
             "no `full` without identity fields"
         );
-        assert_eq!(enable(Some(Tier::Aggregate)).try_run(&telemetry), Ok(()));
+        assert_eq!(enable(Some(Level::Aggregate)).try_run(&telemetry), Ok(()));
         assert_eq!(
             telemetry.control().unwrap().status().unwrap().choice,
             Some(Tier::Aggregate)
         );
-    }
-
-    #[test]
-    fn identity_flags_are_field_equals_value() {
-        assert_eq!(
-            parse_identity("email=a=b@c"),
-            Ok(("email".to_owned(), "a=b@c".to_owned()))
-        );
-        assert!(parse_identity("email").is_err());
-        assert!(parse_identity("=x").is_err());
     }
 }

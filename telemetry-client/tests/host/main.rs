@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use telemetry_client::Telemetry;
+use telemetry_client::cli::Run;
 
 #[derive(Parser)]
 #[command(name = "host-cli")]

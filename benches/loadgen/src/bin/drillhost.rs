@@ -25,6 +25,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use loadgen::fleet;
 use telemetry_client::Telemetry;
+use telemetry_client::cli::Run;
 use telemetry_client::testing::ManualClock;
 use telemetry_protocol::Timestamp;
 
