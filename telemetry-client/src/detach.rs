@@ -172,11 +172,46 @@ pub(crate) fn spawn_with(tool: &str, args: &[&str]) {
     }
 }
 
+/// When this uploader's budget ends: set once, when it first holds the lock.
+static DEADLINE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Starts the budget on first call: sets [`DEADLINE`] (no request starts
+/// after it) and a watchdog thread that ends the process then, for the
+/// request that is still hanging.
+fn arm_budget() {
+    let mut armed = false;
+    DEADLINE.get_or_init(|| {
+        armed = true;
+        std::time::Instant::now() + UPLOADER_BUDGET
+    });
+    if armed {
+        let spawned = std::thread::Builder::new()
+            .name("uploader-budget".to_owned())
+            .spawn(|| {
+                std::thread::sleep(UPLOADER_BUDGET);
+                tracing::debug!("the uploader's time is up; what is left goes with a later one");
+                std::process::exit(0);
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "cannot start the uploader's watchdog");
+        }
+    }
+}
+
 /// Uploaders this process started and has not reaped yet.
 static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
 
-/// How long an uploader started for a deletion waits for a running one.
-const DELETION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long an uploader works in all, from the moment it holds the uploader
+/// lock: when it is up, it exits, whatever it was doing (a blackholed
+/// collector leaves a request hanging). Stopping there is as safe as a
+/// `kill -9`, which the spool, outbox and state survive by design; what was
+/// not acknowledged is sent by a later uploader. A detached process that
+/// lingers for many seconds is what users notice in `ps`.
+pub(crate) const UPLOADER_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long an uploader started for a deletion waits for a running one, which
+/// its own budget ends sooner than this.
+const DELETION_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// Most packaging rounds one uploader runs before it leaves the rest to the
 /// next interval.
@@ -204,7 +239,7 @@ fn upload_rounds(core: &Core) {
         tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
         return;
     }
-    let http = match Http::new(&core.endpoint, REQUEST_TIMEOUT) {
+    let http = match Http::new(&core.endpoint, REQUEST_TIMEOUT.min(UPLOADER_BUDGET)) {
         Ok(http) => http,
         Err(e) => {
             tracing::debug!(error = %e, "cannot build the HTTP client");
@@ -229,12 +264,13 @@ fn upload_rounds(core: &Core) {
                 _ => return,
             }
         };
+        arm_budget();
         if core.level() > Tier::Off
             && let Err(e) = job.stage()
         {
             tracing::debug!(error = %e, "cannot package the spool");
         }
-        let report = job.send(&http, None);
+        let report = job.send(&http, DEADLINE.get().copied());
         drop(guard);
         match report {
             Ok(report) if report.failure.is_none() => {}

@@ -99,6 +99,37 @@ fn hosts_never_wait_on_a_blackholed_collector_and_start_one_uploader() {
     );
 }
 
+/// Issue 17: an uploader that cannot reach the collector gives up within
+/// 5 s in all, so fewer stray processes show in `ps`. Before, it waited out
+/// its 10 s request timeout on a blackholed collector.
+#[test]
+fn an_uploader_facing_a_blackhole_gives_up_within_its_budget() {
+    let (url, accepted) = blackhole();
+    let home = Home::new();
+    home.consent(PROBE_MANIFEST, Tier::Anonymous);
+    let out = home
+        .command()
+        .args(["track", "1"])
+        .env("PROBE_CLI_TELEMETRY_ENDPOINT", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let exited = std::time::Instant::now();
+    wait_until("the uploader to connect", Duration::from_secs(30), || {
+        accepted.load(Ordering::SeqCst) >= 1
+    });
+    let lock = home.folders().tool_state("probe-cli").uploader_lock();
+    // The lock is free once the uploader has exited; 9 s leaves room for a
+    // loaded machine while staying under the old 10 s request timeout.
+    wait_until("the uploader to give up", Duration::from_secs(9), || {
+        std::fs::File::open(&lock).is_ok_and(|f| f.try_lock().is_ok())
+    });
+    assert!(exited.elapsed() < Duration::from_secs(9));
+    // What it could not send is still there for a later uploader.
+    let t = home.telemetry(PROBE_MANIFEST, &url);
+    assert!(t.control().unwrap().status().unwrap().pending > 0);
+}
+
 #[test]
 fn a_refused_connection_backs_off_and_keeps_the_data() {
     let port = {
