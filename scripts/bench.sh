@@ -38,6 +38,7 @@
 #
 # Knobs (environment variables, all optional):
 #   BENCH_RUNS            A/B pairs per overhead cell                  [200]
+#   BENCH_HOOK_RUNS       A/B pairs per cell of the hook-cli host      [1000]
 #   BENCH_MAX_SECS        time limit of one fast overhead cell, s      [15]
 #   BENCH_SLOW_MAX_SECS   time limit of one blackholed peer cell, s    [30]
 #   BENCH_LOAD_REQUESTS   request cap of one ingest cell               [20000]
@@ -66,6 +67,9 @@
 #   COLLECTOR             the collector binary [$CARGO_TARGET_DIR/release/telemetry-collector]
 #   BENCH_CRASH_KILLS     SIGKILLs in the crash drill                  [10]
 #   BENCH_FLEET_ARGS      extra arguments of the fleet drill           [""]
+#   BENCH_SECTIONS        the parts to run, comma-separated, from sizes, track,
+#                         peers, hook, demo, ingest, crash, stats, fleet
+#                                                                    [all of them]
 #   CONSENT_TOOL          telemetry-consent, sets toolkit-cli's level
 #                                   [$CARGO_TARGET_DIR/release/telemetry-consent]
 set -euo pipefail
@@ -77,6 +81,7 @@ PEERS_BIN="$PEERS_DIR/target/release"
 RELEASE_BIN="$CARGO_TARGET_DIR/release"
 
 RUNS="${BENCH_RUNS:-200}"
+HOOK_RUNS="${BENCH_HOOK_RUNS:-1000}"
 MAX_SECS="${BENCH_MAX_SECS:-15}"
 SLOW_MAX_SECS="${BENCH_SLOW_MAX_SECS:-30}"
 LOAD_REQUESTS="${BENCH_LOAD_REQUESTS:-20000}"
@@ -227,7 +232,7 @@ overhead_peers() {
     out "detached uploader, started at most once per upload interval: the default hour, as in a real host,"
     out "or zero in the \"upload every run\" row (every run with data starts it, as the peers send every run)."
     out ""
-    local baseline="$PEERS_BIN/baseline-cli" mode max warmup row label tier interval home
+    local baseline="$PEERS_BIN/baseline-cli" mode max warmup row label tier interval home settle
     if [[ ! -x "$baseline" ]]; then
         skip "baseline-cli not built in $PEERS_BIN"
         return
@@ -243,10 +248,11 @@ overhead_peers() {
         # label|tier|upload interval in seconds ("" = the client's default).
         # One HOME per row for every endpoint mode: its state carries over
         # between cells, as on a user's machine.
-        for row in "aggregate|aggregate|" "anonymous|anonymous|" "anonymous, upload every run|anonymous|0"; do
-            IFS='|' read -r label tier interval <<<"$row"
+        for row in "aggregate|aggregate|" "anonymous|anonymous|" "anonymous, upload every run|anonymous|0" \
+            "anonymous, upload every run, settled|anonymous|0|settle"; do
+            IFS='|' read -r label tier interval settle <<<"$row"
             if home="$(toolkit_cli_home "${#toolkit_rows[@]}" "$tier")"; then
-                toolkit_rows+=("$label|$tier|$interval|$home")
+                toolkit_rows+=("$label|$tier|$interval|$home|$settle")
             else
                 out "_telemetry-client $label: consent could not be set; see the log above_"
             fi
@@ -267,7 +273,7 @@ overhead_peers() {
         # toolkit-cli never waits on the network, so every cell gets the fast
         # limits; its uploader may linger up to the client's request timeout.
         for entry in "${toolkit_rows[@]}"; do
-            IFS='|' read -r label tier interval home <<<"$entry"
+            IFS='|' read -r label tier interval home settle <<<"$entry"
             # The endpoint goes through the client's own variable, which the
             # uploader inherits; an empty DO_NOT_TRACK keeps a caller's from
             # silently turning the row into "telemetry off".
@@ -277,6 +283,7 @@ overhead_peers() {
             [[ -n "$interval" ]] && env+=("BENCH_UPLOAD_INTERVAL_SECS=$interval")
             local args=(--a "$PEERS_BIN/toolkit-cli" --b "$baseline")
             for e in "${env[@]}"; do args+=(--a-env "$e"); done
+            [[ -n "$settle" ]] && args+=(--settle-secs 10)
             overhead_row "telemetry-client $label" "$mode" "$MAX_SECS" 3 60 -- "${args[@]}"
         done
     done
@@ -345,6 +352,87 @@ demo_cli_home() {
         "$DEMO_CLI" $DEMO_CLI_CONSENT "$tier" $extra </dev/null >"$WORK/consent-$tier.log" 2>&1 \
         || { log "setting consent $tier failed: $(cat "$WORK/consent-$tier.log")"; return 1; }
     printf '%s' "$home"
+}
+
+# hook_host: the realistic host of issue 17 (benches/peers/hook-cli, a
+# shell-hook CLI whose build script writes completions), built without the
+# client and with each transport: sizes, dependency counts, then `add`
+# (the command the hook runs on every `cd`) against the build without the
+# client, telemetry off, aggregate and anonymous in steady state, and
+# anonymous with an upload due on every run, in every endpoint mode.
+hook_host() {
+    out "## The realistic host: hook-cli (a shell-hook CLI), with and without the client"
+    out ""
+    local transports=(ureq curl) t bin
+    local plain="$WORK/hook-cli-plain"
+    log "building hook-cli without the client and with each transport (release)"
+    if ! CARGO_TARGET_DIR="$PEERS_DIR/target" cargo build --release --quiet \
+        --manifest-path "$PEERS_DIR/Cargo.toml" -p hook-cli; then
+        skip "hook-cli did not build"
+        return
+    fi
+    cp "$PEERS_BIN/hook-cli" "$plain"
+    for t in "${transports[@]}"; do
+        CARGO_TARGET_DIR="$PEERS_DIR/target" cargo build --release --quiet \
+            --manifest-path "$PEERS_DIR/Cargo.toml" -p hook-cli --features "$t" \
+            || { skip "hook-cli --features $t did not build"; return; }
+        cp "$PEERS_BIN/hook-cli" "$WORK/hook-cli-$t"
+    done
+    local sizes=("without the client=$plain")
+    for t in "${transports[@]}"; do sizes+=("with the client, $t=$WORK/hook-cli-$t"); done
+    binary_sizes "${sizes[@]}"
+    out "| build | normal dependencies (distinct crates, \`cargo tree -e normal\`) |"
+    out "|---|---|"
+    local features
+    for features in "" "${transports[@]}"; do
+        local args=(tree --quiet --locked -p hook-cli -e normal --prefix none --no-dedupe
+            --manifest-path "$PEERS_DIR/Cargo.toml")
+        [[ -n "$features" ]] && args+=(--features "$features")
+        out "| ${features:-without the client} | $(cargo "${args[@]}" | sort -u | wc -l) |"
+    done
+    out ""
+    if [[ ! -x "$CONSENT_TOOL" ]]; then
+        skip "telemetry-consent not built ($CONSENT_TOOL): the overhead cells need it"
+        return
+    fi
+    out "A = hook-cli with the client, B = hook-cli without it; both run \`add /tmp/project\` in the same HOME."
+    out "Δ = A − B per pair; $HOOK_RUNS pairs per cell."
+    out ""
+    local saved_runs="$RUNS"
+    RUNS="$HOOK_RUNS"
+    "$OVERHEAD" --header | tee -a "$RESULTS"
+    local row label tier interval settle home n=0 mode e env
+    for t in "${transports[@]}"; do
+        bin="$WORK/hook-cli-$t"
+        # "upload due" runs pairs back to back, so every run's uploader
+        # competes with the runs after it (the stress case); "settled" waits
+        # for it between pairs, as a real machine has an interval between
+        # uploads, so it times what a due run costs the host itself.
+        for row in "off||" "aggregate|aggregate|" "anonymous|anonymous|" "upload due every run|anonymous|0" \
+            "upload due every run, settled|anonymous|0|settle"; do
+            IFS='|' read -r label tier interval settle <<<"$row"
+            home="$WORK/hook-home-$n"
+            n=$((n + 1))
+            mkdir -p "$home/.config" "$home/.local/state" "$home/.local/share" "$home/.cache"
+            if [[ -n "$tier" ]]; then
+                env -u DO_NOT_TRACK HOME="$home" XDG_CONFIG_HOME="$home/.config" \
+                    XDG_STATE_HOME="$home/.local/state" "$CONSENT_TOOL" set hook-cli "$tier" \
+                    </dev/null >/dev/null 2>&1 || { out "_$t $label: consent could not be set_"; continue; }
+            fi
+            env=(HOME="$home" XDG_CONFIG_HOME="$home/.config" XDG_STATE_HOME="$home/.local/state"
+                XDG_DATA_HOME="$home/.local/share" XDG_CACHE_HOME="$home/.cache" DO_NOT_TRACK=
+                "HOOK_CLI_TELEMETRY_ENDPOINT={endpoint}")
+            [[ -n "$interval" ]] && env+=("BENCH_UPLOAD_INTERVAL_SECS=$interval")
+            local args=(--a "$bin add /tmp/project" --b "$plain add /tmp/project")
+            for e in "${env[@]}"; do args+=(--a-env "$e" --b-env "$e"); done
+            [[ -n "$settle" ]] && args+=(--settle-secs 10)
+            for mode in stub refused blackhole; do
+                overhead_row "hook-cli $t, $label" "$mode" "$MAX_SECS" 3 15 -- "${args[@]}"
+            done
+        done
+    done
+    RUNS="$saved_runs"
+    out ""
 }
 
 # overhead_demo_cli COLLECTOR_URL: demo-cli greet at each tier vs the same
@@ -565,6 +653,11 @@ stats_latency() {
     out ""
 }
 
+# wanted SECTION: whether BENCH_SECTIONS asks for it (all when unset).
+wanted() {
+    [[ -z "${BENCH_SECTIONS:-}" || ",$BENCH_SECTIONS," == *",$1,"* ]]
+}
+
 main() {
     local build=1
     [[ "${1:-}" == "--no-build" ]] && build=0
@@ -575,44 +668,53 @@ main() {
     out ""
     machine_info
 
-    local demo_sizes=()
-    [[ -x "$DEMO_CLI" ]] && demo_sizes+=("demo-cli=$DEMO_CLI")
-    [[ -n "$DEMO_CLI_NO_TELEMETRY" ]] && demo_sizes+=("demo-cli-no-telemetry=$DEMO_CLI_NO_TELEMETRY")
-    binary_sizes "baseline-cli=$PEERS_BIN/baseline-cli" "posthog-cli=$PEERS_BIN/posthog-cli" \
-        "rtb-cli=$PEERS_BIN/rtb-cli" "toolkit-cli=$PEERS_BIN/toolkit-cli" "${demo_sizes[@]}"
-    [[ -z "$DEMO_CLI_NO_TELEMETRY" ]] \
-        && out "_demo-cli without telemetry: set DEMO_CLI_NO_TELEMETRY to a build without the client to add its row_" && out ""
+    if wanted sizes; then
+        local demo_sizes=()
+        [[ -x "$DEMO_CLI" ]] && demo_sizes+=("demo-cli=$DEMO_CLI")
+        [[ -n "$DEMO_CLI_NO_TELEMETRY" ]] && demo_sizes+=("demo-cli-no-telemetry=$DEMO_CLI_NO_TELEMETRY")
+        binary_sizes "baseline-cli=$PEERS_BIN/baseline-cli" "posthog-cli=$PEERS_BIN/posthog-cli" \
+            "rtb-cli=$PEERS_BIN/rtb-cli" "toolkit-cli=$PEERS_BIN/toolkit-cli" "${demo_sizes[@]}"
+        [[ -z "$DEMO_CLI_NO_TELEMETRY" ]] \
+            && out "_demo-cli without telemetry: set DEMO_CLI_NO_TELEMETRY to a build without the client to add its row_" && out ""
+    fi
 
-    track_cost
-    overhead_peers
+    wanted track && track_cost
+    wanted peers && overhead_peers
+    wanted hook && hook_host
 
     local url=""
-    if [[ -x "$COLLECTOR" ]]; then
-        collector_start || true
-        url="$COLLECTOR_URL"
-    else
-        out "_collector not found at $COLLECTOR (set COLLECTOR): ingest and \`up\` cells skip_"
-        out ""
+    if wanted demo || wanted ingest; then
+        if [[ -x "$COLLECTOR" ]]; then
+            collector_start || true
+            url="$COLLECTOR_URL"
+        else
+            out "_collector not found at $COLLECTOR (set COLLECTOR): ingest and \`up\` cells skip_"
+            out ""
+        fi
     fi
-    overhead_demo_cli "$url"
-    if [[ -n "$url" ]]; then
-        # A fresh collector, so demo-cli's uploads do not share its database.
+    wanted demo && overhead_demo_cli "$url"
+    if wanted ingest; then
+        if [[ -n "$url" ]]; then
+            # A fresh collector, so demo-cli's uploads do not share its database.
+            collector_stop
+            collector_start || true
+            url="$COLLECTOR_URL"
+        fi
+        if [[ -n "$url" ]]; then
+            ingest_throughput "$url"
+            collector_stop
+            raw_baseline
+        else
+            out "## Collector ingest throughput"
+            out ""
+            skip "no collector running"
+        fi
+    elif [[ -n "$url" ]]; then
         collector_stop
-        collector_start || true
-        url="$COLLECTOR_URL"
     fi
-    if [[ -n "$url" ]]; then
-        ingest_throughput "$url"
-        collector_stop
-        raw_baseline
-    else
-        out "## Collector ingest throughput"
-        out ""
-        skip "no collector running"
-    fi
-    crash_drill
-    stats_latency
-    fleet_drill
+    wanted crash && crash_drill
+    wanted stats && stats_latency
+    wanted fleet && fleet_drill
     out "Suite time: $((SECONDS - start)) s"
     log "done; results in $RESULTS"
     printf '\n' >&2

@@ -5,6 +5,7 @@
 mod compat;
 mod consent;
 mod delivery;
+mod hook_host;
 mod readme;
 mod tiers;
 mod transports;

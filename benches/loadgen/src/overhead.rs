@@ -107,6 +107,13 @@ pub struct OverheadConfig {
     pub linger_runs: usize,
     /// The longest to wait for those processes before killing them.
     pub linger_limit: Duration,
+    /// After each timed pair, wait (untimed) up to this long until no
+    /// process A or B started is left, so that a detached child of one run
+    /// (an uploader) does not compete with the runs timed after it: a run
+    /// whose upload is due is then timed as it happens on a real machine,
+    /// where the next upload is an interval away. `None` runs pairs back to
+    /// back, the stress case.
+    pub settle: Option<Duration>,
 }
 
 /// How long single invocations of A kept processes alive.
@@ -205,6 +212,11 @@ pub fn run(config: &OverheadConfig) -> Result<OverheadReport, Error> {
         } else {
             b.push(run_one(&config.b, &marker_b)?);
             a.push(run_one(&config.a, &marker_a)?);
+        }
+        if let Some(limit) = config.settle {
+            for marker in [&marker_a, &marker_b] {
+                linger::wait_gone(marker, limit, POLL);
+            }
         }
     }
     let a_left_alive = linger::alive_with_marker(&marker_a).len();

@@ -56,6 +56,10 @@ struct Args {
     /// The longest to wait for those processes, in seconds, before killing them.
     #[arg(long, default_value_t = 60.0)]
     linger_limit_secs: f64,
+    /// After each timed pair, wait up to this many seconds (untimed) for the
+    /// processes A and B left behind, such as a detached uploader.
+    #[arg(long)]
+    settle_secs: Option<f64>,
     /// A label for the result row.
     #[arg(long, default_value = "A vs B")]
     label: String,
@@ -84,6 +88,10 @@ fn main() -> anyhow::Result<()> {
         hold_limit: loadgen::cli::secs(args.hold_secs, "hold time")?,
         linger_runs: args.linger_runs,
         linger_limit: loadgen::cli::secs(args.linger_limit_secs, "linger limit")?,
+        settle: args
+            .settle_secs
+            .map(|s| loadgen::cli::secs(s, "settle time"))
+            .transpose()?,
     };
     let report = overhead::run(&config).context("running the harness")?;
     if args.output.json {

@@ -18,6 +18,7 @@ fn config(a: &str, a_env: &[&str], b: &str, endpoint: EndpointMode) -> OverheadC
         hold_limit: Duration::from_secs(60),
         linger_runs: 1,
         linger_limit: Duration::from_secs(60),
+        settle: None,
     }
 }
 
@@ -78,4 +79,18 @@ fn detached_children_are_reported_as_left_alive_and_lingering() {
     let linger = report.linger.unwrap();
     assert!(linger.max_all_gone_ms >= 400.0, "{linger:?}");
     assert!(linger.max_exit_ms < linger.max_all_gone_ms);
+}
+
+#[test]
+fn settling_waits_for_detached_children_between_pairs() {
+    let mut cfg = config("sh -c", &[], "true", EndpointMode::BlackholeNoAccept);
+    cfg.a.args.push("sleep 0.3 >/dev/null 2>&1 &".to_owned());
+    cfg.runs = 2;
+    cfg.linger_runs = 0;
+    cfg.settle = Some(Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let report = run(&cfg).unwrap();
+    // Without settling, the last pair's sleep is still running at the end.
+    assert_eq!(report.a_left_alive, 0, "{report:?}");
+    assert!(started.elapsed() >= Duration::from_millis(600));
 }
