@@ -200,6 +200,21 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "refusals",
+        select: "SELECT p.name, r.day, v.text, r.reason, r.detail, r.count
+                 FROM refusals r
+                 JOIN projects p ON p.id = r.project
+                 JOIN strings v ON v.id = r.version",
+        columns: &[
+            ("project", Kind::Text),
+            ("day", Kind::Int4),
+            ("version", Kind::Text),
+            ("reason", Kind::Text),
+            ("detail", Kind::Text),
+            ("count", Kind::Int8),
+        ],
+    },
+    Table {
         name: "public_releases",
         select: "SELECT project, period, statistic, key, value, epsilon, released_on
                  FROM public_releases",

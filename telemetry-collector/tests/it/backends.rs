@@ -634,6 +634,11 @@ async fn migrate_moves_a_sqlite_database_and_stats_agree() {
     let cfg = config(dir.path());
     let state = state(&cfg);
     workload(&state).await;
+    // An event the manifest does not declare: refused on its own, and counted
+    // in the delivery-health panel, which the copy used to leave behind.
+    let refused = anonymous(new_id(), vec![event(new_id(), "no_such_event")]);
+    let (status, body) = ingest(&state, &refused).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     state.store().close().await.unwrap();
     drop(state);
 
@@ -657,6 +662,12 @@ async fn migrate_moves_a_sqlite_database_and_stats_agree() {
         serde_json::from_str(&out).unwrap()
     };
     let before = stats(db);
+    assert_ne!(
+        before["delivery"]["refused"],
+        json!([]),
+        "the workload has a refusal: {}",
+        before["delivery"]
+    );
     let out = run_cli(
         &[
             "migrate",
