@@ -441,14 +441,15 @@ fn pending_count(paths: &ToolPaths) -> u64 {
 /// `keep_counts`). The caller holds the data lock.
 fn purge(paths: &ToolPaths, keep_counts: bool) -> std::io::Result<()> {
     if keep_counts {
-        let kept: Vec<Record> = spool::read(paths)?
+        let contents = spool::read(paths)?;
+        let kept: Vec<Record> = contents
             .records
             .into_iter()
             .filter(|r| matches!(r, Record::Count { .. }))
             .collect();
-        spool::rewrite(paths, &kept)?;
+        spool::rewrite(paths, &contents.side, &kept)?;
     } else {
-        files::remove_if_exists(&paths.spool())?;
+        spool::clear(paths)?;
     }
     for (path, entry) in outbox::list(paths)? {
         if !keep_counts || entry.payload.install_id.is_some() {

@@ -102,6 +102,11 @@ impl ToolPaths {
     pub fn spool(&self) -> PathBuf {
         self.dir.join("spool.jsonl")
     }
+    /// Records a host wrote while the data lock was taken (see
+    /// [`crate::spool`]), one file per run.
+    pub fn spool_side(&self) -> PathBuf {
+        self.dir.join("spool.d")
+    }
     /// Payloads with fixed ids, waiting to be sent.
     pub fn outbox(&self) -> PathBuf {
         self.dir.join("outbox")

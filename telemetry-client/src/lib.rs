@@ -510,6 +510,7 @@ impl Builder {
     pub fn build(self) -> Telemetry {
         let uploader = std::env::var_os(env::UPLOADER_MARKER).is_some();
         if uploader {
+            detach::lower_priority();
             if let Ok(core) = self.open(false, None) {
                 detach::run_uploader(&core);
             }
@@ -1112,8 +1113,16 @@ impl Core {
         if records.is_empty() {
             return;
         }
-        let result = Lock::acquire(&paths.data_lock())
-            .and_then(|_lock| spool::append(paths, &records, self.spool_limits));
+        // An uploader holds the data lock for milliseconds while it packages
+        // the spool; rather than wait for it, the records go to a side file
+        // of their own (`spool::append_side`), and only when that fails does
+        // this run wait.
+        let result = match Lock::try_acquire(&paths.data_lock()) {
+            Ok(Some(_lock)) => spool::append(paths, &records, self.spool_limits),
+            Ok(None) if spool::append_side(paths, &records).is_ok() => Ok(0),
+            _ => Lock::acquire(&paths.data_lock())
+                .and_then(|_lock| spool::append(paths, &records, self.spool_limits)),
+        };
         match result {
             Ok(0) => {}
             Ok(dropped) => {

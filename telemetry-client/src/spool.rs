@@ -7,10 +7,23 @@
 //! happen under the tool's data lock, so concurrent processes interleave whole
 //! records. The spool is bounded by size and record count; when it is full the
 //! oldest records are dropped and the drops are counted.
+//!
+//! **Side files.** An uploader holds the data lock for milliseconds while it
+//! packages the spool (its writes are fsynced), and a host that waited for it
+//! paid those milliseconds itself. So a host that finds the lock taken does
+//! not wait: it writes its records to a file of its own in `spool.d/` (temp
+//! name, then a rename, so a reader sees the whole file or none of it), in the
+//! same line format, without the lock. [`read`] returns the spool and the side
+//! files as one list, and [`rewrite`] replaces both: the spool is written
+//! first and the side files it read are removed after, so a crash between the
+//! two leaves records in both places, which [`read`] counts once by their ids.
+//! At most [`MAX_SIDE_FILES`] side files exist; past that a host waits for
+//! the lock as before, so what one tool can leave here stays bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use telemetry_protocol::{Day, Props, Tier, Timestamp, Uuid};
@@ -117,20 +130,66 @@ fn decode(line: &[u8]) -> Option<Record> {
 /// What [`read`] found.
 #[derive(Debug, Default)]
 pub struct Contents {
-    /// The intact records, oldest first.
+    /// The intact records, oldest first: the spool's, then the side files'.
     pub records: Vec<Record>,
     /// Lines that failed their checksum or did not parse.
     pub torn: usize,
+    /// The side files these records came from, which [`rewrite`] removes.
+    pub side: Vec<PathBuf>,
 }
 
-/// Reads every intact record. The caller holds the data lock if it means to
-/// rewrite the spool afterwards.
+/// The most side files a tool keeps; see the module docs.
+pub const MAX_SIDE_FILES: usize = 256;
+
+/// Reads every intact record of the spool and its side files. The caller
+/// holds the data lock if it means to rewrite the spool afterwards.
 pub fn read(paths: &ToolPaths) -> io::Result<Contents> {
-    match std::fs::read(paths.spool()) {
-        Ok(bytes) => Ok(parse(&bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Contents::default()),
-        Err(e) => Err(e),
+    let mut contents = match std::fs::read(paths.spool()) {
+        Ok(bytes) => parse(&bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Contents::default(),
+        Err(e) => return Err(e),
+    };
+    let side = side_files(paths)?;
+    if side.is_empty() {
+        return Ok(contents);
     }
+    // A crash inside `rewrite` can leave a record in the spool and in the
+    // side file it came from; it counts once.
+    let mut seen: HashSet<Uuid> = contents.records.iter().map(Record::id).collect();
+    for path in side {
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let found = parse(&bytes);
+        contents.torn += found.torn;
+        let fresh = found.records.into_iter().filter(|r| seen.insert(r.id()));
+        contents.records.extend(fresh);
+        contents.side.push(path);
+    }
+    Ok(contents)
+}
+
+/// The finished side files, oldest first (their names start with the time
+/// they were written). Temp files of a writer still at work are not listed.
+fn side_files(paths: &ToolPaths) -> io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(paths.spool_side()) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// Parses spool bytes: every intact record, and a count of the lines that
@@ -146,17 +205,87 @@ pub fn parse(bytes: &[u8]) -> Contents {
     contents
 }
 
-/// Replaces the spool with `records` atomically (fsync and rename). The
-/// caller holds the data lock.
-pub fn rewrite(paths: &ToolPaths, records: &[Record]) -> io::Result<()> {
+/// Replaces the spool, and the side files `read` found (`contents.side`),
+/// with `records`: the spool atomically (fsync and rename), then the side
+/// files are removed. The caller holds the data lock.
+pub fn rewrite(paths: &ToolPaths, side: &[PathBuf], records: &[Record]) -> io::Result<()> {
     if records.is_empty() {
-        return files::remove_if_exists(&paths.spool());
+        files::remove_if_exists(&paths.spool())?;
+    } else {
+        let mut bytes = Vec::new();
+        for r in records {
+            bytes.extend(encode(r)?);
+        }
+        files::write_atomic(&paths.spool(), &bytes)?;
+    }
+    for path in side {
+        files::remove_if_exists(path)?;
+    }
+    remove_stale_temp_files(paths);
+    Ok(())
+}
+
+/// How old a side file's temp file must be before a rewrite removes it: its
+/// writer was killed between writing and renaming it.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn remove_stale_temp_files(paths: &ToolPaths) {
+    let Ok(entries) = std::fs::read_dir(paths.spool_side()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP));
+        if stale && entry.file_name().to_string_lossy().ends_with(".tmp") {
+            let _ = files::remove_if_exists(&entry.path());
+        }
+    }
+}
+
+/// Removes the spool and every side file, finished or not. The caller holds
+/// the data lock.
+pub fn clear(paths: &ToolPaths) -> io::Result<()> {
+    files::remove_if_exists(&paths.spool())?;
+    match std::fs::remove_dir_all(paths.spool_side()) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `records` to a side file of their own, without the data lock, for a
+/// host that found the lock taken (see the module docs). Fails when
+/// [`MAX_SIDE_FILES`] already exist, and the caller then waits for the lock.
+pub fn append_side(paths: &ToolPaths, records: &[Record]) -> io::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let dir = paths.spool_side();
+    files::create_private_dir(&dir)?;
+    if std::fs::read_dir(&dir)?.count() >= MAX_SIDE_FILES {
+        return Err(io::Error::other("too many spool side files"));
     }
     let mut bytes = Vec::new();
     for r in records {
         bytes.extend(encode(r)?);
     }
-    files::write_atomic(&paths.spool(), &bytes)
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let name = format!(
+        "{:020}-{}",
+        since_epoch.as_nanos(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = files::open_private(&tmp, OpenOptions::new().write(true).create_new(true))
+        .and_then(|mut file| file.write_all(&bytes))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(format!("{name}.jsonl"))));
+    if result.is_err() {
+        let _ = files::remove_if_exists(&tmp);
+    }
+    result
 }
 
 /// Appends `records` and enforces the limits; returns how many recorded
@@ -217,7 +346,7 @@ fn compact(paths: &ToolPaths, limits: SpoolLimits) -> io::Result<u64> {
     let total: u64 = sizes.iter().sum();
     if total <= limits.max_bytes && contents.records.len() <= limits.max_records {
         if contents.torn > 0 {
-            rewrite(paths, &contents.records)?;
+            rewrite(paths, &[], &contents.records)?;
         }
         return Ok(0);
     }
@@ -227,7 +356,7 @@ fn compact(paths: &ToolPaths, limits: SpoolLimits) -> io::Result<u64> {
         bytes -= sizes[skip];
         skip += 1;
     }
-    rewrite(paths, &contents.records[skip..])?;
+    rewrite(paths, &[], &contents.records[skip..])?;
     let lost = contents.records[..skip]
         .iter()
         .map(|r| match r {
@@ -238,9 +367,11 @@ fn compact(paths: &ToolPaths, limits: SpoolLimits) -> io::Result<u64> {
     Ok(lost)
 }
 
-/// Whether the spool holds anything, from its size alone (cheap).
+/// Whether the spool and its side files hold anything, from sizes and a
+/// folder listing alone (cheap).
 pub fn is_empty(paths: &ToolPaths) -> bool {
     std::fs::metadata(paths.spool()).map_or(true, |m| m.len() == 0)
+        && side_files(paths).is_ok_and(|side| side.is_empty())
 }
 
 #[cfg(test)]
@@ -261,6 +392,63 @@ mod tests {
         ToolPaths {
             dir: dir.path().join("demo"),
         }
+    }
+
+    #[test]
+    fn side_files_read_with_the_spool_and_go_with_its_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(&dir);
+        let (main, side) = (count(1), count(2));
+        append(&p, std::slice::from_ref(&main), SpoolLimits::default()).unwrap();
+        assert!(!is_empty(&p));
+        append_side(&p, std::slice::from_ref(&side)).unwrap();
+        // A writer still at work (or killed) before its rename: not listed.
+        std::fs::write(p.spool_side().join(".half.tmp"), b"garbage").unwrap();
+        let got = read(&p).unwrap();
+        assert_eq!(got.records, vec![main.clone(), side.clone()]);
+        assert_eq!(got.side.len(), 1);
+        // A side file written after the read survives the rewrite.
+        let later = count(3);
+        append_side(&p, std::slice::from_ref(&later)).unwrap();
+        rewrite(&p, &got.side, std::slice::from_ref(&main)).unwrap();
+        assert_eq!(read(&p).unwrap().records, vec![main, later]);
+        clear(&p).unwrap();
+        assert!(is_empty(&p));
+        assert!(!p.spool_side().exists());
+    }
+
+    #[test]
+    fn side_files_alone_make_the_spool_non_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(&dir);
+        assert!(is_empty(&p));
+        append_side(&p, &[count(1)]).unwrap();
+        assert!(!is_empty(&p));
+    }
+
+    #[test]
+    fn a_record_in_the_spool_and_its_side_file_counts_once() {
+        // What a crash inside `rewrite` leaves: the spool written with the
+        // side file's record, the side file not yet removed.
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(&dir);
+        let record = count(5);
+        append_side(&p, std::slice::from_ref(&record)).unwrap();
+        append(&p, std::slice::from_ref(&record), SpoolLimits::default()).unwrap();
+        let got = read(&p).unwrap();
+        assert_eq!(got.records, vec![record]);
+        assert_eq!(got.side.len(), 1);
+    }
+
+    #[test]
+    fn side_files_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(&dir);
+        for _ in 0..MAX_SIDE_FILES {
+            append_side(&p, &[count(1)]).unwrap();
+        }
+        assert!(append_side(&p, &[count(1)]).is_err());
+        assert_eq!(std::fs::read_dir(p.spool_side()).unwrap().count(), MAX_SIDE_FILES);
     }
 
     #[test]

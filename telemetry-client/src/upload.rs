@@ -183,7 +183,7 @@ impl Job<'_> {
             records.retain(|r| !packaged.contains(&r.id()));
             // Settle the old round before this one writes its own journal,
             // which would otherwise replace the only record of it.
-            spool::rewrite(paths, &records)?;
+            spool::rewrite(paths, &contents.side, &records)?;
             crate::files::remove_if_exists(&journal)?;
             changed = false;
         }
@@ -203,8 +203,8 @@ impl Job<'_> {
         for entry in plan.entries {
             invalid += self.put_checked(entry, now, &mut log)?;
         }
-        if changed || plan.changed {
-            spool::rewrite(paths, &plan.keep)?;
+        if changed || plan.changed || !contents.side.is_empty() {
+            spool::rewrite(paths, &contents.side, &plan.keep)?;
         }
         crate::files::remove_if_exists(&journal)?;
         if invalid > 0 {

@@ -107,6 +107,7 @@ impl ConsentArgs {
             Err(e) => return finish(Err(CommandError::from(e))),
         };
         if std::env::var(crate::env::UPLOADER_MARKER).is_ok_and(|v| v == DELIVERER) {
+            crate::detach::lower_priority();
             let _ = machine.deliver_deletions(DELIVERY_TIMEOUT);
             return ExitCode::SUCCESS;
         }

@@ -130,6 +130,51 @@ fn an_uploader_facing_a_blackhole_gives_up_within_its_budget() {
     assert!(t.control().unwrap().status().unwrap().pending > 0);
 }
 
+/// The nice value of the live process whose environment holds `marker`, from
+/// `/proc/<pid>/stat` (field 19, counted after the command name's `)`).
+#[cfg(target_os = "linux")]
+fn nice_of_process_with(marker: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let dir = entry.path();
+            let environ = std::fs::read(dir.join("environ")).ok()?;
+            environ
+                .split(|&b| b == 0)
+                .any(|var| var == marker.as_bytes())
+                .then_some(())?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            after_name.split_whitespace().nth(16)?.parse().ok()
+        })
+}
+
+/// An uploader still sending when the user's next command starts must not
+/// take a core from it: it runs at the lowest CPU priority.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_uploader_runs_at_the_lowest_priority() {
+    let (url, accepted) = blackhole();
+    let home = Home::new();
+    home.consent(PROBE_MANIFEST, Tier::Anonymous);
+    let marker = format!("PROBE_TEST_MARKER={}", std::process::id());
+    let (key, value) = marker.split_once('=').unwrap();
+    let out = home
+        .command()
+        .args(["track", "1"])
+        .env("PROBE_CLI_TELEMETRY_ENDPOINT", &url)
+        .env(key, value)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // The blackhole holds the uploader's request, so it is alive to look at.
+    wait_until("the uploader to connect", Duration::from_secs(30), || {
+        accepted.load(Ordering::SeqCst) >= 1
+    });
+    assert_eq!(nice_of_process_with(&marker), Some(19));
+}
+
 #[test]
 fn a_refused_connection_backs_off_and_keeps_the_data() {
     let port = {

@@ -274,3 +274,49 @@ fn do_not_track_wins_over_a_stored_full() {
     assert!(spool::is_empty(&home.folders().tool_state("probe-cli")));
     assert_eq!(collector.requests(), 0);
 }
+
+/// A host that finds the data lock taken (an uploader packaging the spool,
+/// with its fsyncs) does not wait for it: it leaves its records in a side
+/// file and exits, and the next upload sends each of them once.
+#[test]
+fn a_host_does_not_wait_for_a_busy_data_lock() {
+    let collector = Collector::start(Mode::Ok);
+    let home = Home::new();
+    home.consent(PROBE_MANIFEST, Tier::Anonymous);
+    // The first run records this week's lifecycle events, which wait for the
+    // lock by design; later runs of the week only append.
+    assert!(
+        home.command()
+            .args(["track", "1"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let paths = home.folders().tool_state("probe-cli");
+    let held = std::fs::File::open(paths.data_lock()).unwrap();
+    held.lock().unwrap();
+    let mut host = home.command().args(["track", "3"]).spawn().unwrap();
+    // Before side files, the host waited here for as long as the lock was
+    // held; the limit only keeps a regression from hanging the test.
+    wait_until(
+        "the host to exit while the lock is held",
+        Duration::from_secs(30),
+        || host.try_wait().unwrap().is_some(),
+    );
+    assert!(host.wait().unwrap().success());
+    assert!(
+        std::fs::read_dir(paths.spool_side()).unwrap().count() > 0,
+        "the records went to a side file"
+    );
+    held.unlock().unwrap();
+    let (ids, torn) = command_ids(&home);
+    assert_eq!((ids.len(), torn), (4, 0));
+    let t = home.telemetry(PROBE_MANIFEST, &collector.url);
+    t.control().unwrap().flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(collector.unique_events("command"), 4);
+    assert!(collector.event_ids().values().all(|&n| n == 1));
+    assert!(
+        spool::is_empty(&paths),
+        "the side file is gone once packaged"
+    );
+}
