@@ -1425,11 +1425,16 @@ async fn delete_tx(
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     // The install's row lock first, as an ingest takes it: its first-seen
-    // day cannot move while its weeks leave the retention matrix. Each week
-    // is taken out as its row is deleted, so a week a purge removed at the
-    // same time is taken out once, by whichever removed it.
+    // day cannot move while its weeks leave the retention matrix. An upsert
+    // rather than `SELECT ... FOR UPDATE`, which would not wait for an
+    // ingest inserting the install's first row right now, and then miss the
+    // weeks that ingest commits; the row is deleted below either way. Each
+    // week is taken out as its row is deleted, so a week a purge removed at
+    // the same time is taken out once, by whichever removed it.
     tx.execute(
-        "SELECT 1 FROM installs WHERE project = $1 AND install = $2 FOR UPDATE",
+        "INSERT INTO installs (project, install, first_seen_day, last_seen_day)
+         VALUES ($1, $2, 0, 0)
+         ON CONFLICT (project, install) DO UPDATE SET last_seen_day = installs.last_seen_day",
         &[&project, &install.0.as_slice()],
     )
     .await?;
@@ -1502,49 +1507,73 @@ async fn purge_tx(
                 &[&name, &(i64::from(cutoff) * MILLIS_PER_DAY)],
             )
             .await?;
-        // A week row goes once the whole week is older than the cutoff, and
-        // with its install (a new row for the install must not revive it).
-        // Each leaves the retention matrix as it is deleted, in the same
-        // statement, so a week a deletion removed meanwhile is not taken out
-        // twice.
-        out.install_weeks += tx
-            .query_one(
-                "WITH gone AS (
-                     DELETE FROM install_weeks w USING installs i
-                     WHERE w.project = $1 AND i.project = $1 AND i.install = w.install
-                       AND (w.week + 6 < $2 OR i.last_seen_day < $2)
-                     RETURNING i.first_seen_day AS first_day, w.week),
-                 cells AS (
-                     SELECT first_day, week, COUNT(*) AS n FROM gone GROUP BY first_day, week),
-                 taken AS (
-                     -- Run whether or not it is read, as every data-modifying WITH.
-                     UPDATE install_cohorts c SET installs = c.installs - cells.n
-                     FROM cells
-                     WHERE c.project = $1 AND c.first_day = cells.first_day
-                       AND c.week = cells.week)
-                 SELECT COUNT(*)::BIGINT FROM gone",
+        // Install rows not seen within the retention go first: deleting
+        // them locks them, so an ingest of one of them waits for this purge
+        // and then starts it afresh, and the statements below see every week
+        // an ingest committed for them before.
+        let (mut gone, mut firsts) = (Vec::new(), Vec::new());
+        for row in tx
+            .query(
+                "DELETE FROM installs WHERE project = $1 AND last_seen_day < $2
+                 RETURNING install, first_seen_day",
                 &[&name, &cutoff],
             )
             .await?
-            .get::<_, i64>(0)
-            .max(0) as u64;
+        {
+            gone.push(row.get::<_, Vec<u8>>(0));
+            firsts.push(row.get::<_, i32>(1));
+        }
+        out.installs += gone.len() as u64;
+        tx.execute(
+            "DELETE FROM identities WHERE project = $1 AND install = ANY($2::bytea[])",
+            &[&name, &gone],
+        )
+        .await?;
+        // Their weeks go with them, and every week older than the cutoff.
+        // Each leaves the retention matrix in the statement that deletes it,
+        // so a week a deletion removed meanwhile is not taken out twice.
+        const TAKE_OUT: &str = "
+            cells AS (SELECT first_day, week, COUNT(*) AS n FROM gone GROUP BY first_day, week),
+            taken AS (
+                -- Run whether or not it is read, as every data-modifying WITH.
+                UPDATE install_cohorts c SET installs = c.installs - cells.n
+                FROM cells
+                WHERE c.project = $1 AND c.first_day = cells.first_day AND c.week = cells.week)
+            SELECT COUNT(*)::BIGINT FROM gone";
+        let weeks_of_gone = tx
+            .query_one(
+                &format!(
+                    "WITH gone AS (
+                         DELETE FROM install_weeks w
+                         USING unnest($2::bytea[], $3::int4[]) AS k(install, first_day)
+                         WHERE w.project = $1 AND w.install = k.install
+                         RETURNING k.first_day, w.week),
+                     {TAKE_OUT}"
+                ),
+                &[&name, &gone, &firsts],
+            )
+            .await?
+            .get::<_, i64>(0);
+        let old_weeks = tx
+            .query_one(
+                &format!(
+                    "WITH gone AS (
+                         DELETE FROM install_weeks w USING installs i
+                         WHERE w.project = $1 AND i.project = $1 AND i.install = w.install
+                           AND w.week + 6 < $2
+                         RETURNING i.first_seen_day AS first_day, w.week),
+                     {TAKE_OUT}"
+                ),
+                &[&name, &cutoff],
+            )
+            .await?
+            .get::<_, i64>(0);
+        out.install_weeks += (weeks_of_gone + old_weeks).max(0) as u64;
         tx.execute(
             "DELETE FROM install_cohorts WHERE project = $1 AND installs <= 0",
             &[&name],
         )
         .await?;
-        tx.execute(
-            "DELETE FROM identities WHERE project = $1 AND install IN
-             (SELECT install FROM installs WHERE project = $1 AND last_seen_day < $2)",
-            &[&name, &cutoff],
-        )
-        .await?;
-        out.installs += tx
-            .execute(
-                "DELETE FROM installs WHERE project = $1 AND last_seen_day < $2",
-                &[&name, &cutoff],
-            )
-            .await?;
         // As in SQLite: whole weeks older than the cutoff; `weekly_uses` stays.
         out.install_uses += tx
             .execute(

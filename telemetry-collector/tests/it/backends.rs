@@ -823,7 +823,7 @@ async fn weekly_uses_count_each_install_once_and_a_deletion_takes_it_back_on_eve
 
 /// How many cells the retention matrix (`install_cohorts`, cells above zero)
 /// and the join of installs with install_weeks it replaces disagree on.
-const MATRIX_MISMATCHES: &str = "
+pub(crate) const MATRIX_MISMATCHES: &str = "
     (SELECT COUNT(*) FROM (
         SELECT i.project, i.first_seen_day, w.week, COUNT(*) FROM installs i
         JOIN install_weeks w ON w.project = i.project AND w.install = i.install
