@@ -131,6 +131,17 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "install_cohorts",
+        select: "SELECT p.name, c.first_day, c.week, c.installs
+                 FROM install_cohorts c JOIN projects p ON p.id = c.project",
+        columns: &[
+            ("project", Kind::Text),
+            ("first_day", Kind::Int4),
+            ("week", Kind::Int4),
+            ("installs", Kind::Int8),
+        ],
+    },
+    Table {
         name: "install_uses",
         // Id 0 (the event itself, or "sent anything") is `''` in PostgreSQL.
         select: "SELECT p.name, u.week, u.install,

@@ -17,7 +17,11 @@
 //!   so two collectors always take row locks in the same order and cannot
 //!   deadlock; a deadlock or serialization failure is retried anyway;
 //! - each table gets one multi-row statement per transaction (`unnest` over
-//!   arrays), so a group of requests costs a handful of round trips.
+//!   arrays), so a group of requests costs a handful of round trips;
+//! - the retention matrix (`install_cohorts`) changes only with the rows it
+//!   counts, under the install's row lock (see `note_activity`), so it stays
+//!   equal to the join of `installs` with `install_weeks` whichever
+//!   collectors ingest, delete or purge at once.
 //!
 //! Strings are stored as text rather than through a dictionary table: a shared
 //! dictionary would be one more contended table for every writer.
@@ -205,7 +209,37 @@ const MIGRATIONS: &[&str] = &[
         SELECT project, event, prop, week, value, COUNT(*) FROM install_uses
         GROUP BY project, event, prop, week, value;
     "#,
+    // 6: the retention matrix, as in SQLite's migration 3: how many installs
+    // first seen on `first_day` were active in `week`, kept at ingest,
+    // deletion and purge (see `note_activity`), so a stats read costs a few
+    // hundred rows instead of a join of every install with its weeks. The
+    // two tables it is filled from are locked against the writes of a
+    // collector that has not been upgraded yet, so the backfill is exact.
+    r#"
+    CREATE TABLE install_cohorts (
+        project   TEXT NOT NULL,
+        first_day INTEGER NOT NULL,
+        week      INTEGER NOT NULL,
+        installs  BIGINT NOT NULL,
+        PRIMARY KEY (project, first_day, week)
+    );
+    LOCK TABLE installs, install_weeks IN SHARE ROW EXCLUSIVE MODE;
+    -- A week row without its install counts for nothing, but a new row for
+    -- that install would bring it back; it goes first.
+    DELETE FROM install_weeks w WHERE NOT EXISTS (
+        SELECT 1 FROM installs i WHERE i.project = w.project AND i.install = w.install);
+    INSERT INTO install_cohorts (project, first_day, week, installs)
+        SELECT i.project, i.first_seen_day, w.week, COUNT(*)
+        FROM installs i
+        JOIN install_weeks w ON w.project = i.project AND w.install = i.install
+        GROUP BY i.project, i.first_seen_day, w.week;
+    "#,
 ];
+
+/// The class of the per-project advisory lock (`pg_advisory_xact_lock(class,
+/// hashtext(project))`) that a purge holds, and an ingest takes before it
+/// moves an install to an earlier cohort; see `note_activity`.
+const COHORT_LOCK: i32 = 0x636f_6872; // "cohr"
 
 /// The newest schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -557,6 +591,7 @@ struct Statements {
     counters: Statement,
     installs: Statement,
     weeks: Statement,
+    cohorts: Statement,
     identities: Statement,
     forget_identities: Statement,
     refusals: Statement,
@@ -583,15 +618,23 @@ impl Statements {
                  ON CONFLICT (project, day, event, props, version, os, arch, tier)
                  DO UPDATE SET count = daily_counters.count + excluded.count")
             .await?,
+            // The first-seen day is left alone and returned as stored (or
+            // as inserted): `note_activity` moves an install to an earlier
+            // cohort itself, knowing where it was.
             installs: p("INSERT INTO installs (project, install, first_seen_day, last_seen_day)
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[], $4::int4[])
                  ON CONFLICT (project, install) DO UPDATE SET
-                   first_seen_day = LEAST(installs.first_seen_day, excluded.first_seen_day),
-                   last_seen_day = GREATEST(installs.last_seen_day, excluded.last_seen_day)")
+                   last_seen_day = GREATEST(installs.last_seen_day, excluded.last_seen_day)
+                 RETURNING project, install, first_seen_day")
             .await?,
             weeks: p("INSERT INTO install_weeks (project, install, week)
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::int4[])
-                 ON CONFLICT DO NOTHING")
+                 ON CONFLICT DO NOTHING RETURNING project, install, week")
+            .await?,
+            cohorts: p("INSERT INTO install_cohorts (project, first_day, week, installs)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::int4[], $4::int8[])
+                 ON CONFLICT (project, first_day, week)
+                 DO UPDATE SET installs = install_cohorts.installs + excluded.installs")
             .await?,
             identities: p("INSERT INTO identities (project, install, fields)
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
@@ -1064,6 +1107,10 @@ async fn ingest_tx(
         upload[2] += outcome.duplicates as i64;
         outcomes.push(outcome);
     }
+    // Install rows first: an ingest then takes an install's row lock before
+    // the shared cells (cohorts, weekly uses, counters), as a deletion and a
+    // purge do, so they wait for each other instead of deadlocking.
+    note_activity(&tx, s, &installs, &weeks).await?;
     note_uses(&tx, &uses).await?;
     note_uploads(&tx, &uploads).await?;
     if !refusals.is_empty() {
@@ -1107,25 +1154,6 @@ async fn ingest_tx(
         )
         .await?;
     }
-    if !installs.is_empty() {
-        let (mut p, mut ids, mut first, mut last) = (vec![], vec![], vec![], vec![]);
-        for ((project, install), (f, l)) in &installs {
-            p.push(*project);
-            ids.push(install.as_slice());
-            first.push(*f);
-            last.push(*l);
-        }
-        tx.execute(&s.installs, &[&p, &ids, &first, &last]).await?;
-    }
-    if !weeks.is_empty() {
-        let (mut p, mut ids, mut w) = (vec![], vec![], vec![]);
-        for (project, install, week) in &weeks {
-            p.push(*project);
-            ids.push(install.as_slice());
-            w.push(*week);
-        }
-        tx.execute(&s.weeks, &[&p, &ids, &w]).await?;
-    }
     let (mut set_p, mut set_ids, mut set_fields) = (vec![], vec![], vec![]);
     let (mut forget_p, mut forget_ids) = (vec![], vec![]);
     for ((project, install), change) in &identities {
@@ -1151,6 +1179,139 @@ async fn ingest_tx(
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// A row's 16-byte install id; `None` for anything else, which the
+/// collector never writes.
+fn install_key(bytes: &[u8]) -> Option<[u8; 16]> {
+    bytes.try_into().ok()
+}
+
+/// Widens each install's first/last-seen span, records its active weeks and
+/// keeps the retention matrix (`install_cohorts`) equal to the join of
+/// `installs` with `install_weeks` it replaces, as SQLite's
+/// `Writer::note_activity` does; `installs` holds the span of each install's
+/// newly stored events, `weeks` their ISO weeks.
+///
+/// Several collectors write at once, so the matrix is kept from what the
+/// database says under lock, never from what this collector last saw:
+/// - the install rows are upserted first, which locks them until commit, and
+///   the upsert returns the first-seen day as stored, so a new week is
+///   counted in the install's cohort as it is;
+/// - a week is counted when its `install_weeks` row was inserted now
+///   (`RETURNING`), so a week another collector recorded first is not counted
+///   twice;
+/// - an earlier event arriving late moves the install's weeks to the cohort
+///   of its new first day. That reads the install's weeks, which only a purge
+///   removes without the install's row lock, so the move first takes the
+///   project's cohort lock ([`COHORT_LOCK`]) that a purge holds throughout.
+async fn note_activity(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &Statements,
+    installs: &BTreeMap<(&str, [u8; 16]), (i32, i32)>,
+    weeks: &BTreeSet<(&str, [u8; 16], i32)>,
+) -> Result<(), tokio_postgres::Error> {
+    if installs.is_empty() {
+        return Ok(());
+    }
+    let (mut p, mut ids, mut first, mut last) = (vec![], vec![], vec![], vec![]);
+    for ((project, install), (f, l)) in installs {
+        p.push(*project);
+        ids.push(install.as_slice());
+        first.push(*f);
+        last.push(*l);
+    }
+    // Each install's first-seen day after this transaction, and those that
+    // move: (project, install) to (stored first day, new first day).
+    let mut firsts: BTreeMap<(String, [u8; 16]), i32> = BTreeMap::new();
+    let mut moves: BTreeMap<(String, [u8; 16]), (i32, i32)> = BTreeMap::new();
+    for row in tx.query(&s.installs, &[&p, &ids, &first, &last]).await? {
+        let project: String = row.get(0);
+        let Some(install) = install_key(row.get(1)) else {
+            continue;
+        };
+        let stored: i32 = row.get(2);
+        let ours = installs
+            .get(&(project.as_str(), install))
+            .map_or(stored, |(f, _)| *f);
+        if ours < stored {
+            moves.insert((project.clone(), install), (stored, ours));
+        }
+        firsts.insert((project, install), stored.min(ours));
+    }
+    // Cohort cells to change: (project, first day, week) to a delta.
+    let mut deltas: BTreeMap<(String, i32, i32), i64> = BTreeMap::new();
+    if !moves.is_empty() {
+        let projects: BTreeSet<&str> = moves.keys().map(|(p, _)| p.as_str()).collect();
+        for project in projects {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&COHORT_LOCK, &project],
+            )
+            .await?;
+        }
+        let (mut p, mut ids, mut to) = (vec![], vec![], vec![]);
+        for ((project, install), (_, new)) in &moves {
+            p.push(project.as_str());
+            ids.push(install.as_slice());
+            to.push(*new);
+        }
+        let rows = tx
+            .query(
+                "SELECT w.project, w.install, w.week
+                 FROM install_weeks w
+                 JOIN unnest($1::text[], $2::bytea[]) AS k(project, install)
+                   ON w.project = k.project AND w.install = k.install",
+                &[&p, &ids],
+            )
+            .await?;
+        for row in rows {
+            let project: String = row.get(0);
+            let Some(install) = install_key(row.get(1)) else {
+                continue;
+            };
+            let week: i32 = row.get(2);
+            if let Some((from, to)) = moves.get(&(project.clone(), install)) {
+                *deltas.entry((project.clone(), *from, week)).or_default() -= 1;
+                *deltas.entry((project, *to, week)).or_default() += 1;
+            }
+        }
+        tx.execute(
+            "UPDATE installs i SET first_seen_day = k.first
+             FROM unnest($1::text[], $2::bytea[], $3::int4[]) AS k(project, install, first)
+             WHERE i.project = k.project AND i.install = k.install",
+            &[&p, &ids, &to],
+        )
+        .await?;
+    }
+    let (mut p, mut ids, mut w) = (vec![], vec![], vec![]);
+    for (project, install, week) in weeks {
+        p.push(*project);
+        ids.push(install.as_slice());
+        w.push(*week);
+    }
+    for row in tx.query(&s.weeks, &[&p, &ids, &w]).await? {
+        let project: String = row.get(0);
+        let Some(install) = install_key(row.get(1)) else {
+            continue;
+        };
+        let week: i32 = row.get(2);
+        if let Some(first) = firsts.get(&(project.clone(), install)) {
+            *deltas.entry((project, *first, week)).or_default() += 1;
+        }
+    }
+    deltas.retain(|_, n| *n != 0);
+    if !deltas.is_empty() {
+        let (mut p, mut days, mut w, mut n) = (vec![], vec![], vec![], vec![]);
+        for ((project, day, week), delta) in &deltas {
+            p.push(project.as_str());
+            days.push(*day);
+            w.push(*week);
+            n.push(*delta);
+        }
+        tx.execute(&s.cohorts, &[&p, &days, &w, &n]).await?;
+    }
+    Ok(())
 }
 
 /// A newly stored event, as [`note_uses`] takes it: project, day, install, name, props.
@@ -1263,7 +1424,31 @@ async fn delete_tx(
     install: &InstallHash,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    for table in ["events", "installs", "install_weeks", "identities"] {
+    // The install's row lock first, as an ingest takes it: its first-seen
+    // day cannot move while its weeks leave the retention matrix. An upsert
+    // rather than `SELECT ... FOR UPDATE`, which would not wait for an
+    // ingest inserting the install's first row right now, and then miss the
+    // weeks that ingest commits; the row is deleted below either way. Each
+    // week is taken out as its row is deleted, so a week a purge removed at
+    // the same time is taken out once, by whichever removed it.
+    tx.execute(
+        "INSERT INTO installs (project, install, first_seen_day, last_seen_day)
+         VALUES ($1, $2, 0, 0)
+         ON CONFLICT (project, install) DO UPDATE SET last_seen_day = installs.last_seen_day",
+        &[&project, &install.0.as_slice()],
+    )
+    .await?;
+    tx.execute(
+        "WITH gone AS (
+             DELETE FROM install_weeks WHERE project = $1 AND install = $2 RETURNING week)
+         UPDATE install_cohorts c SET installs = c.installs - 1
+         FROM gone, installs i
+         WHERE i.project = $1 AND i.install = $2
+           AND c.project = $1 AND c.first_day = i.first_seen_day AND c.week = gone.week",
+        &[&project, &install.0.as_slice()],
+    )
+    .await?;
+    for table in ["events", "installs", "identities"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE project = $1 AND install = $2"),
             &[&project, &install.0.as_slice()],
@@ -1309,33 +1494,86 @@ async fn purge_tx(
     for name in projects {
         let days = i32::try_from(policy.days_for(&name)).unwrap_or(i32::MAX / 2);
         let cutoff = today.add_days(-days).days_since_epoch();
+        // Held to the end, so no ingest moves an install to another cohort
+        // while its weeks go (see `note_activity`).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&COHORT_LOCK, &name],
+        )
+        .await?;
         out.events += tx
             .execute(
                 "DELETE FROM events WHERE project = $1 AND ts < $2",
                 &[&name, &(i64::from(cutoff) * MILLIS_PER_DAY)],
             )
             .await?;
-        // A week row goes once the whole week is older than the cutoff, and
-        // with its install (a new row for the install must not revive it).
-        out.install_weeks += tx
-            .execute(
-                "DELETE FROM install_weeks WHERE project = $1 AND (week + 6 < $2 OR install IN
-                 (SELECT install FROM installs WHERE project = $1 AND last_seen_day < $2))",
+        // Install rows not seen within the retention go first: deleting
+        // them locks them, so an ingest of one of them waits for this purge
+        // and then starts it afresh, and the statements below see every week
+        // an ingest committed for them before.
+        let (mut gone, mut firsts) = (Vec::new(), Vec::new());
+        for row in tx
+            .query(
+                "DELETE FROM installs WHERE project = $1 AND last_seen_day < $2
+                 RETURNING install, first_seen_day",
                 &[&name, &cutoff],
             )
-            .await?;
+            .await?
+        {
+            gone.push(row.get::<_, Vec<u8>>(0));
+            firsts.push(row.get::<_, i32>(1));
+        }
+        out.installs += gone.len() as u64;
         tx.execute(
-            "DELETE FROM identities WHERE project = $1 AND install IN
-             (SELECT install FROM installs WHERE project = $1 AND last_seen_day < $2)",
-            &[&name, &cutoff],
+            "DELETE FROM identities WHERE project = $1 AND install = ANY($2::bytea[])",
+            &[&name, &gone],
         )
         .await?;
-        out.installs += tx
-            .execute(
-                "DELETE FROM installs WHERE project = $1 AND last_seen_day < $2",
+        // Their weeks go with them, and every week older than the cutoff.
+        // Each leaves the retention matrix in the statement that deletes it,
+        // so a week a deletion removed meanwhile is not taken out twice.
+        const TAKE_OUT: &str = "
+            cells AS (SELECT first_day, week, COUNT(*) AS n FROM gone GROUP BY first_day, week),
+            taken AS (
+                -- Run whether or not it is read, as every data-modifying WITH.
+                UPDATE install_cohorts c SET installs = c.installs - cells.n
+                FROM cells
+                WHERE c.project = $1 AND c.first_day = cells.first_day AND c.week = cells.week)
+            SELECT COUNT(*)::BIGINT FROM gone";
+        let weeks_of_gone = tx
+            .query_one(
+                &format!(
+                    "WITH gone AS (
+                         DELETE FROM install_weeks w
+                         USING unnest($2::bytea[], $3::int4[]) AS k(install, first_day)
+                         WHERE w.project = $1 AND w.install = k.install
+                         RETURNING k.first_day, w.week),
+                     {TAKE_OUT}"
+                ),
+                &[&name, &gone, &firsts],
+            )
+            .await?
+            .get::<_, i64>(0);
+        let old_weeks = tx
+            .query_one(
+                &format!(
+                    "WITH gone AS (
+                         DELETE FROM install_weeks w USING installs i
+                         WHERE w.project = $1 AND i.project = $1 AND i.install = w.install
+                           AND w.week + 6 < $2
+                         RETURNING i.first_seen_day AS first_day, w.week),
+                     {TAKE_OUT}"
+                ),
                 &[&name, &cutoff],
             )
-            .await?;
+            .await?
+            .get::<_, i64>(0);
+        out.install_weeks += (weeks_of_gone + old_weeks).max(0) as u64;
+        tx.execute(
+            "DELETE FROM install_cohorts WHERE project = $1 AND installs <= 0",
+            &[&name],
+        )
+        .await?;
         // As in SQLite: whole weeks older than the cutoff; `weekly_uses` stays.
         out.install_uses += tx
             .execute(
@@ -1362,6 +1600,9 @@ async fn read_stats(
 ) -> Result<StatsInput, tokio_postgres::Error> {
     let start = from.week_start().days_since_epoch();
     let end = to.days_since_epoch();
+    // SQLite groups on dictionary ids and looks their text up after; here the
+    // columns are the text itself (see the module doc), so the grouped rows
+    // need no join at all, and the day range is a prefix of the primary key.
     let counters = client
         .query(
             "SELECT day, event, version, os, arch, tier, SUM(count)::BIGINT
@@ -1393,11 +1634,10 @@ async fn read_stats(
     // (day + 3) % 7 is the ISO weekday minus one, because 1970-01-01 was a Thursday.
     let cohorts = client
         .query(
-            "SELECT i.first_seen_day - ((i.first_seen_day + 3) % 7) AS cohort, w.week, COUNT(*)
-             FROM installs i
-             JOIN install_weeks w ON w.project = i.project AND w.install = i.install
-             WHERE i.project = $1 AND i.first_seen_day BETWEEN $2 AND $3 AND w.week <= $3
-             GROUP BY cohort, w.week",
+            "SELECT first_day - ((first_day + 3) % 7) AS cohort, week, SUM(installs)::BIGINT
+             FROM install_cohorts
+             WHERE project = $1 AND first_day BETWEEN $2 AND $3 AND week <= $3 AND installs > 0
+             GROUP BY cohort, week",
             &[&project, &start, &end],
         )
         .await?

@@ -13,6 +13,7 @@ mod connections;
 mod crash;
 mod dashboard;
 mod deletion;
+mod differential;
 mod disk_full;
 mod handlers;
 mod hardening;
