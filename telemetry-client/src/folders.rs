@@ -107,6 +107,10 @@ impl ToolPaths {
     pub fn spool_side(&self) -> PathBuf {
         self.dir.join("spool.d")
     }
+    /// The author's mistakes seen in earlier runs (see [`crate::mistakes`]).
+    pub fn diagnostics(&self) -> PathBuf {
+        self.dir.join("diagnostics.json")
+    }
     /// Payloads with fixed ids, waiting to be sent.
     pub fn outbox(&self) -> PathBuf {
         self.dir.join("outbox")

@@ -249,6 +249,7 @@ mod error;
 mod files;
 mod folders;
 mod ids;
+mod mistakes;
 // What the code `manifest!` generates names; hidden, no part of the API.
 #[doc(hidden)]
 pub mod macro_support;
@@ -634,6 +635,7 @@ impl Builder {
             dry,
             buffer: Mutex::new(Buffer::default()),
             counters: Counters::default(),
+            mistakes: Mutex::default(),
             finished: AtomicBool::new(false),
         };
         if side_effects {
@@ -799,6 +801,8 @@ pub(crate) struct Core {
     pub(crate) dry: bool,
     buffer: Mutex<Buffer>,
     counters: Counters,
+    /// This run's mistakes by name, kept for `status --verbose` at the end.
+    mistakes: Mutex<mistakes::Mistakes>,
     finished: AtomicBool,
 }
 
@@ -1000,10 +1004,14 @@ impl Core {
                 Some(Err(why)) => {
                     tracing::debug!(event, prop = key, reason = %why, "dropping a prop value");
                     bump(&self.counters.dropped_props, 1);
+                    let name = format!("{event}.{key}");
+                    mistakes::Mistakes::note(&mut lock(&self.mistakes).dropped_props, &name);
                 }
                 None => {
                     tracing::debug!(event, prop = key, "dropping an undeclared prop");
                     bump(&self.counters.undeclared_props, 1);
+                    let name = format!("{event}.{key}");
+                    mistakes::Mistakes::note(&mut lock(&self.mistakes).undeclared_props, &name);
                 }
             }
         }
@@ -1019,6 +1027,7 @@ impl Core {
             _ => {
                 tracing::debug!(event, "dropping an event the manifest does not declare");
                 bump(&self.counters.undeclared_events, 1);
+                mistakes::Mistakes::note(&mut lock(&self.mistakes).undeclared_events, event);
                 return;
             }
         };
@@ -1157,7 +1166,22 @@ impl Core {
             return;
         }
         self.persist();
+        self.keep_mistakes();
         detach::after_run(self);
+    }
+
+    /// Adds this run's mistakes to what `status --verbose` shows of earlier
+    /// runs. Only a run that made one writes, and never in debug mode.
+    fn keep_mistakes(&self) {
+        let Some(paths) = &self.paths else { return };
+        let mut mine = std::mem::take(&mut *lock(&self.mistakes));
+        if self.dry || mine.is_empty() {
+            return;
+        }
+        mine.tool_version = self.tool_version.clone();
+        if let Err(e) = mine.merge_into_file(paths, self.clock.now()) {
+            tracing::debug!(error = %e, "cannot keep this run's diagnostics");
+        }
     }
 }
 

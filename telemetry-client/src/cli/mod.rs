@@ -65,6 +65,7 @@ use telemetry_protocol::{Tier, Timestamp};
 use crate::consent::Source;
 use crate::control::{Control, Status};
 use crate::env::{self, EnvSnapshot};
+use crate::mistakes::Mistakes;
 use crate::upload_log::{LogEntry, UploadResult};
 use crate::{Diagnostics, Error, Telemetry};
 
@@ -212,7 +213,15 @@ fn execute(args: &TelemetryArgs, telemetry: &Telemetry) -> Outcome {
         verbose: false,
     }) {
         TelemetryCommand::Status { json, verbose } => {
-            status(&control, json, verbose.then(|| telemetry.diagnostics()))
+            let verbose = verbose.then(|| Verbose {
+                this_run: telemetry.diagnostics(),
+                earlier: telemetry
+                    .ready()
+                    .and_then(|core| core.paths.as_ref())
+                    .map(Mistakes::load)
+                    .unwrap_or_default(),
+            });
+            status(&control, json, verbose)
         }
         TelemetryCommand::Enable(args) => enable(&control, &args, interactive),
         TelemetryCommand::Disable => disable(&control),
@@ -254,16 +263,27 @@ fn time_or_never(t: Option<Timestamp>) -> String {
     t.map_or_else(|| "never".to_owned(), |t| t.to_string())
 }
 
-/// `status`; with `diagnostics` (from `--verbose`), also this run's counts.
-fn status(control: &Control<'_>, json: bool, diagnostics: Option<Diagnostics>) -> Outcome {
+/// What `status --verbose` adds: this run's counts, and the mistakes earlier
+/// runs of this tool version made, by name.
+struct Verbose {
+    this_run: Diagnostics,
+    earlier: Mistakes,
+}
+
+/// `status`; with `verbose`, also the author's diagnostics.
+fn status(control: &Control<'_>, json: bool, verbose: Option<Verbose>) -> Outcome {
     let status = control.status()?;
     if json {
         let mut value = serde_json::to_value(&status)
             .map_err(|e| CommandError::new(1, format!("cannot encode the status: {e}")))?;
-        if let (Some(d), Some(object)) = (diagnostics, value.as_object_mut()) {
+        if let (Some(v), Some(object)) = (verbose.as_ref(), value.as_object_mut()) {
             object.insert(
                 "diagnostics".to_owned(),
-                serde_json::to_value(d).unwrap_or_default(),
+                serde_json::to_value(v.this_run).unwrap_or_default(),
+            );
+            object.insert(
+                "earlier_runs".to_owned(),
+                serde_json::to_value(&v.earlier).unwrap_or_default(),
             );
         }
         let text = serde_json::to_string_pretty(&value)
@@ -345,8 +365,9 @@ fn status(control: &Control<'_>, json: bool, diagnostics: Option<Diagnostics>) -
             format!("{} (asked for at full)", identity.join(", ")),
         ));
     }
-    if let Some(d) = diagnostics {
-        rows.extend(verbose_rows(&style, &status, &d));
+    if let Some(v) = &verbose {
+        rows.extend(verbose_rows(&style, &status, &v.this_run));
+        rows.extend(earlier_rows(&style, &v.earlier));
     }
     let mut text = format!("{} telemetry\n", style.bold(tool));
     text.push_str(&output::aligned(&style, &rows));
@@ -355,6 +376,37 @@ fn status(control: &Control<'_>, json: bool, diagnostics: Option<Diagnostics>) -
     )));
     output::write(Stream::Stdout, &text);
     Ok(())
+}
+
+/// The rows for the mistakes earlier runs of this version made, by name.
+fn earlier_rows(style: &Style, earlier: &Mistakes) -> Vec<(&'static str, String)> {
+    let list = |names: &BTreeMap<String, u64>| {
+        let items: Vec<String> = names
+            .iter()
+            .map(|(name, n)| format!("`{name}` ×{n}"))
+            .collect();
+        style.yellow(&items.join(", "))
+    };
+    let mut rows = Vec::new();
+    for (names, what) in [
+        (&earlier.undeclared_events, "undeclared events"),
+        (&earlier.undeclared_props, "undeclared props"),
+        (&earlier.dropped_props, "values that do not fit"),
+    ] {
+        if !names.is_empty() {
+            rows.push((what, list(names)));
+        }
+    }
+    if let (Some(since), false) = (earlier.since, rows.is_empty()) {
+        rows.insert(
+            0,
+            (
+                "earlier runs",
+                format!("since {} (version {})", since.day(), earlier.tool_version),
+            ),
+        );
+    }
+    rows
 }
 
 /// The rows `status --verbose` adds: the mistakes a tool's author wants to

@@ -128,6 +128,59 @@ fn status_json_has_the_documented_keys() {
     assert!(!id.is_nil());
 }
 
+/// `telemetry status --verbose` names the mistakes of the runs before it
+/// (an author runs `my-tool build`, then asks), and an ordinary run prints
+/// nothing about them.
+#[test]
+fn status_verbose_names_an_earlier_run_s_undeclared_event() {
+    let home = Home::new();
+    // The host tracks `command` with a `name` prop; this manifest declares
+    // neither, as after a typo in `telemetry.toml`.
+    let manifest = home.path("telemetry.toml");
+    std::fs::write(
+        &manifest,
+        "project = \"host-cli\"\nendpoint = \"http://127.0.0.1:9\"\n\n[events.comand]\ndescription = \"A command ran\"\n",
+    )
+    .unwrap();
+    let with_manifest = |args: &[&str]| {
+        let mut cmd = host(&home, args);
+        cmd.env("HOST_MANIFEST", &manifest);
+        cmd
+    };
+    with_manifest(&["telemetry", "enable", "anonymous"])
+        .assert()
+        .success();
+    for _ in 0..2 {
+        let out = with_manifest(&["greet"]).assert().success();
+        assert_eq!(
+            (stdout(&out).as_str(), stderr(&out).as_str()),
+            ("hello\n", "")
+        );
+    }
+    let text = stdout(
+        &with_manifest(&["telemetry", "status", "--verbose"])
+            .assert()
+            .success(),
+    );
+    assert!(text.contains("undeclared events"), "{text}");
+    assert!(text.contains("`command` ×2"), "{text}");
+    assert!(text.contains("version 1.0.0"), "{text}");
+    let plain = stdout(&with_manifest(&["telemetry", "status"]).assert().success());
+    assert!(!plain.contains("command"), "{plain}");
+    let mut json = with_manifest(&["telemetry", "status", "--json", "--verbose"]);
+    let v: Value = serde_json::from_str(&stdout(&json.assert().success())).unwrap();
+    assert_eq!(v["earlier_runs"]["undeclared_events"]["command"], 2);
+    // A new version starts afresh: the author fixed it there.
+    let mut fixed = with_manifest(&["greet"]);
+    fixed.env("HOST_TOOL_VERSION", "1.0.1");
+    fixed.assert().success();
+    let mut status = with_manifest(&["telemetry", "status", "--json", "--verbose"]);
+    status.env("HOST_TOOL_VERSION", "1.0.1");
+    let v: Value = serde_json::from_str(&stdout(&status.assert().success())).unwrap();
+    assert_eq!(v["earlier_runs"]["tool_version"], "1.0.1");
+    assert_eq!(v["earlier_runs"]["undeclared_events"]["command"], 1);
+}
+
 #[test]
 fn a_bad_tool_version_is_shown_only_by_status_verbose() {
     let home = Home::new();
