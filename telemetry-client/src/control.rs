@@ -582,8 +582,8 @@ impl Machine {
 
     /// Explicit folders.
     ///
-    /// **Feature `testing`, for tests only.**
-    #[cfg(feature = "testing")]
+    /// **This crate's own tests only** (feature `test-bins`).
+    #[cfg(feature = "test-bins")]
     pub fn with_folders(folders: Folders) -> Machine {
         Machine::at(folders)
     }
@@ -598,8 +598,8 @@ impl Machine {
 
     /// Reads the system policy from `path` instead (or from nowhere).
     ///
-    /// **Feature `testing`, for tests only.**
-    #[cfg(feature = "testing")]
+    /// **This crate's own tests only** (feature `test-bins`).
+    #[cfg(feature = "test-bins")]
     pub fn system_policy(mut self, path: Option<PathBuf>) -> Machine {
         self.system_policy = path;
         self
@@ -607,8 +607,8 @@ impl Machine {
 
     /// Uses `clock` for the `updated` stamps.
     ///
-    /// **Feature `testing`, for tests only.**
-    #[cfg(feature = "testing")]
+    /// **This crate's own tests only** (feature `test-bins`).
+    #[cfg(feature = "test-bins")]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Machine {
         self.clock = clock;
         self
@@ -616,8 +616,8 @@ impl Machine {
 
     /// The folders in use.
     ///
-    /// **Feature `testing`, for tests only.**
-    #[cfg(feature = "testing")]
+    /// **This crate's own tests only** (feature `test-bins`).
+    #[cfg(feature = "test-bins")]
     pub fn folders(&self) -> &Folders {
         &self.folders
     }

@@ -206,14 +206,17 @@
 //! - `outbox.rs`: payloads with fixed ids, waiting to be sent.
 //! - `upload.rs`: packaging, sending, back-off; `upload_log.rs`: what was sent.
 //! - `detach.rs`: starting and running the detached uploader.
-//! - `control.rs`: the management API ([`Control`], [`Machine`]) behind the
-//!   `telemetry` subcommand and the machine-wide consent tool.
+//! - `control.rs`: the management API ([`Control`]) behind the `telemetry`
+//!   subcommand, and the machine-wide management behind `telemetry-consent`
+//!   (private: every tool's consent is the user's to change, not a host's).
 //! - `clock.rs`: the injectable clock.
 //! - `cli/` (feature `cli`): the subcommand, the prompt and `telemetry-consent`.
 //! - `testing.rs` (feature `testing`): the test knobs.
 //! - `macro_support.rs` (hidden): what the code `manifest!` generates names.
 //!
-//! All but `cli` and `testing` are private: no file format is part of the API.
+//! All but `cli` and `testing` are private (`macro_support` is public only
+//! for the code `manifest!` generates, and hidden): no file format is part
+//! of the API.
 
 // The crate docs show a `#[test]` for authors to copy into their own suite;
 // the doctest runs its body on a hidden line.
@@ -242,6 +245,9 @@ pub mod cli;
 pub mod testing;
 
 mod clock;
+// `Machine` and `ToolSummary` are `pub` for this crate's own tests only
+// (see the re-exports below).
+#[allow(unreachable_pub)]
 mod control;
 mod detach;
 mod env;
@@ -292,7 +298,13 @@ pub use telemetry_protocol::manifest::PropInput;
 pub use telemetry_protocol::{Manifest, ManifestError, Tier};
 
 pub use crate::consent::{DefaultLevel, Source};
-pub use crate::control::{Control, Machine, PendingPayload, Status, ToolSummary};
+pub use crate::control::{Control, PendingPayload, Status};
+// Every tool's consent on the machine is the user's to change, through
+// `telemetry-consent`, never a host's: a host holding `Machine` could opt
+// the user into other tools. Only this crate's own tests reach it.
+#[cfg(feature = "test-bins")]
+#[doc(hidden)]
+pub use crate::control::{Machine, ToolSummary};
 pub use crate::error::Error;
 pub use crate::spool::SpoolLimits;
 pub use crate::upload::{OutboxLimits, UploadReport};

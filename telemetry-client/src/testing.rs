@@ -21,9 +21,6 @@
 //! - [`Builder::clock`](crate::Builder::clock) and
 //!   [`Builder::prompt_timeout`](crate::Builder::prompt_timeout) move time.
 //!
-//! [`Machine`](crate::Machine) gains `with_folders`, `system_policy` and
-//! `clock` for the same reasons.
-//!
 //! # Release builds fail on purpose
 //!
 //! A build without debug assertions (`cargo build --release`) that has the

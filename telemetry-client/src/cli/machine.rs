@@ -3,13 +3,14 @@
 //! ceiling that holds for tools installed later too.
 //!
 //! It works from the shared consent folder alone, so it needs no tool's
-//! manifest; see [`crate::Machine`].
+//! manifest. The machine-wide management it runs on is not public: every
+//! tool's consent is the user's to change, here, never a host's.
 
 use std::process::ExitCode;
 
 use telemetry_protocol::Tier;
 
-use crate::Machine;
+use crate::control::Machine;
 use crate::consent::Source;
 use crate::control::ToolSummary;
 
