@@ -35,6 +35,16 @@ pub(crate) fn open_private(path: &Path, options: &mut OpenOptions) -> io::Result
 /// Replaces `path` with `bytes` atomically: temp file in the same folder,
 /// fsync, rename, then an fsync of the folder so the rename itself is durable.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_through_temp(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` through a temp file and a rename, without
+/// fsync: for files whose loss in a power cut costs nothing but a count.
+pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_through_temp(path, bytes, false)
+}
+
+fn write_through_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent folder"))?;
@@ -49,35 +59,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut file = open_private(&tmp, OpenOptions::new().write(true).create_new(true))?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
+        if durable && let Ok(d) = File::open(dir) {
             // Some platforms cannot fsync a directory; the data itself is safe.
             let _ = d.sync_all();
         }
         Ok(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Replaces `path` with `bytes` through a temp file and a rename, without
-/// fsync: for files whose loss in a power cut costs nothing but a count.
-pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent folder"))?;
-    create_private_dir(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let result = open_private(&tmp, OpenOptions::new().write(true).create_new(true))
-        .and_then(|mut file| file.write_all(bytes))
-        .and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

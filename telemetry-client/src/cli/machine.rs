@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use telemetry_protocol::Tier;
 
-use crate::control::Machine;
 use crate::consent::Source;
+use crate::control::Machine;
 use crate::control::ToolSummary;
 
 use super::output::{self, Stream, Style};

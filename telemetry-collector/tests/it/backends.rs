@@ -42,6 +42,15 @@ pub(crate) struct PgSchema {
 }
 
 impl PgSchema {
+    /// The test config (see [`config`]) on this schema, with its pseudonym
+    /// key in `dir`.
+    pub(crate) fn config(&self, dir: &Path) -> Config {
+        let mut cfg = config(dir);
+        cfg.db = self.url.clone();
+        cfg.pseudonym_key_file = Some(dir.join("pseudonym-key"));
+        cfg
+    }
+
     /// Creates a fresh schema, or says why PostgreSQL is unavailable. Under
     /// `CI=true` an unavailable server is a test failure, not a skip.
     // The skip must be visible in the test output, or a missing server
@@ -118,9 +127,7 @@ pub(crate) async fn backends() -> Vec<Backend> {
     });
     if let Some(pg) = PgSchema::create().await {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = config(dir.path());
-        cfg.db = pg.url.clone();
-        cfg.pseudonym_key_file = Some(dir.path().join("pseudonym-key"));
+        let cfg = pg.config(dir.path());
         all.push(Backend {
             name: "postgres",
             config: cfg,
@@ -920,9 +927,7 @@ async fn the_postgres_migration_fills_the_retention_matrix_ingest_would_have_kep
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.db = pg.url.clone();
-    cfg.pseudonym_key_file = Some(dir.path().join("pseudonym-key"));
+    let cfg = pg.config(dir.path());
     let state = state(&cfg);
     for days in [[-30, -2], [-9, -20], [-1, -1], [-50, -3]] {
         let events = days.iter().map(|d| event_on("active", *d)).collect();

@@ -186,9 +186,7 @@ async fn collectors_ingesting_deleting_and_purging_at_once_keep_the_retention_ma
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.db = pg.url.clone();
-    cfg.pseudonym_key_file = Some(dir.path().join("pseudonym-key"));
+    let cfg = pg.config(dir.path());
     // Two collectors in process: two writers on one database.
     let collectors = [state(&cfg), state(&cfg)];
     let installs: Vec<_> = (0..8).map(|_| new_id()).collect();
