@@ -50,20 +50,20 @@ const MAX_FILL_TIME: Duration = Duration::from_secs(120);
 
 /// One request the test sent.
 #[derive(Debug, Clone)]
-struct Sent {
-    payload: Value,
+pub(crate) struct Sent {
+    pub(crate) payload: Value,
     /// `true` for `aggregate`, `false` for `anonymous`.
-    aggregate: bool,
+    pub(crate) aggregate: bool,
     /// Events, or the counter's count: what stats add up.
-    items: u64,
+    pub(crate) items: u64,
     /// Events or counters: what `accepted` and `duplicates` count.
-    records: u64,
+    pub(crate) records: u64,
 }
 
 /// An answer: status, `Retry-After`, JSON body.
-type Answer = (u16, Option<String>, Value);
+pub(crate) type Answer = (u16, Option<String>, Value);
 
-fn batch(install: Uuid, n: usize) -> Sent {
+pub(crate) fn batch(install: Uuid, n: usize) -> Sent {
     if n % 5 == 4 {
         let payload = json!({
             "project": "demo",
@@ -90,7 +90,7 @@ fn batch(install: Uuid, n: usize) -> Sent {
     }
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Answer {
+pub(crate) async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Answer {
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -110,7 +110,7 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Answer {
 
 /// Checks a refusal: 503, a whole number of seconds to wait, the protocol's
 /// JSON error body.
-fn assert_refusal((status, retry_after, body): &Answer) {
+pub(crate) fn assert_refusal((status, retry_after, body): &Answer) {
     assert_eq!(*status, 503, "{body}");
     let secs: u64 = retry_after
         .as_deref()
@@ -126,7 +126,7 @@ fn assert_refusal((status, retry_after, body): &Answer) {
 }
 
 /// (anonymous events, aggregate counts) the collector reports for today.
-async fn counted(client: &reqwest::Client, url: &str) -> (u64, u64) {
+pub(crate) async fn counted(client: &reqwest::Client, url: &str) -> (u64, u64) {
     let text = http_admin_get(client, &format!("{url}/api/v1/projects/demo/stats")).await;
     let stats: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("stats: {text}"));
     let tier = |name: &str| {
@@ -141,7 +141,7 @@ async fn counted(client: &reqwest::Client, url: &str) -> (u64, u64) {
     (tier("anonymous"), tier("aggregate"))
 }
 
-fn totals<'a>(sent: impl IntoIterator<Item = &'a Sent>) -> (u64, u64) {
+pub(crate) fn totals<'a>(sent: impl IntoIterator<Item = &'a Sent>) -> (u64, u64) {
     sent.into_iter().fold((0, 0), |(events, counts), s| {
         if s.aggregate {
             (events, counts + s.items)
@@ -152,7 +152,7 @@ fn totals<'a>(sent: impl IntoIterator<Item = &'a Sent>) -> (u64, u64) {
 }
 
 /// The `telemetry_storage_unavailable` gauge from `/metrics`.
-async fn storage_unavailable(client: &reqwest::Client, url: &str) -> String {
+pub(crate) async fn storage_unavailable(client: &reqwest::Client, url: &str) -> String {
     let text = http_admin_get(client, &format!("{url}/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix("telemetry_storage_unavailable "))

@@ -1,6 +1,7 @@
 //! Integration tests of the collector: handlers in-process, a real server on
 //! 127.0.0.1:0, and real collector processes for crash and privacy checks.
-//! Every test uses real SQLite files in its own temporary directory.
+//! Every test uses real SQLite files in its own temporary directory, and
+//! PostgreSQL where the machine has it.
 
 mod backends;
 mod breakdowns;
@@ -15,6 +16,7 @@ mod dashboard;
 mod deletion;
 mod differential;
 mod disk_full;
+mod disk_full_postgres;
 mod handlers;
 mod hardening;
 mod idempotency;
