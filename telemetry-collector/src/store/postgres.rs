@@ -294,8 +294,26 @@ fn pg_err(e: &tokio_postgres::Error) -> StoreError {
             StoreError::Unavailable(format!("{} ({})", db.message(), db.code().code()))
         }
         Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
+        // The server cannot be reached (refused, reset, closed): like a full
+        // disk, nothing was written and a later retry succeeds, so the client
+        // keeps its data (503 with Retry-After, not 500).
+        None if e.is_closed() || caused_by_io(e) => {
+            StoreError::Unavailable(format!("the database cannot be reached: {e}"))
+        }
         None => StoreError::Database(e.to_string()),
     }
+}
+
+/// Whether an I/O error is among the causes of `e`.
+fn caused_by_io(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Errors a retry of the whole transaction resolves.

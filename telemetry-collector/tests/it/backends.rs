@@ -6,8 +6,11 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). With `CI=true` an unreachable
 //! server fails the tests; elsewhere they print why and run on SQLite only.
 
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -975,4 +978,114 @@ async fn the_postgres_migration_fills_the_retention_matrix_ingest_would_have_kep
         .unwrap()
         .get(0);
     assert_eq!(orphans, 0);
+}
+
+/// A loopback TCP relay to the PostgreSQL server that the test can cut (every
+/// connection closed, nothing accepted) and restore on the same port.
+struct Relay {
+    port: u16,
+    server: String,
+    open: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(server: &str) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay = Relay {
+            port: listener.local_addr().unwrap().port(),
+            server: server.to_owned(),
+            open: Arc::new(AtomicBool::new(true)),
+            streams: Arc::default(),
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        listener.set_nonblocking(true).unwrap();
+        let (open, streams, server) =
+            (self.open.clone(), self.streams.clone(), self.server.clone());
+        std::thread::spawn(move || {
+            while open.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(upstream) = TcpStream::connect(&server) else {
+                    continue;
+                };
+                let pairs = [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
+                ];
+                streams.lock().unwrap().extend([client, upstream]);
+                for (mut from, mut to) in pairs {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+    }
+
+    /// Closes every connection and stops listening.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        // The accept loop notices within its 5 ms poll and drops the listener.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Listens again on the same port.
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.serve(TcpListener::bind(("127.0.0.1", self.port)).unwrap());
+    }
+}
+
+/// A PostgreSQL server the collector cannot reach is a 503 with
+/// `Retry-After`, as a full disk is: nothing was written and the client
+/// keeps its data to retry. It was a 500. Ingest recovers once the server
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_is_a_503_and_ingest_recovers() {
+    let Some(pg) = PgSchema::create().await else {
+        return;
+    };
+    let (server, rest) = {
+        let after_at = &pg.url[pg.url.find('@').unwrap() + 1..];
+        let slash = after_at.find('/').unwrap();
+        (after_at[..slash].to_owned(), after_at[slash..].to_owned())
+    };
+    let relay = Relay::start(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = pg.config(dir.path());
+    let user = &pg.url[..pg.url.find('@').unwrap() + 1];
+    cfg.db = format!("{user}127.0.0.1:{}{rest}", relay.port);
+    let state = state(&cfg);
+    let payload = || anonymous(new_id(), vec![event(new_id(), "command")]);
+    assert_eq!(ingest(&state, &payload()).await.0, StatusCode::OK);
+
+    relay.cut();
+    let request = post("/v1/ingest", payload().to_string());
+    let (status, response) = send(&state, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+
+    relay.restore();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if ingest(&state, &payload()).await.0 == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "ingest did not recover once the server was back");
+    state.store().close().await.unwrap();
 }
