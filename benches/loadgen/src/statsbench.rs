@@ -34,6 +34,10 @@ pub struct BenchConfig {
     pub skip_naive: bool,
     /// Reuse a load of the same spec that its time limit cut short.
     pub accept_partial: bool,
+    /// A PostgreSQL database holding the same data (`telemetry-collector
+    /// migrate` of `db`): its stats must equal SQLite's, and its stats path
+    /// and breakdown are timed too, in the same run.
+    pub postgres: Option<String>,
 }
 
 /// What a benchmark run found.
@@ -173,6 +177,9 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         config.stats_runs,
         "stats sql: ",
     )?);
+    if let Some(url) = &config.postgres {
+        stats.extend(time_postgres(config, url, &store, (from, to)).await?);
+    }
     let naive = if config.skip_naive {
         Vec::new()
     } else {
@@ -189,6 +196,54 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, Error> {
         stats,
         naive,
     })
+}
+
+/// The stats path and the breakdown on the PostgreSQL copy, after checking
+/// that its stats are SQLite's, field for field.
+async fn time_postgres(
+    config: &BenchConfig,
+    url: &str,
+    sqlite: &SqliteStore,
+    (from, to): (Day, Day),
+) -> Result<Vec<Timing>, Error> {
+    use telemetry_collector::stats::project_stats;
+    use telemetry_collector::store::postgres::{PostgresOptions, PostgresStore};
+    let project = config.spec.project.as_str();
+    let pg = PostgresStore::open(url, PostgresOptions::default()).map_err(store_err)?;
+    let json = |s: &telemetry_collector::report::ProjectStats| serde_json::to_value(s).ok();
+    let (a, b) = (
+        project_stats(sqlite, project, from, to)
+            .await
+            .map_err(store_err)?,
+        project_stats(&pg, project, from, to)
+            .await
+            .map_err(store_err)?,
+    );
+    if json(&a) != json(&b) {
+        return Err(Error::InvalidArgument(format!(
+            "the stats of {url} differ from {}'s: migrate it again",
+            config.db.display()
+        )));
+    }
+    let mut timings = statsquery::time_stats_path(&pg, project, from, to, config.stats_runs)
+        .await?
+        .to_vec();
+    timings.truncate(1);
+    timings.push(
+        statsquery::time_event_breakdown(
+            &pg,
+            project,
+            (from, to),
+            ("command", "name"),
+            config.stats_runs,
+        )
+        .await?,
+    );
+    for t in &mut timings {
+        t.label = format!("postgres: {}", t.label);
+    }
+    pg.close().await.map_err(store_err)?;
+    Ok(timings)
 }
 
 /// The Markdown table header of [`markdown_rows`].
@@ -304,6 +359,7 @@ mod tests {
             naive_runs: runs,
             skip_naive: false,
             accept_partial: false,
+            postgres: None,
         }
     }
 

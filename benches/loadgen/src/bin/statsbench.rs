@@ -76,6 +76,10 @@ struct Args {
     /// (the report says how many events it holds).
     #[arg(long)]
     accept_partial: bool,
+    /// Also time the stats on this PostgreSQL copy of `--db` (made with
+    /// `telemetry-collector migrate`), after checking its stats equal SQLite's.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// Tokio worker threads for the load.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -124,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         },
         skip_naive: args.no_naive,
         accept_partial: args.accept_partial,
+        postgres: args.postgres.clone(),
     };
     config.spec.check().context("checking the load spec")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
