@@ -86,24 +86,34 @@ impl PgSchema {
 
 impl Drop for PgSchema {
     fn drop(&mut self) {
-        // Drop runs outside any async context we can rely on, so use a
-        // runtime of our own on a thread of its own.
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(client) = pg_connect(&postgres_base_url()).await {
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        run_as_admin(vec![format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)]);
     }
+}
+
+/// Runs clean-up `statements` on the server as the test's superuser. A
+/// drop may run while a test panics on its runtime, or outside any, so it
+/// uses a runtime of its own on a thread of its own; failures are printed,
+/// not raised.
+#[allow(clippy::print_stderr)]
+pub(crate) fn run_as_admin(statements: Vec<String>) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let Ok(admin) = pg_connect(&postgres_base_url()).await else {
+                eprintln!("cannot connect to run {statements:?}");
+                return;
+            };
+            for sql in statements {
+                if let Err(e) = admin.batch_execute(&sql).await {
+                    eprintln!("cleanup `{sql}` failed: {e}");
+                }
+            }
+        });
+    })
+    .join();
 }
 
 /// One backend under test: its config (database in `dir` or in `pg`'s schema).

@@ -38,12 +38,12 @@ const TMPFS_SIZE: &str = "3m";
 const FILLER_BLOCKS: u32 = 32;
 /// The `RLIMIT_FSIZE` soft limit, in bytes.
 const FILE_SIZE_LIMIT: u64 = 512 * 1024;
-const WRITERS: usize = 4;
+pub(crate) const WRITERS: usize = 4;
 const EVENTS_PER_BATCH: usize = 10;
 /// Every fifth batch is an `aggregate` report of one counter this large.
 const COUNTER: u64 = 3;
 /// Refusals seen before the fill phase stops.
-const ENOUGH_REFUSALS: usize = 8;
+pub(crate) const ENOUGH_REFUSALS: usize = 8;
 /// Bounds of the fill phase, whatever the filesystem does.
 const MAX_REQUESTS_PER_WRITER: usize = 2000;
 const MAX_FILL_TIME: Duration = Duration::from_secs(120);
@@ -109,6 +109,75 @@ pub(crate) async fn post(client: &reqwest::Client, url: &str, body: &Value) -> A
 }
 
 /// Checks a refusal: 503, a whole number of seconds to wait, the protocol's
+/// What [`fill`] got back: the batches acknowledged, those refused with
+/// their answers, and any other answer (which the drills fail on).
+pub(crate) struct Fill {
+    pub(crate) acked: Vec<Sent>,
+    pub(crate) refused: Vec<(Sent, Answer)>,
+    pub(crate) others: Vec<Answer>,
+}
+
+/// Fills the store through `ingest_url`: [`WRITERS`] concurrent writers, so
+/// refusals hit group commits too, each sending up to `max_requests`
+/// batches, until [`ENOUGH_REFUSALS`] 503s, any other answer, or `max_time`.
+pub(crate) async fn fill(ingest_url: &str, max_requests: usize, max_time: Duration) -> Fill {
+    let acked: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let refused: Arc<Mutex<Vec<(Sent, Answer)>>> = Arc::default();
+    let refusals = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..WRITERS {
+        let (acked, refused, refusals, stop, url) = (
+            acked.clone(),
+            refused.clone(),
+            refusals.clone(),
+            stop.clone(),
+            ingest_url.to_owned(),
+        );
+        writers.spawn(async move {
+            let client = client();
+            let install = new_id();
+            let mut others = Vec::new();
+            for n in 0..max_requests {
+                if stop.load(Ordering::SeqCst) || started.elapsed() > max_time {
+                    break;
+                }
+                let sent = batch(install, n);
+                let answer = post(&client, &url, &sent.payload).await;
+                match answer.0 {
+                    200 => {
+                        assert_eq!(answer.2, json!({"accepted": sent.records, "duplicates": 0}));
+                        acked.lock().unwrap().push(sent);
+                    }
+                    503 => {
+                        refused.lock().unwrap().push((sent, answer));
+                        if refusals.fetch_add(1, Ordering::SeqCst) + 1 >= ENOUGH_REFUSALS {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    _ => {
+                        others.push(answer);
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            others
+        });
+    }
+    let mut others = Vec::new();
+    while let Some(result) = writers.join_next().await {
+        others.extend(result.unwrap());
+    }
+    let acked = acked.lock().unwrap().clone();
+    let refused = refused.lock().unwrap().clone();
+    Fill {
+        acked,
+        refused,
+        others,
+    }
+}
+
 /// JSON error body.
 pub(crate) fn assert_refusal((status, retry_after, body): &Answer) {
     assert_eq!(*status, 503, "{body}");
@@ -307,56 +376,11 @@ async fn drill(limit: Limit) {
     };
 
     // Fill the disk: concurrent writers, so refusals hit group commits too.
-    let acked: Arc<Mutex<Vec<Sent>>> = Arc::default();
-    let refused: Arc<Mutex<Vec<(Sent, Answer)>>> = Arc::default();
-    let refusals = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut writers = tokio::task::JoinSet::new();
-    for _ in 0..WRITERS {
-        let (acked, refused, refusals, stop, url) = (
-            acked.clone(),
-            refused.clone(),
-            refusals.clone(),
-            stop.clone(),
-            ingest_url.clone(),
-        );
-        writers.spawn(async move {
-            let client = client();
-            let install = new_id();
-            let mut others = Vec::new();
-            for n in 0..MAX_REQUESTS_PER_WRITER {
-                if stop.load(Ordering::SeqCst) || started.elapsed() > MAX_FILL_TIME {
-                    break;
-                }
-                let sent = batch(install, n);
-                let answer = post(&client, &url, &sent.payload).await;
-                match answer.0 {
-                    200 => {
-                        assert_eq!(answer.2, json!({"accepted": sent.records, "duplicates": 0}));
-                        acked.lock().unwrap().push(sent);
-                    }
-                    503 => {
-                        refused.lock().unwrap().push((sent, answer));
-                        if refusals.fetch_add(1, Ordering::SeqCst) + 1 >= ENOUGH_REFUSALS {
-                            stop.store(true, Ordering::SeqCst);
-                        }
-                    }
-                    _ => {
-                        others.push(answer);
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
-            others
-        });
-    }
-    let mut others = Vec::new();
-    while let Some(result) = writers.join_next().await {
-        others.extend(result.unwrap());
-    }
-    let acked = acked.lock().unwrap().clone();
-    let refused = refused.lock().unwrap().clone();
+    let Fill {
+        acked,
+        refused,
+        others,
+    } = fill(&ingest_url, MAX_REQUESTS_PER_WRITER, MAX_FILL_TIME).await;
     assert!(
         others.is_empty(),
         "only 200 and 503 are acceptable answers, got {others:?}\ncollector log:\n{}",

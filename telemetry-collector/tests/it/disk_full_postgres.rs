@@ -28,17 +28,15 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use telemetry_protocol::Uuid;
 
-use crate::backends::{pg_connect, postgres_base_url};
+use crate::backends::{pg_connect, postgres_base_url, run_as_admin};
 use crate::common::*;
 use crate::disk_full::{
-    Answer, Sent, assert_refusal, batch, counted, post, storage_unavailable, totals,
+    Fill, Sent, assert_refusal, batch, counted, fill, post, storage_unavailable, totals,
 };
 
 /// The tmpfs size while there is room: the database's catalogs and the
@@ -47,9 +45,6 @@ const ROOMY: u64 = 32 << 20;
 /// Free space left once the collector's schema is in place: enough for a
 /// few hundred batches, so the fill takes a second or so.
 const HEADROOM: u64 = 512 << 10;
-const WRITERS: usize = 4;
-/// Refusals seen before the fill phase stops.
-const ENOUGH_REFUSALS: usize = 8;
 /// Bounds of the fill phase, whatever the server does.
 const MAX_REQUESTS_PER_WRITER: usize = 5000;
 const MAX_FILL_TIME: Duration = Duration::from_secs(60);
@@ -172,35 +167,16 @@ impl Drop for Tablespace {
     #[allow(clippy::print_stderr)]
     fn drop(&mut self) {
         let (database, tablespace) = (self.database.take(), self.tablespace.take());
-        if database.is_some() || tablespace.is_some() {
-            // Drop may run while a test panics on its runtime, so use a
-            // runtime of our own on a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let Ok(admin) = pg_connect(&postgres_base_url()).await else {
-                        eprintln!("cannot connect to drop {database:?} and {tablespace:?}");
-                        return;
-                    };
-                    // FORCE ends the connections of a collector still alive.
-                    let mut statements = Vec::new();
-                    if let Some(database) = &database {
-                        statements.push(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
-                    }
-                    if let Some(tablespace) = &tablespace {
-                        statements.push(format!("DROP TABLESPACE IF EXISTS {tablespace}"));
-                    }
-                    for sql in statements {
-                        if let Err(e) = admin.batch_execute(&sql).await {
-                            eprintln!("cleanup `{sql}` failed: {e}");
-                        }
-                    }
-                });
-            })
-            .join();
+        // FORCE ends the connections of a collector still alive.
+        let mut statements = Vec::new();
+        if let Some(database) = &database {
+            statements.push(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+        }
+        if let Some(tablespace) = &tablespace {
+            statements.push(format!("DROP TABLESPACE IF EXISTS {tablespace}"));
+        }
+        if !statements.is_empty() {
+            run_as_admin(statements);
         }
         if self.mounted {
             let unmounted = Command::new("umount")
@@ -313,56 +289,12 @@ async fn a_full_tablespace_gets_503_and_nothing_unwritten_is_acknowledged() {
     tablespace.resize(tablespace.used() + HEADROOM);
 
     // Fill the tablespace: concurrent writers, so refusals hit group commits too.
-    let acked: Arc<Mutex<Vec<Sent>>> = Arc::default();
-    let refused: Arc<Mutex<Vec<(Sent, Answer)>>> = Arc::default();
-    let refusals = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let mut writers = tokio::task::JoinSet::new();
-    for _ in 0..WRITERS {
-        let (acked, refused, refusals, stop, url) = (
-            acked.clone(),
-            refused.clone(),
-            refusals.clone(),
-            stop.clone(),
-            ingest_url.clone(),
-        );
-        writers.spawn(async move {
-            let client = client();
-            let install = new_id();
-            let mut others = Vec::new();
-            for n in 0..MAX_REQUESTS_PER_WRITER {
-                if stop.load(Ordering::SeqCst) || started.elapsed() > MAX_FILL_TIME {
-                    break;
-                }
-                let sent = batch(install, n);
-                let answer = post(&client, &url, &sent.payload).await;
-                match answer.0 {
-                    200 => {
-                        assert_eq!(answer.2, json!({"accepted": sent.records, "duplicates": 0}));
-                        acked.lock().unwrap().push(sent);
-                    }
-                    503 => {
-                        refused.lock().unwrap().push((sent, answer));
-                        if refusals.fetch_add(1, Ordering::SeqCst) + 1 >= ENOUGH_REFUSALS {
-                            stop.store(true, Ordering::SeqCst);
-                        }
-                    }
-                    _ => {
-                        others.push(answer);
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
-            others
-        });
-    }
-    let mut others = Vec::new();
-    while let Some(result) = writers.join_next().await {
-        others.extend(result.unwrap());
-    }
-    let acked = acked.lock().unwrap().clone();
-    let refused = refused.lock().unwrap().clone();
+    let Fill {
+        acked,
+        refused,
+        others,
+    } = fill(&ingest_url, MAX_REQUESTS_PER_WRITER, MAX_FILL_TIME).await;
     assert!(
         others.is_empty(),
         "only 200 and 503 are acceptable answers, got {others:?}\ncollector log:\n{}",
