@@ -192,6 +192,8 @@ impl<'a> Control<'a> {
 
     /// Remembers that the prompt went unanswered (no answer in time, or one
     /// that is not a level), so it is not shown again for a week.
+    // The first-run prompt is part of feature `cli`.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub(crate) fn note_unanswered(&self) -> Result<(), Error> {
         let paths = self.paths()?;
         let _lock =
@@ -547,6 +549,9 @@ pub(crate) fn is_stale(state: &ToolState, choice: Option<Tier>) -> bool {
 }
 
 /// One tool found on this machine.
+// Only `telemetry-consent` (feature `cli`) and this crate's tests use the
+// machine-wide view.
+#[cfg_attr(not(any(feature = "cli", feature = "test-bins")), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ToolSummary {
     /// The tool's name.
@@ -567,6 +572,7 @@ pub struct ToolSummary {
 }
 
 /// The machine-wide view: every tool that uses this toolkit, for this user.
+#[cfg_attr(not(any(feature = "cli", feature = "test-bins")), allow(dead_code))]
 #[derive(Debug, Clone)]
 pub struct Machine {
     pub(crate) folders: Folders,
@@ -574,6 +580,7 @@ pub struct Machine {
     clock: Arc<dyn Clock>,
 }
 
+#[cfg_attr(not(any(feature = "cli", feature = "test-bins")), allow(dead_code))]
 impl Machine {
     /// The current user's platform folders and the system policy file.
     pub fn new() -> Result<Machine, Error> {

@@ -802,9 +802,11 @@ pub(crate) struct Core {
     pub(crate) detach: bool,
     /// The author's default.
     pub(crate) default_level: DefaultLevel,
-    /// The commands that may show the first-run prompt.
+    /// The commands that may show the first-run prompt (feature `cli`).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub(crate) prompt_commands: Vec<String>,
-    /// How long the prompt waits for an answer.
+    /// How long the prompt waits for an answer (feature `cli`).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub(crate) prompt_timeout: Duration,
     /// Whether this run already showed (or decided not to show) the prompt.
     pub(crate) prompted: AtomicBool,
@@ -857,6 +859,7 @@ impl Core {
     /// the answer is dropped (nothing may be sent from before a choice), and
     /// the lifecycle events of this run are recorded at the new level, so the
     /// setup that follows the prompt counts.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub(crate) fn adopt_answer(&self) {
         let level = Control::new(self).resolve().level;
         {

@@ -790,6 +790,7 @@ impl Job<'_> {
 /// `telemetry-consent`, which has no manifest), and schedules a retry with
 /// back-off if one fails. Returns how many the collector acknowledged. The
 /// caller holds the tool's uploader lock.
+#[cfg_attr(not(any(feature = "cli", feature = "test-bins")), allow(dead_code))]
 pub(crate) fn deliver_deletions(
     paths: &ToolPaths,
     project: &str,
