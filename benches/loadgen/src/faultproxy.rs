@@ -14,13 +14,24 @@
 //! the install id whose deletion went through, so the drill can time
 //! opt-outs from the moment they were asked to the moment the collector
 //! acknowledged them.
+//!
+//! It also follows every item the collector refused on its own (an event by
+//! its id, a counter by its report's id and position) to the last answer
+//! about it that a client took in: an answer cut off mid-way, or one the
+//! client never read because it was killed first, is not heard, and the
+//! client then either sends the item again or, if the user withdrew in the
+//! meantime, never does. A refusal whose last answer was not heard is one the
+//! collector counted and no client can know of ([`FaultProxy::unheard_refusals`]).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use telemetry_protocol::Uuid;
-use telemetry_protocol::wire::{DELETE_PATH, DeleteRequest};
+use telemetry_protocol::wire::{
+    DELETE_PATH, DeleteRequest, INGEST_PATH, IngestPayload, IngestResponse,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -36,6 +47,14 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 const BLACKHOLE_HOLD: Duration = Duration::from_secs(60);
 /// How long a client has to send its whole request.
 const READ_LIMIT: Duration = Duration::from_secs(15);
+/// How long the proxy waits, after an answer, for the client to close its
+/// end: an orderly close means it read the whole answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// Whether a refusal reason is one of an item on its own (the drill leaves
+/// the others out of the collector's `refusals` too).
+fn item_refusal(reason: &str) -> bool {
+    reason != "ignored_field" && !reason.starts_with("downgraded_")
+}
 
 /// What the proxy does with the next connection or request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +125,49 @@ pub struct ProxyEvent {
     pub delete_id: Option<Uuid>,
 }
 
+/// What the proxy knows of one refused item's answers.
+#[derive(Debug, Clone, Copy, Default)]
+struct RefusalTrail {
+    /// Whether any answer refused it (the collector counts it once).
+    refused: bool,
+    /// Whether the last answer about it refused it and the client heard it.
+    last_heard_refused: bool,
+}
+
 #[derive(Debug)]
 struct Shared {
     epoch: Instant,
     upstream: Mutex<String>,
     log: Mutex<Vec<ProxyEvent>>,
+    /// Every item a forwarded ingest carried, by item key; see
+    /// [`FaultProxy::unheard_refusals`].
+    trails: Mutex<HashMap<String, RefusalTrail>>,
+    /// Refusals an answer counted but did not name (past
+    /// `MAX_REFUSED_ITEMS`), which the proxy cannot follow.
+    unnamed_refusals: std::sync::atomic::AtomicU64,
+    /// Forwarded requests whose answer's fate is not known yet.
+    forwarding: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
+}
+
+/// Counts a forwarded request in [`Shared::forwarding`] while it lives.
+struct Forwarding<'a>(&'a Shared);
+
+impl<'a> Forwarding<'a> {
+    fn start(shared: &'a Shared) -> Forwarding<'a> {
+        shared
+            .forwarding
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Forwarding(shared)
+    }
+}
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        self.0
+            .forwarding
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -156,6 +212,9 @@ impl FaultProxy {
             epoch,
             upstream: Mutex::new(upstream.trim_end_matches('/').to_owned()),
             log: Mutex::new(Vec::new()),
+            trails: Mutex::new(HashMap::new()),
+            unnamed_refusals: std::sync::atomic::AtomicU64::new(0),
+            forwarding: std::sync::atomic::AtomicUsize::new(0),
             http,
         });
         let (phase, rx) = watch::channel(Phase::Pass);
@@ -189,6 +248,47 @@ impl FaultProxy {
             .upstream
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = upstream.trim_end_matches('/').to_owned();
+    }
+
+    /// Items the collector refused on their own whose last answer no client
+    /// heard (cut off, or never read by a client killed first): the
+    /// collector counted each once, and no client can count it. Answers
+    /// still waiting for their client's close are not in it yet.
+    pub fn unheard_refusals(&self) -> u64 {
+        self.shared
+            .trails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|t| t.refused && !t.last_heard_refused)
+            .count() as u64
+    }
+
+    /// Refusals the collector counted but its answers did not name (beyond
+    /// their first `MAX_REFUSED_ITEMS`), which [`Self::unheard_refusals`]
+    /// cannot follow.
+    pub fn unnamed_refusals(&self) -> u64 {
+        self.shared
+            .unnamed_refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits, at most `limit`, until no forwarded request is still waiting
+    /// for its client; whether none is.
+    pub async fn settled(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while self
+            .shared
+            .forwarding
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            if start.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// Every request seen so far.
@@ -308,6 +408,7 @@ async fn handle(mut stream: TcpStream, rx: watch::Receiver<Phase>, shared: Arc<S
         let _ = stream.shutdown().await;
         return;
     }
+    let _forwarding = Forwarding::start(&shared);
     let upstream = shared
         .upstream
         .lock()
@@ -330,26 +431,115 @@ async fn handle(mut stream: TcpStream, rx: watch::Receiver<Phase>, shared: Arc<S
             .ok()
             .map(|d| d.install_id);
     }
-    match phase {
+    let heard = match phase {
         Phase::ResetMidResponse => {
             shared.push(event);
             let bytes = answer.bytes();
             let _ = stream.write_all(&bytes[..bytes.len().min(12)]).await;
             let _ = stream.flush().await;
             reset(stream);
-        }
-        Phase::Slow(delay) => {
-            tokio::time::sleep(delay).await;
-            event.answered = answer.status;
-            shared.push(event);
-            let _ = stream.write_all(&answer.bytes()).await;
-            let _ = stream.shutdown().await;
+            false
         }
         _ => {
+            if let Phase::Slow(delay) = phase {
+                tokio::time::sleep(delay).await;
+            }
             event.answered = answer.status;
             shared.push(event);
-            let _ = stream.write_all(&answer.bytes()).await;
-            let _ = stream.shutdown().await;
+            answer_and_wait(&mut stream, &answer).await
+        }
+    };
+    if request.path == INGEST_PATH {
+        follow_refusals(&shared, &request, &answer, heard);
+    }
+}
+
+/// Writes `answer`, then waits for the client to close its end; whether the
+/// client read all of it. A client that closes with part of the answer
+/// unread (killed before it read it) makes its kernel reset the connection;
+/// one that read it all closes in order. A client that neither closes nor
+/// resets within [`CLOSE_WAIT`] is taken to have heard it.
+async fn answer_and_wait(stream: &mut TcpStream, answer: &Answer) -> bool {
+    if stream.write_all(&answer.bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return false;
+    }
+    let mut sink = [0u8; 1024];
+    let closed = tokio::time::timeout(CLOSE_WAIT, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    });
+    closed.await.unwrap_or(true)
+}
+
+/// Notes, for every item of a forwarded ingest, whether this answer refused
+/// it and whether the client heard that; see [`FaultProxy::unheard_refusals`].
+fn follow_refusals(shared: &Shared, request: &Request, answer: &Answer, heard: bool) {
+    if !(200..300).contains(&answer.status) || request.content_encoding.is_some() {
+        return;
+    }
+    let (Ok(payload), Ok(response)) = (
+        serde_json::from_slice::<IngestPayload>(&request.body),
+        serde_json::from_slice::<IngestResponse>(&answer.body),
+    ) else {
+        return;
+    };
+    let report = payload.report_id.map(|r| r.to_string()).unwrap_or_default();
+    let key = |path: &str| -> String {
+        // `events[3]...` names the event by its own id; anything else by the
+        // report (or the install) and its path up to the item.
+        let item = path.split('.').next().unwrap_or(path);
+        if let Some(i) = item
+            .strip_prefix("events[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|i| i.parse::<usize>().ok())
+            && let Some(e) = payload.events.as_ref().and_then(|es| es.get(i))
+        {
+            return e.id.to_string();
+        }
+        let owner = payload
+            .install_id
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| report.clone());
+        format!("{owner}/{item}")
+    };
+    let named: Vec<String> = response
+        .refused_items
+        .iter()
+        .filter(|r| item_refusal(&r.reason))
+        .map(|r| key(&r.path))
+        .collect();
+    let counted = response
+        .refused_by_reason
+        .iter()
+        .filter(|(reason, _)| item_refusal(reason))
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    shared.unnamed_refusals.fetch_add(
+        counted.saturating_sub(named.len() as u64),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let mut carried: Vec<String> = payload
+        .events
+        .iter()
+        .flatten()
+        .map(|e| e.id.to_string())
+        .collect();
+    let counters = payload.counters.as_ref().map_or(0, Vec::len);
+    carried.extend((0..counters).map(|i| key(&format!("counters[{i}]"))));
+    let mut trails = shared.trails.lock().unwrap_or_else(|p| p.into_inner());
+    // Only items refused at some point are followed: a later answer about
+    // one (a resend) decides whether its client heard of the refusal.
+    for item in &named {
+        trails.entry(item.clone()).or_default().refused = true;
+    }
+    for item in carried.iter().chain(&named) {
+        if let Some(trail) = trails.get_mut(item) {
+            trail.last_heard_refused = heard && named.contains(item);
         }
     }
 }

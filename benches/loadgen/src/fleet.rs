@@ -61,7 +61,11 @@
 //!   counted a refusal and then opted out may never send its count (nothing
 //!   leaves after an opt-out), so the drill also reads what each home's state
 //!   file still holds unreported and adds it to the refused items before
-//!   comparing them with the collector's `refusals` table.
+//!   comparing them with the collector's `refusals` table. So does a
+//!   refusal whose answer no client heard (cut off, or never read by an
+//!   uploader killed first) and that no resend made heard: the collector
+//!   counted it, and no client can. The proxy follows each refused item to
+//!   its last answer to tell those apart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -367,6 +371,17 @@ pub struct FleetReport {
     /// report the collector has not stored): chiefly those of users who opted
     /// out after a refusal, who may never send anything again.
     pub unreported_dropped: BTreeMap<String, u64>,
+    /// Items the collector refused on their own whose last answer no client
+    /// heard (the proxy cut it off, or the client was killed before reading
+    /// it) and that no client sent again to hear it refused: the collector
+    /// counted each, no client can. Chiefly an item refused while the
+    /// manifest lacked it, whose answer was lost and that was then sent again
+    /// once the manifest had it (and accepted), or whose user withdrew
+    /// before sending it again (see `FaultProxy::unheard_refusals`).
+    pub refusals_unheard: u64,
+    /// Refusals the collector's answers counted but did not name, which the
+    /// proxy cannot follow; must be 0 for the comparison to be exact.
+    pub refusals_unnamed: u64,
     /// Items the collector refused on their own (its `refusals` table, less
     /// downgrades and ignored fields): what the clients' `refused_items`
     /// must add up to.
@@ -476,22 +491,29 @@ impl FleetReport {
             // `command` is declared in every manifest of the drill, so only a
             // client-side drop can lose one: those must match exactly.
             // `extra` is refused in the manifest window; the clients' count
-            // of refused items must equal the collector's, and cover every
-            // missing `extra`. Equality there is not asked for: an `extra`
-            // refused in an epoch the user later withdrew is reported by the
-            // client but, as withdrawn, not counted missing.
+            // of refused items, with the refusals whose answer no client
+            // heard, must equal the collector's, and cover every missing
+            // `extra`. Equality there is not asked for: an `extra` refused in
+            // an epoch the user later withdrew is reported by the client but,
+            // as withdrawn, not counted missing.
             Target {
                 name: "missing == reported dropped",
                 passed: missing_commands == reported_local
-                    && reported_refused + unreported_refused == self.collector_refused
-                    && missing_extras <= reported_refused + unreported_refused
+                    && self.refusals_unnamed == 0
+                    && reported_refused + unreported_refused + self.refusals_unheard
+                        == self.collector_refused
+                    && missing_extras
+                        <= reported_refused + unreported_refused + self.refusals_unheard
                     && self.missing == missing_commands + missing_extras,
                 detail: format!(
                     "{} missing ({missing_commands} `command`, {missing_extras} `extra`); \
                      reported dropped: {reported_local} locally, {reported_refused} refused \
-                     (+{unreported_refused} counted, not reported); \
-                     the collector refused {}",
-                    self.missing, self.collector_refused
+                     (+{unreported_refused} counted, not reported, \
+                     +{} never heard, {} unnamed); the collector refused {}",
+                    self.missing,
+                    self.refusals_unheard,
+                    self.refusals_unnamed,
+                    self.collector_refused
                 ),
             },
             Target {
@@ -576,6 +598,19 @@ impl FleetReport {
             &mut out,
             "counted by clients, not reported",
             format!("{:?}", self.unreported_dropped),
+        );
+        row(
+            &mut out,
+            "refused, answer never heard by a client",
+            format!(
+                "{} (+{} the answers did not name)",
+                self.refusals_unheard, self.refusals_unnamed
+            ),
+        );
+        row(
+            &mut out,
+            "refused, by the collector's `refusals` table",
+            self.collector_refused.to_string(),
         );
         row(
             &mut out,
@@ -874,7 +909,10 @@ pub fn run(config: &FleetConfig) -> Result<FleetReport, Error> {
     drill.reachable = true;
     drill.settle();
     runtime.block_on(collector.stop());
+    runtime.block_on(proxy.settled(Duration::from_secs(15)));
     let log = proxy.log();
+    drill.report.refusals_unheard = proxy.unheard_refusals();
+    drill.report.refusals_unnamed = proxy.unnamed_refusals();
     drop(proxy);
     runtime.shutdown_timeout(Duration::from_secs(1));
     drill.compare(&log)?;

@@ -114,3 +114,111 @@ async fn the_fault_proxy_injects_each_phase() {
             .any(|e| e.phase == "reset mid-response" && e.upstream == Some(200))
     );
 }
+
+/// An upstream that refuses every event named `refuse_me` on its own, the
+/// way a collector whose manifest lacks it answers, and accepts the rest.
+async fn refusing_upstream() -> String {
+    use telemetry_protocol::wire::{IngestPayload, IngestResponse, RefusedItem};
+    let app = Router::new().fallback(post(|body: axum::body::Bytes| async move {
+        let payload: IngestPayload = serde_json::from_slice(&body).unwrap();
+        let mut answer = IngestResponse::default();
+        for (i, e) in payload.events.iter().flatten().enumerate() {
+            if e.name == "refuse_me" {
+                answer.refused += 1;
+                *answer
+                    .refused_by_reason
+                    .entry("unknown_event".into())
+                    .or_default() += 1;
+                answer.refused_items.push(RefusedItem {
+                    path: format!("events[{i}]"),
+                    reason: "unknown_event".into(),
+                    message: "not in the manifest".into(),
+                });
+            } else {
+                answer.accepted += 1;
+            }
+        }
+        axum::Json(answer)
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// One anonymous payload of one event with this id and name.
+fn one_event(id: telemetry_protocol::Uuid, name: &str) -> Vec<u8> {
+    use telemetry_protocol::wire::{ClientContext, Event, IngestPayload};
+    use telemetry_protocol::{Tier, Timestamp};
+    let payload = IngestPayload {
+        project: "drill".into(),
+        tier: Tier::Anonymous,
+        context: ClientContext::current("1.0.0"),
+        report_id: None,
+        counters: None,
+        install_id: Some(telemetry_protocol::Uuid::from_u128(7)),
+        events: Some(vec![Event {
+            id,
+            name: name.into(),
+            timestamp: Timestamp::from_unix_millis(1_700_000_000_000),
+            props: Default::default(),
+        }]),
+        identity: None,
+    };
+    serde_json::to_vec(&payload).unwrap()
+}
+
+/// Sends `body` to the proxy's ingest route on a raw connection. When
+/// `read` is false the client closes with the answer unread, as an uploader
+/// killed before it read the answer does.
+async fn send_raw(proxy: &FaultProxy, body: &[u8], read: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = proxy.url().trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    if read {
+        // A reset (the proxy cutting the answer off) ends the read too.
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+    } else {
+        // Let the answer arrive, unread, before closing.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(s);
+    assert!(proxy.settled(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn the_fault_proxy_knows_which_refusals_no_client_heard() {
+    let proxy = FaultProxy::start(&refusing_upstream().await, Instant::now())
+        .await
+        .unwrap();
+    let (a, b, c) = (
+        telemetry_protocol::Uuid::from_u128(1),
+        telemetry_protocol::Uuid::from_u128(2),
+        telemetry_protocol::Uuid::from_u128(3),
+    );
+    // Heard: the client knows of the refusal.
+    send_raw(&proxy, &one_event(a, "refuse_me"), true).await;
+    assert_eq!(proxy.unheard_refusals(), 0);
+    // A client killed before it read the answer never learns of it...
+    send_raw(&proxy, &one_event(b, "refuse_me"), false).await;
+    assert_eq!(proxy.unheard_refusals(), 1);
+    // ...until it sends the event again and hears the refusal then.
+    send_raw(&proxy, &one_event(b, "refuse_me"), true).await;
+    assert_eq!(proxy.unheard_refusals(), 0);
+    // A cut-off answer is not heard either; the resend, accepted once the
+    // manifest has the event, tells the client nothing of the refusal.
+    proxy.set_phase(Phase::ResetMidResponse);
+    send_raw(&proxy, &one_event(c, "refuse_me"), true).await;
+    proxy.set_phase(Phase::Pass);
+    assert_eq!(proxy.unheard_refusals(), 1);
+    send_raw(&proxy, &one_event(c, "known"), true).await;
+    assert_eq!(proxy.unheard_refusals(), 1);
+    assert_eq!(proxy.unnamed_refusals(), 0);
+}
