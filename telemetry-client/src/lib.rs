@@ -1686,6 +1686,72 @@ min_tier = "anonymous"
         }
     }
 
+    /// The plain-data types a host gets from the API (structs with public
+    /// fields, enums) are `#[non_exhaustive]`, so a later version can add a
+    /// field or a variant without breaking a host (docs/compatibility.md).
+    /// Every type re-exported from this crate's own modules is checked, so a
+    /// new export needs a decision too; only types whose fields are all
+    /// private (handles such as `Control`) may leave the attribute out.
+    #[test]
+    fn exported_data_types_are_non_exhaustive() {
+        let source = |module: &str| match module {
+            "lib" => include_str!("lib.rs"),
+            "consent" => include_str!("consent.rs"),
+            "control" => include_str!("control.rs"),
+            "error" => include_str!("error.rs"),
+            "spool" => include_str!("spool.rs"),
+            "upload" => include_str!("upload.rs"),
+            "upload_log" => include_str!("upload_log.rs"),
+            "machine" => include_str!("cli/machine.rs"),
+            other => panic!("a re-export from `{other}`: add its source here"),
+        };
+        // What the root and `cli` re-export from this crate, and what the
+        // root defines itself.
+        let mut exported: Vec<(&str, &str)> = vec![("lib", "Diagnostics")];
+        for (src, prefix) in [
+            (include_str!("lib.rs"), "\npub use crate::"),
+            (include_str!("cli/mod.rs"), "\npub use machine::"),
+        ] {
+            for item in src.split(prefix).skip(1) {
+                let item = item.split(';').next().unwrap_or_default();
+                let (module, names) = item.split_once("::").unwrap_or(("machine", item));
+                let module = if prefix.ends_with("machine::") {
+                    "machine"
+                } else {
+                    module
+                };
+                for name in names.split([',', '{', '}']).map(str::trim) {
+                    if !name.is_empty() {
+                        exported.push((module, name));
+                    }
+                }
+            }
+        }
+        assert!(
+            exported.len() > 12,
+            "the scan found too little: {exported:?}"
+        );
+        for (module, name) in exported {
+            let src = source(module);
+            let def = [
+                format!("\npub struct {name} "),
+                format!("\npub struct {name}<"),
+                format!("\npub enum {name} "),
+            ]
+            .iter()
+            .find_map(|d| src.find(d.as_str()))
+            .unwrap_or_else(|| panic!("no definition of `{name}` in {module}"));
+            // Its doc comment and attributes: back to the blank line before.
+            let attrs = &src[src[..def].rfind("\n\n").unwrap_or(0)..def];
+            let body = &src[def..def + src[def..].find("\n}").unwrap_or(src.len() - def)];
+            let opaque = body.starts_with("\npub struct") && !body.contains("\n    pub ");
+            assert!(
+                opaque || attrs.contains("#[non_exhaustive]"),
+                "`{name}` ({module}) is plain data a later version may grow: mark it #[non_exhaustive]"
+            );
+        }
+    }
+
     /// A manifest whose project line is fine and whose rest is not.
     const BROKEN: &str = "project = \"demo-cli\"\nendpoint = \"http://127.0.0.1:9\"\n[events.command]\ndescripton = \"typo\"\n";
 

@@ -402,10 +402,11 @@ fn the_outbox_is_bounded_in_bytes_and_age_and_counts_what_it_drops() {
     let home = Home::new();
     home.consent(MANIFEST, Tier::Anonymous);
     let clock = Arc::new(telemetry_client::testing::ManualClock::new(now()));
-    let limits = OutboxLimits {
-        max_bytes: 2_000,
-        max_age: Duration::from_secs(30 * 24 * 3600),
-    };
+    // How a host builds limits: struct literals do not compile outside the
+    // crate (`#[non_exhaustive]`), so a bound added later keeps its default.
+    let limits = OutboxLimits::default()
+        .with_max_bytes(2_000)
+        .with_max_age(Duration::from_secs(30 * 24 * 3600));
     let build = || {
         telemetry_client::Telemetry::builder(MANIFEST)
             .tool_version("2.0.1")
