@@ -473,7 +473,10 @@ mod tests {
             append_side(&p, &[count(1)]).unwrap();
         }
         assert!(append_side(&p, &[count(1)]).is_err());
-        assert_eq!(std::fs::read_dir(p.spool_side()).unwrap().count(), MAX_SIDE_FILES);
+        assert_eq!(
+            std::fs::read_dir(p.spool_side()).unwrap().count(),
+            MAX_SIDE_FILES
+        );
     }
 
     #[test]
