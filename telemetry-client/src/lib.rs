@@ -213,10 +213,12 @@
 //! - `cli/` (feature `cli`): the subcommand, the prompt and `telemetry-consent`.
 //! - `testing.rs` (feature `testing`): the test knobs.
 //! - `macro_support.rs` (hidden): what the code `manifest!` generates names.
+//! - `for_own_tests_only.rs` (hidden, feature `test-bins`): what this
+//!   crate's own integration tests read beside the API.
 //!
 //! All but `cli` and `testing` are private (`macro_support` is public only
-//! for the code `manifest!` generates, and hidden): no file format is part
-//! of the API.
+//! for the code `manifest!` generates, and `for_own_tests_only` only for
+//! this crate's tests; both hidden): no file format is part of the API.
 
 // The crate docs show a `#[test]` for authors to copy into their own suite;
 // the doctest runs its body on a hidden line.
@@ -228,7 +230,7 @@
 // `global.toml` and to ignore the administrator's policy file. Benchmarks
 // that need the knobs in an optimised build say so with the second feature.
 #[cfg(all(
-    any(feature = "testing", feature = "test-bins"),
+    feature = "testing",
     not(debug_assertions),
     not(feature = "testing-in-release")
 ))]
@@ -245,8 +247,10 @@ pub mod cli;
 pub mod testing;
 
 mod clock;
-// `Machine` and `ToolSummary` are `pub` for this crate's own tests only
-// (see the re-exports below).
+// These private modules still declare their items `pub`; none of it reaches
+// beyond the crate, except what `for_own_tests_only` re-exports.
+#[allow(unreachable_pub)]
+mod consent;
 #[allow(unreachable_pub)]
 mod control;
 mod detach;
@@ -259,31 +263,25 @@ mod mistakes;
 // What the code `manifest!` generates names; hidden, no part of the API.
 #[doc(hidden)]
 pub mod macro_support;
-// These private modules still declare their items `pub`; none of it reaches
-// beyond the crate.
 #[allow(unreachable_pub)]
 mod outbox;
+#[allow(unreachable_pub)]
+mod spool;
+#[allow(unreachable_pub)]
+mod state;
 mod transport;
 #[allow(unreachable_pub)]
 mod upload;
 #[allow(unreachable_pub)]
 mod upload_log;
 
-/// Declares modules that are private, except to this crate's own integration
-/// tests (feature `test-bins`, which only this crate's dev-dependency on
-/// itself turns on): they read and write the on-disk formats directly.
-/// Hidden from the docs, and no part of the API.
-macro_rules! internal_modules {
-    ($($name:ident),* $(,)?) => {$(
-        #[cfg(feature = "test-bins")]
-        #[doc(hidden)]
-        pub mod $name;
-        #[cfg(not(feature = "test-bins"))]
-        #[allow(unreachable_pub)]
-        mod $name;
-    )*};
-}
-internal_modules!(consent, spool, state);
+// What this crate's own integration tests reach beside the API (feature
+// `test-bins`, which only this crate's dev-dependency on itself turns on):
+// the machine-wide management and read-only views of the spool and state.
+// Hidden, and no part of the API; the one place `test-bins` opens anything.
+#[cfg(feature = "test-bins")]
+#[doc(hidden)]
+pub mod for_own_tests_only;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -299,12 +297,6 @@ pub use telemetry_protocol::{Manifest, ManifestError, Tier};
 
 pub use crate::consent::{DefaultLevel, Source};
 pub use crate::control::{Control, PendingPayload, Status};
-// Every tool's consent on the machine is the user's to change, through
-// `telemetry-consent`, never a host's: a host holding `Machine` could opt
-// the user into other tools. Only this crate's own tests reach it.
-#[cfg(feature = "test-bins")]
-#[doc(hidden)]
-pub use crate::control::{Machine, ToolSummary};
 pub use crate::error::Error;
 pub use crate::spool::SpoolLimits;
 pub use crate::upload::{OutboxLimits, UploadReport};
@@ -1661,8 +1653,8 @@ min_tier = "anonymous"
     /// The public surface stays small: two modules and the hidden support
     /// module of `manifest!`, and only types, traits, constants and the
     /// `manifest!` macro at the root (any other lower-case name there would
-    /// be a module or a function re-exported by accident). The internal modules are
-    /// declared through `internal_modules!`, indented, so they do not count.
+    /// be a module or a function re-exported by accident). Of the two hidden
+    /// modules, `for_own_tests_only` exists only with `test-bins`.
     #[test]
     fn the_root_exports_few_modules_and_no_other_module() {
         let src = include_str!("lib.rs");
@@ -1671,7 +1663,10 @@ min_tier = "anonymous"
             .filter_map(|l| l.strip_prefix("pub mod "))
             .map(|l| l.trim_end_matches(';'))
             .collect();
-        assert_eq!(modules, ["cli", "testing", "macro_support"]);
+        assert_eq!(
+            modules,
+            ["cli", "testing", "macro_support", "for_own_tests_only"]
+        );
         for item in src.split("\npub use ").skip(1) {
             let item = item.split(';').next().unwrap_or_default();
             let names = item.rsplit("::").next().unwrap_or_default();
@@ -1683,6 +1678,55 @@ min_tier = "anonymous"
                     "`{name}` re-exported at the root: pub use {item}"
                 );
             }
+        }
+    }
+
+    /// `test-bins` opens one hidden module to this crate's integration
+    /// tests, holding only what they need, and nothing else: no internal
+    /// module, no re-export at the root. Anything enabling the feature gets
+    /// this much and no more, so the list below only grows with a test that
+    /// needs it.
+    #[test]
+    fn test_bins_opens_one_hidden_module_with_only_what_the_tests_need() {
+        let lib = include_str!("lib.rs");
+        let gate = "#[cfg(feature = \"test-bins\")]";
+        let gated: Vec<&str> = lib
+            .split(gate)
+            .skip(1)
+            .map(|rest| {
+                let mut lines = rest.lines().map(str::trim);
+                lines
+                    .find(|l| !l.is_empty() && !l.starts_with("#["))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(gated, ["pub mod for_own_tests_only;"]);
+        let module = include_str!("for_own_tests_only.rs");
+        let items: Vec<&str> = module
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub "))
+            .filter_map(|l| l.split([' ', '(', ';']).nth(1))
+            .map(|path| path.rsplit("::").next().unwrap_or(path))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                "Machine",
+                "Record",
+                "Spool",
+                "spool",
+                "spool_is_empty",
+                "State",
+                "state",
+                "parse_state"
+            ]
+        );
+        // The views copy data out: nothing there writes a file.
+        for writer in ["save(", "fs::", "files::"] {
+            assert!(
+                !module.contains(writer),
+                "`{writer}` in for_own_tests_only.rs"
+            );
         }
     }
 
