@@ -163,10 +163,11 @@
 //!   first-run prompt and the `telemetry-consent` binary. Pulls in `clap`.
 //! - `testing`: the `testing` module and the builder knobs tests need
 //!   (`Builder::dirs`, `Builder::system_policy`, `Builder::interactive`,
-//!   `Builder::clock`). **For `[dev-dependencies]` only**: a build without
-//!   debug assertions that has it on fails to compile, unless
-//!   `testing-in-release` is on too, so it cannot reach a release binary by
-//!   accident.
+//!   `Builder::clock`). **For `[dev-dependencies]` only**: a release build
+//!   (even one with debug assertions) or any build without debug assertions
+//!   that has it on fails to compile, unless `testing-in-release` is on too,
+//!   so it cannot reach a release binary by accident. The `testing` module
+//!   says what this guarantees and what it cannot (feature unification).
 //! - `macros`: the `manifest!` macro and its typed API (see below).
 //!
 //! # Typed API
@@ -229,16 +230,19 @@
 // would ship a builder able to move the consent folder away from the user's
 // `global.toml` and to ignore the administrator's policy file. Benchmarks
 // that need the knobs in an optimised build say so with the second feature.
+// A release profile is caught even with `debug-assertions = true`
+// (`telemetry_release_profile` comes from build.rs). What this guarantees,
+// and what it cannot, is in the `testing` module's docs.
 #[cfg(all(
     feature = "testing",
-    not(debug_assertions),
+    any(not(debug_assertions), telemetry_release_profile),
     not(feature = "testing-in-release")
 ))]
 compile_error!(
     "telemetry-client's `testing` feature is for tests: enable it under \
-     [dev-dependencies], not [dependencies]. An optimised build that needs it \
-     on purpose (a benchmark, `cargo test --release`) also enables the \
-     `testing-in-release` feature."
+     [dev-dependencies], not [dependencies]. An optimised or release-profile \
+     build that needs it on purpose (a benchmark, `cargo test --release`) also \
+     enables the `testing-in-release` feature."
 );
 
 #[cfg(feature = "cli")]
