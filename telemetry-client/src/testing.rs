@@ -73,8 +73,10 @@
 //! override the user: any program can write the consent files itself.
 //! A run-time opt-in (an environment variable the knobs would also need in
 //! optimised builds) was considered and left out: Rust 2024 makes
-//! `std::env::set_var` unsafe, so a test could not give it to itself, and
-//! every optimised test run and benchmark would need it from outside.
+//! `std::env::set_var` unsafe, so a test could not give it to itself
+//! without `unsafe` (which this workspace forbids, as many do), and every
+//! optimised test run and benchmark would need it from outside, where
+//! forgetting it would quietly measure a disabled handle.
 //!
 //! # Example: a handle in a temporary home
 //!

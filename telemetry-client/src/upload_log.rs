@@ -184,7 +184,7 @@ mod tests {
     }
     impl<T: ?Sized> AmbiguousIfDeserialize<()> for T {}
     struct Deserializes;
-    impl<T: ?Sized + serde::de::DeserializeOwned> AmbiguousIfDeserialize<Deserializes> for T {}
+    impl<T: serde::de::DeserializeOwned> AmbiguousIfDeserialize<Deserializes> for T {}
 
     #[test]
     fn the_public_log_types_do_not_deserialize() {
