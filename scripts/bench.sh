@@ -149,7 +149,9 @@ machine_info() {
 
 build_all() {
     log "building loadgen, collector and demo-cli (release) into $CARGO_TARGET_DIR"
-    cargo build --release --manifest-path "$ROOT/Cargo.toml" -p loadgen
+    # `drill`: the fleet drill and its host, which need the client's test
+    # knobs; a build of its own, so they never reach demo-cli's binary.
+    cargo build --release --manifest-path "$ROOT/Cargo.toml" -p loadgen --features drill
     # The collector and demo-cli are built too when they compile; their bench
     # sections check for the binaries and say why they skip.
     cargo build --release --manifest-path "$ROOT/Cargo.toml" -p telemetry-collector \

@@ -25,8 +25,9 @@ use crate::env::EnvSnapshot;
 use crate::files;
 
 /// Which rule of the chain decided the level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Source {
     /// `DO_NOT_TRACK` or `<TOOL>_TELEMETRY`.
     Environment,

@@ -37,6 +37,7 @@ const PROMPT_QUIET_MILLIS: i64 = 7 * 24 * 3600 * 1000;
 
 /// What `telemetry status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Status {
     /// The tool (manifest project).
     pub tool: String,
@@ -77,6 +78,7 @@ pub struct Status {
 
 /// One request that would be sent next, exactly as it would be sent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct PendingPayload {
     /// `/v1/ingest` or `/v1/delete`.
     pub path: &'static str,

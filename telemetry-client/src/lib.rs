@@ -163,10 +163,11 @@
 //!   first-run prompt and the `telemetry-consent` binary. Pulls in `clap`.
 //! - `testing`: the `testing` module and the builder knobs tests need
 //!   (`Builder::dirs`, `Builder::system_policy`, `Builder::interactive`,
-//!   `Builder::clock`). **For `[dev-dependencies]` only**: a build without
-//!   debug assertions that has it on fails to compile, unless
-//!   `testing-in-release` is on too, so it cannot reach a release binary by
-//!   accident.
+//!   `Builder::clock`). **For `[dev-dependencies]` only**: a release build
+//!   (even one with debug assertions) or any build without debug assertions
+//!   that has it on fails to compile, unless `testing-in-release` is on too,
+//!   so it cannot reach a release binary by accident. The `testing` module
+//!   says what this guarantees and what it cannot (feature unification).
 //! - `macros`: the `manifest!` macro and its typed API (see below).
 //!
 //! # Typed API
@@ -213,10 +214,12 @@
 //! - `cli/` (feature `cli`): the subcommand, the prompt and `telemetry-consent`.
 //! - `testing.rs` (feature `testing`): the test knobs.
 //! - `macro_support.rs` (hidden): what the code `manifest!` generates names.
+//! - `for_own_tests_only.rs` (hidden, feature `test-bins`): what this
+//!   crate's own integration tests read beside the API.
 //!
 //! All but `cli` and `testing` are private (`macro_support` is public only
-//! for the code `manifest!` generates, and hidden): no file format is part
-//! of the API.
+//! for the code `manifest!` generates, and `for_own_tests_only` only for
+//! this crate's tests; both hidden): no file format is part of the API.
 
 // The crate docs show a `#[test]` for authors to copy into their own suite;
 // the doctest runs its body on a hidden line.
@@ -227,16 +230,19 @@
 // would ship a builder able to move the consent folder away from the user's
 // `global.toml` and to ignore the administrator's policy file. Benchmarks
 // that need the knobs in an optimised build say so with the second feature.
+// A release profile is caught even with `debug-assertions = true`
+// (`telemetry_release_profile` comes from build.rs). What this guarantees,
+// and what it cannot, is in the `testing` module's docs.
 #[cfg(all(
-    any(feature = "testing", feature = "test-bins"),
-    not(debug_assertions),
+    feature = "testing",
+    any(not(debug_assertions), telemetry_release_profile),
     not(feature = "testing-in-release")
 ))]
 compile_error!(
     "telemetry-client's `testing` feature is for tests: enable it under \
-     [dev-dependencies], not [dependencies]. An optimised build that needs it \
-     on purpose (a benchmark, `cargo test --release`) also enables the \
-     `testing-in-release` feature."
+     [dev-dependencies], not [dependencies]. An optimised or release-profile \
+     build that needs it on purpose (a benchmark, `cargo test --release`) also \
+     enables the `testing-in-release` feature."
 );
 
 #[cfg(feature = "cli")]
@@ -245,8 +251,10 @@ pub mod cli;
 pub mod testing;
 
 mod clock;
-// `Machine` and `ToolSummary` are `pub` for this crate's own tests only
-// (see the re-exports below).
+// These private modules still declare their items `pub`; none of it reaches
+// beyond the crate, except what `for_own_tests_only` re-exports.
+#[allow(unreachable_pub)]
+mod consent;
 #[allow(unreachable_pub)]
 mod control;
 mod detach;
@@ -259,31 +267,25 @@ mod mistakes;
 // What the code `manifest!` generates names; hidden, no part of the API.
 #[doc(hidden)]
 pub mod macro_support;
-// These private modules still declare their items `pub`; none of it reaches
-// beyond the crate.
 #[allow(unreachable_pub)]
 mod outbox;
+#[allow(unreachable_pub)]
+mod spool;
+#[allow(unreachable_pub)]
+mod state;
 mod transport;
 #[allow(unreachable_pub)]
 mod upload;
 #[allow(unreachable_pub)]
 mod upload_log;
 
-/// Declares modules that are private, except to this crate's own integration
-/// tests (feature `test-bins`, which only this crate's dev-dependency on
-/// itself turns on): they read and write the on-disk formats directly.
-/// Hidden from the docs, and no part of the API.
-macro_rules! internal_modules {
-    ($($name:ident),* $(,)?) => {$(
-        #[cfg(feature = "test-bins")]
-        #[doc(hidden)]
-        pub mod $name;
-        #[cfg(not(feature = "test-bins"))]
-        #[allow(unreachable_pub)]
-        mod $name;
-    )*};
-}
-internal_modules!(consent, spool, state);
+// What this crate's own integration tests reach beside the API (feature
+// `test-bins`, which only this crate's dev-dependency on itself turns on):
+// the machine-wide management and read-only views of the spool and state.
+// Hidden, and no part of the API; the one place `test-bins` opens anything.
+#[cfg(feature = "test-bins")]
+#[doc(hidden)]
+pub mod for_own_tests_only;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -299,12 +301,6 @@ pub use telemetry_protocol::{Manifest, ManifestError, Tier};
 
 pub use crate::consent::{DefaultLevel, Source};
 pub use crate::control::{Control, PendingPayload, Status};
-// Every tool's consent on the machine is the user's to change, through
-// `telemetry-consent`, never a host's: a host holding `Machine` could opt
-// the user into other tools. Only this crate's own tests reach it.
-#[cfg(feature = "test-bins")]
-#[doc(hidden)]
-pub use crate::control::{Machine, ToolSummary};
 pub use crate::error::Error;
 pub use crate::spool::SpoolLimits;
 pub use crate::upload::{OutboxLimits, UploadReport};
@@ -1661,8 +1657,8 @@ min_tier = "anonymous"
     /// The public surface stays small: two modules and the hidden support
     /// module of `manifest!`, and only types, traits, constants and the
     /// `manifest!` macro at the root (any other lower-case name there would
-    /// be a module or a function re-exported by accident). The internal modules are
-    /// declared through `internal_modules!`, indented, so they do not count.
+    /// be a module or a function re-exported by accident). Of the two hidden
+    /// modules, `for_own_tests_only` exists only with `test-bins`.
     #[test]
     fn the_root_exports_few_modules_and_no_other_module() {
         let src = include_str!("lib.rs");
@@ -1671,7 +1667,10 @@ min_tier = "anonymous"
             .filter_map(|l| l.strip_prefix("pub mod "))
             .map(|l| l.trim_end_matches(';'))
             .collect();
-        assert_eq!(modules, ["cli", "testing", "macro_support"]);
+        assert_eq!(
+            modules,
+            ["cli", "testing", "macro_support", "for_own_tests_only"]
+        );
         for item in src.split("\npub use ").skip(1) {
             let item = item.split(';').next().unwrap_or_default();
             let names = item.rsplit("::").next().unwrap_or_default();
@@ -1683,6 +1682,121 @@ min_tier = "anonymous"
                     "`{name}` re-exported at the root: pub use {item}"
                 );
             }
+        }
+    }
+
+    /// `test-bins` opens one hidden module to this crate's integration
+    /// tests, holding only what they need, and nothing else: no internal
+    /// module, no re-export at the root. Anything enabling the feature gets
+    /// this much and no more, so the list below only grows with a test that
+    /// needs it.
+    #[test]
+    fn test_bins_opens_one_hidden_module_with_only_what_the_tests_need() {
+        let lib = include_str!("lib.rs");
+        let gate = "#[cfg(feature = \"test-bins\")]";
+        let gated: Vec<&str> = lib
+            .split(gate)
+            .skip(1)
+            .map(|rest| {
+                let mut lines = rest.lines().map(str::trim);
+                lines
+                    .find(|l| !l.is_empty() && !l.starts_with("#["))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(gated, ["pub mod for_own_tests_only;"]);
+        let module = include_str!("for_own_tests_only.rs");
+        let items: Vec<&str> = module
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub "))
+            .filter_map(|l| l.split([' ', '(', ';']).nth(1))
+            .map(|path| path.rsplit("::").next().unwrap_or(path))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                "Machine",
+                "Record",
+                "Spool",
+                "spool",
+                "spool_is_empty",
+                "State",
+                "state",
+                "parse_state"
+            ]
+        );
+        // The views copy data out: nothing there writes a file.
+        for writer in ["save(", "fs::", "files::"] {
+            assert!(
+                !module.contains(writer),
+                "`{writer}` in for_own_tests_only.rs"
+            );
+        }
+    }
+
+    /// The plain-data types a host gets from the API (structs with public
+    /// fields, enums) are `#[non_exhaustive]`, so a later version can add a
+    /// field or a variant without breaking a host (docs/compatibility.md).
+    /// Every type re-exported from this crate's own modules is checked, so a
+    /// new export needs a decision too; only types whose fields are all
+    /// private (handles such as `Control`) may leave the attribute out.
+    #[test]
+    fn exported_data_types_are_non_exhaustive() {
+        let source = |module: &str| match module {
+            "lib" => include_str!("lib.rs"),
+            "consent" => include_str!("consent.rs"),
+            "control" => include_str!("control.rs"),
+            "error" => include_str!("error.rs"),
+            "spool" => include_str!("spool.rs"),
+            "upload" => include_str!("upload.rs"),
+            "upload_log" => include_str!("upload_log.rs"),
+            "machine" => include_str!("cli/machine.rs"),
+            other => panic!("a re-export from `{other}`: add its source here"),
+        };
+        // What the root and `cli` re-export from this crate, and what the
+        // root defines itself.
+        let mut exported: Vec<(&str, &str)> = vec![("lib", "Diagnostics")];
+        for (src, prefix) in [
+            (include_str!("lib.rs"), "\npub use crate::"),
+            (include_str!("cli/mod.rs"), "\npub use machine::"),
+        ] {
+            for item in src.split(prefix).skip(1) {
+                let item = item.split(';').next().unwrap_or_default();
+                let (module, names) = item.split_once("::").unwrap_or(("machine", item));
+                let module = if prefix.ends_with("machine::") {
+                    "machine"
+                } else {
+                    module
+                };
+                for name in names.split([',', '{', '}']).map(str::trim) {
+                    if !name.is_empty() {
+                        exported.push((module, name));
+                    }
+                }
+            }
+        }
+        assert!(
+            exported.len() > 12,
+            "the scan found too little: {exported:?}"
+        );
+        for (module, name) in exported {
+            let src = source(module);
+            let def = [
+                format!("\npub struct {name} "),
+                format!("\npub struct {name}<"),
+                format!("\npub enum {name} "),
+            ]
+            .iter()
+            .find_map(|d| src.find(d.as_str()))
+            .unwrap_or_else(|| panic!("no definition of `{name}` in {module}"));
+            // Its doc comment and attributes: back to the blank line before.
+            let attrs = &src[src[..def].rfind("\n\n").unwrap_or(0)..def];
+            let body = &src[def..def + src[def..].find("\n}").unwrap_or(src.len() - def)];
+            let opaque = body.starts_with("\npub struct") && !body.contains("\n    pub ");
+            assert!(
+                opaque || attrs.contains("#[non_exhaustive]"),
+                "`{name}` ({module}) is plain data a later version may grow: mark it #[non_exhaustive]"
+            );
         }
     }
 

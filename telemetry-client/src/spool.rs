@@ -77,7 +77,16 @@ impl Record {
 }
 
 /// Bounds on the spool.
+///
+/// Start from the defaults and change what you need, so that a bound added
+/// later keeps its default:
+///
+/// ```
+/// let limits = telemetry_client::SpoolLimits::default().with_max_records(1000);
+/// assert_eq!(limits.max_records, 1000);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SpoolLimits {
     /// Largest size in bytes before the oldest records are dropped.
     pub max_bytes: u64,
@@ -91,6 +100,22 @@ impl Default for SpoolLimits {
             max_bytes: 1024 * 1024,
             max_records: 10_000,
         }
+    }
+}
+
+impl SpoolLimits {
+    /// These limits with another largest size, in bytes.
+    #[must_use]
+    pub const fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// These limits with another largest record count.
+    #[must_use]
+    pub const fn with_max_records(mut self, max_records: usize) -> Self {
+        self.max_records = max_records;
+        self
     }
 }
 
@@ -448,7 +473,10 @@ mod tests {
             append_side(&p, &[count(1)]).unwrap();
         }
         assert!(append_side(&p, &[count(1)]).is_err());
-        assert_eq!(std::fs::read_dir(p.spool_side()).unwrap().count(), MAX_SIDE_FILES);
+        assert_eq!(
+            std::fs::read_dir(p.spool_side()).unwrap().count(),
+            MAX_SIDE_FILES
+        );
     }
 
     #[test]

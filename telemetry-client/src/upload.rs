@@ -79,6 +79,7 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, detail: Strin
 
 /// What one upload run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct UploadReport {
     /// Payloads the collector acknowledged (or that were printed in debug mode).
     pub delivered_payloads: u64,
@@ -124,7 +125,19 @@ pub(crate) struct Job<'a> {
 
 /// Bounds on the outbox, like the spool's: a long outage must not grow it
 /// without limit.
+///
+/// Start from the defaults and change what you need, so that a bound added
+/// later keeps its default:
+///
+/// ```
+/// # use std::time::Duration;
+/// let limits = telemetry_client::OutboxLimits::default()
+///     .with_max_bytes(1024 * 1024)
+///     .with_max_age(Duration::from_secs(7 * 24 * 3600));
+/// assert_eq!(limits.max_bytes, 1024 * 1024);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OutboxLimits {
     /// Largest total size of the payload files, in bytes.
     pub max_bytes: u64,
@@ -138,6 +151,22 @@ impl Default for OutboxLimits {
             max_bytes: 4 * 1024 * 1024,
             max_age: Duration::from_secs(30 * 24 * 3600),
         }
+    }
+}
+
+impl OutboxLimits {
+    /// These limits with another largest total size, in bytes.
+    #[must_use]
+    pub const fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// These limits with another longest wait before a payload is dropped.
+    #[must_use]
+    pub const fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
     }
 }
 

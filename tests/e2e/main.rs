@@ -7,5 +7,6 @@ mod consent;
 mod delivery;
 mod hook_host;
 mod readme;
+mod testing_guard;
 mod tiers;
 mod transports;

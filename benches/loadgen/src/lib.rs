@@ -26,12 +26,14 @@
 //!   and the naive `GROUP BY` over raw events, with their query plans.
 //! - [`statsbench`]: the stats-latency benchmark: load or reuse, time, report.
 //! - [`faultproxy`]: a loopback HTTP proxy that injects faults in phases.
-//! - [`fleet`]: the fleet drill: hundreds of real client processes over
-//!   simulated days behind the fault proxy, checked against ground truth.
+//! - `fleet` (feature `drill`): the fleet drill: hundreds of real client
+//!   processes over simulated days behind the fault proxy, checked against
+//!   ground truth.
 //!
 //! The binaries `loadgen`, `overhead`, `rawsqlite`, `crashdrill`,
 //! `statsbench` and `fleetdrill` are thin command-line wrappers; `drillhost`
-//! is the fleet drill's host CLI.
+//! is the fleet drill's host CLI. `fleetdrill` and `drillhost` need the
+//! `drill` feature, the only one that turns on telemetry-client's test knobs.
 //!
 //! [`IngestPayload`]: telemetry_protocol::IngestPayload
 
@@ -39,6 +41,7 @@ pub mod cli;
 pub mod crash;
 pub mod endpoint;
 pub mod faultproxy;
+#[cfg(feature = "drill")]
 pub mod fleet;
 pub mod ingest;
 pub mod linger;

@@ -24,6 +24,7 @@ use super::{CommandError, Outcome, finish};
     version,
     after_help = "Levels: off, aggregate, anonymous, full. `DO_NOT_TRACK=1` turns every tool off."
 )]
+#[non_exhaustive]
 pub struct ConsentArgs {
     /// What to do.
     #[command(subcommand)]
@@ -66,6 +67,7 @@ pub enum MachineCommand {
 
 /// The argument of `global`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Ceiling {
     /// Cap every tool at this level.
     Level(Tier),

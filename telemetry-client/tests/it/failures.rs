@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use telemetry_client::UploadResult;
-use telemetry_client::state::ToolState;
+use telemetry_client::for_own_tests_only as internal;
 use telemetry_client::{Error, Tier};
 use telemetry_protocol::Timestamp;
 
@@ -190,7 +190,7 @@ fn a_refused_connection_backs_off_and_keeps_the_data() {
     assert_eq!(control.status().unwrap().pending, 3);
     let log = control.upload_log().unwrap();
     assert_eq!(log.last().unwrap().result, UploadResult::Failed);
-    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    let state = internal::state(&home.folders().tool_state("it-cli"));
     assert_eq!(state.failures, 1);
     assert!(state.next_attempt.unwrap() >= before);
 }
@@ -207,7 +207,7 @@ fn a_500_keeps_the_data_for_a_later_attempt() {
     collector.set_mode(Mode::Ok);
     control.flush(Duration::from_secs(20)).unwrap();
     assert_eq!(collector.unique_events("command"), 1);
-    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    let state = internal::state(&home.folders().tool_state("it-cli"));
     assert_eq!(state.failures, 0);
 }
 
@@ -219,7 +219,7 @@ fn a_429_honours_retry_after() {
     let control = t.control().unwrap();
     let before = now();
     assert!(control.flush(Duration::from_secs(20)).is_err());
-    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    let state = internal::state(&home.folders().tool_state("it-cli"));
     let wait = state.next_attempt.unwrap().unix_millis() - before.unix_millis();
     assert!(wait >= 600_000, "next attempt only {wait} ms later");
     assert_eq!(
@@ -260,7 +260,7 @@ fn only_a_final_answer_ends_a_request() {
         let paths = home.folders().tool_state("it-cli");
         let result = control.flush(Duration::from_secs(20));
         let final_answer = matches!(status, 400 | 422);
-        let state = ToolState::load(&paths);
+        let state = internal::state(&paths);
         if final_answer {
             assert_eq!(result.unwrap().rejected, 1, "{status}");
             assert_eq!(control.status().unwrap().pending, 0, "{status}");
@@ -281,7 +281,7 @@ fn only_a_final_answer_ends_a_request() {
         // The same for a deletion request.
         control.set_level(Tier::Off, Default::default()).unwrap();
         let result = control.flush(Duration::from_secs(20));
-        let state = ToolState::load(&paths);
+        let state = internal::state(&paths);
         assert_eq!(result.is_ok(), final_answer, "{status}");
         assert_eq!(
             state.pending_deletions.len(),
@@ -309,7 +309,7 @@ fn a_413_splits_the_payload_and_nothing_is_dropped() {
     assert!(collector.seen(|s| s.ingest_bytes.iter().all(|b| *b <= 2_000)));
     assert_eq!(control.status().unwrap().pending, 0);
     assert!(
-        ToolState::load(&home.folders().tool_state("it-cli"))
+        internal::state(&home.folders().tool_state("it-cli"))
             .dropped
             .is_empty()
     );
@@ -343,7 +343,7 @@ fn refused_items_of_a_delivered_payload_are_counted() {
     let report = control.flush(Duration::from_secs(20)).unwrap();
     assert_eq!(report.delivered_payloads, 1);
     assert_eq!(control.status().unwrap().pending, 0);
-    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    let state = internal::state(&home.folders().tool_state("it-cli"));
     assert_eq!(state.dropped.get("refused_items"), Some(&2));
     let last = control.upload_log().unwrap().pop().unwrap();
     assert_eq!(last.result, UploadResult::Delivered);
@@ -363,7 +363,7 @@ fn a_huge_retry_after_is_capped_and_the_state_survives() {
     assert!(control.flush(Duration::from_secs(20)).is_err());
     let paths = home.folders().tool_state("it-cli");
     let text = std::fs::read_to_string(paths.state_file()).unwrap();
-    let state: ToolState = serde_json::from_str(&text).expect("the state file parses");
+    let state = internal::parse_state(&text).expect("the state file parses");
     let wait = state.next_attempt.unwrap().unix_millis() - before.unix_millis();
     assert!(
         wait <= 24 * 3600 * 1000 + 60_000,
@@ -376,7 +376,7 @@ fn a_huge_retry_after_is_capped_and_the_state_survives() {
     collector.set_mode(Mode::Ok);
     let t = home.telemetry(MANIFEST, &collector.url);
     t.control().unwrap().flush(Duration::from_secs(20)).unwrap();
-    assert_eq!(ToolState::load(&paths).install_id, id);
+    assert_eq!(internal::state(&paths).install_id, id);
     assert_eq!(collector.unique_events("install"), 1);
 }
 
@@ -402,10 +402,11 @@ fn the_outbox_is_bounded_in_bytes_and_age_and_counts_what_it_drops() {
     let home = Home::new();
     home.consent(MANIFEST, Tier::Anonymous);
     let clock = Arc::new(telemetry_client::testing::ManualClock::new(now()));
-    let limits = OutboxLimits {
-        max_bytes: 2_000,
-        max_age: Duration::from_secs(30 * 24 * 3600),
-    };
+    // How a host builds limits: struct literals do not compile outside the
+    // crate (`#[non_exhaustive]`), so a bound added later keeps its default.
+    let limits = OutboxLimits::default()
+        .with_max_bytes(2_000)
+        .with_max_age(Duration::from_secs(30 * 24 * 3600));
     let build = || {
         telemetry_client::Telemetry::builder(MANIFEST)
             .tool_version("2.0.1")
@@ -437,7 +438,7 @@ fn the_outbox_is_bounded_in_bytes_and_age_and_counts_what_it_drops() {
         assert!(outbox_bytes() <= 2_000, "{}", outbox_bytes());
         clock.advance_millis(1_000);
     }
-    let state = ToolState::load(&paths);
+    let state = internal::state(&paths);
     let full = state.dropped.get("outbox_full").copied().unwrap_or(0);
     assert!(full > 0, "{:?}", state.dropped);
     // What is left plus what was counted is everything recorded (the
@@ -451,7 +452,7 @@ fn the_outbox_is_bounded_in_bytes_and_age_and_counts_what_it_drops() {
     // Nothing is left to send, so this may even succeed.
     let _ = t.control().unwrap().flush(Duration::from_secs(5));
     assert_eq!(t.control().unwrap().status().unwrap().pending, 0);
-    let state = ToolState::load(&paths);
+    let state = internal::state(&paths);
     assert_eq!(state.dropped.get("outbox_expired").copied(), Some(pending));
 }
 
@@ -467,7 +468,7 @@ fn drops_are_reported_once_as_aggregate_counters_of_telemetry_dropped() {
     control.flush(Duration::from_secs(20)).unwrap();
     let paths = home.folders().tool_state("it-cli");
     assert_eq!(
-        ToolState::load(&paths).dropped.get("refused_payload"),
+        internal::state(&paths).dropped.get("refused_payload"),
         Some(&3)
     );
 
@@ -475,7 +476,7 @@ fn drops_are_reported_once_as_aggregate_counters_of_telemetry_dropped() {
     collector.set_mode(Mode::Status(503));
     assert!(control.flush(Duration::from_secs(20)).is_err());
     assert_eq!(
-        ToolState::load(&paths).dropped.get("refused_payload"),
+        internal::state(&paths).dropped.get("refused_payload"),
         Some(&3)
     );
 
@@ -506,9 +507,9 @@ fn drops_are_reported_once_as_aggregate_counters_of_telemetry_dropped() {
             "refused_payload".into()
         ))
     );
-    let state = ToolState::load(&paths);
+    let state = internal::state(&paths);
     assert!(
-        state.dropped.is_empty() && state.health.is_none(),
+        state.dropped.is_empty() && !state.health_report,
         "{state:?}"
     );
     // Sent once.
@@ -529,15 +530,15 @@ fn a_refused_health_report_is_dropped_without_being_counted_again() {
     let control = t.control().unwrap();
     control.flush(Duration::from_secs(20)).unwrap();
     assert_eq!(
-        ToolState::load(&home.folders().tool_state("it-cli"))
+        internal::state(&home.folders().tool_state("it-cli"))
             .dropped
             .get("refused_payload"),
         Some(&3)
     );
     control.flush(Duration::from_secs(20)).unwrap();
-    let state = ToolState::load(&home.folders().tool_state("it-cli"));
+    let state = internal::state(&home.folders().tool_state("it-cli"));
     assert!(
-        state.dropped.is_empty() && state.health.is_none(),
+        state.dropped.is_empty() && !state.health_report,
         "{state:?}"
     );
     control.flush(Duration::from_secs(20)).unwrap();

@@ -27,7 +27,7 @@ fn a_corrupt_consent_file_fails_closed_with_exactly_one_warning() {
     assert!(out.stdout.is_empty());
     // Nothing was recorded.
     let paths = home.folders().tool_state("probe-cli");
-    assert!(telemetry_client::spool::is_empty(&paths));
+    assert!(telemetry_client::for_own_tests_only::spool_is_empty(&paths));
 
     let t = home.telemetry(PROBE_MANIFEST, "https://unused.invalid");
     let status = t.control().unwrap().status().unwrap();
@@ -74,9 +74,14 @@ fn an_unwritable_config_folder_is_an_error_naming_the_path() {
 #[test]
 fn an_unwritable_state_folder_never_breaks_the_host() {
     let home = Home::new();
-    let now = telemetry_protocol::Timestamp::from_unix_millis(0);
+    // The consent file as PRIVACY.md documents it, written by hand.
     let file = home.folders().tool_file("probe-cli");
-    telemetry_client::consent::ConsentFile::write(&file, Some(Tier::Anonymous), now).unwrap();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        "level = \"anonymous\"\nupdated = \"1970-01-01T00:00:00.000Z\"\n",
+    )
+    .unwrap();
     let state = home.folders().state;
     std::fs::create_dir_all(state.parent().unwrap()).unwrap();
     std::fs::write(&state, "").unwrap();

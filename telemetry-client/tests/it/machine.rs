@@ -1,7 +1,8 @@
 //! The machine-wide API: listing tools, setting another tool's level (with
 //! its deletion queued for that tool's next run) and the global ceiling.
 
-use telemetry_client::{Machine, Source, Tier};
+use telemetry_client::for_own_tests_only::{self as internal, Machine};
+use telemetry_client::{Source, Tier};
 
 use crate::support::{Collector, Home, MANIFEST, Mode, PROBE_MANIFEST};
 
@@ -158,7 +159,7 @@ fn a_hand_edited_downgrade_is_completed_at_the_next_start() {
     let t = home.telemetry(MANIFEST, "https://unused.invalid");
     let control = t.control().unwrap();
     assert_eq!(control.status().unwrap().install_id, None);
-    let state = telemetry_client::state::ToolState::load(&home.folders().tool_state("it-cli"));
+    let state = internal::state(&home.folders().tool_state("it-cli"));
     assert_eq!(state.install_id, None);
     assert_eq!(state.pending_deletions, [id]);
     // Opting in again starts a fresh, unlinkable id.

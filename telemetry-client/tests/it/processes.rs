@@ -7,12 +7,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use telemetry_client::Tier;
-use telemetry_client::spool::{self, Record};
+use telemetry_client::for_own_tests_only::{self as internal, Record};
 
 use crate::support::{Collector, Home, Mode, PROBE_MANIFEST, wait_until};
 
 fn command_ids(home: &Home) -> (Vec<telemetry_protocol::Uuid>, usize) {
-    let contents = spool::read(&home.folders().tool_state("probe-cli")).unwrap();
+    let contents = internal::spool(&home.folders().tool_state("probe-cli")).unwrap();
     let ids = contents
         .records
         .iter()
@@ -44,7 +44,7 @@ fn concurrent_hosts_lose_no_records() {
     assert_eq!(torn, 0);
     assert_eq!(ids.len(), 400);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 400);
-    let records = spool::read(&home.folders().tool_state("probe-cli"))
+    let records = internal::spool(&home.folders().tool_state("probe-cli"))
         .unwrap()
         .records;
     let installs = records
@@ -271,7 +271,9 @@ fn do_not_track_wins_over_a_stored_full() {
         assert!(out.status.success());
         assert!(out.stderr.is_empty());
     }
-    assert!(spool::is_empty(&home.folders().tool_state("probe-cli")));
+    assert!(internal::spool_is_empty(
+        &home.folders().tool_state("probe-cli")
+    ));
     assert_eq!(collector.requests(), 0);
 }
 
@@ -316,7 +318,7 @@ fn a_host_does_not_wait_for_a_busy_data_lock() {
     assert_eq!(collector.unique_events("command"), 4);
     assert!(collector.event_ids().values().all(|&n| n == 1));
     assert!(
-        spool::is_empty(&paths),
+        internal::spool_is_empty(&paths),
         "the side file is gone once packaged"
     );
 }

@@ -3,7 +3,7 @@
 
 use rexpect::process::WaitStatus;
 use rexpect::session::{PtySession, spawn_command};
-use telemetry_client::spool::Record;
+use telemetry_client::for_own_tests_only::{self as internal, Record};
 
 use crate::cli::{HOST, isolated, status_json};
 use crate::support::Home;
@@ -80,9 +80,9 @@ fn opting_in_at_the_prompt_counts_the_rest_of_that_run() {
     let (_, code) = finish(p);
     assert_eq!(code, 0);
     let paths = home.folders().tool_state("host-cli");
-    let state = telemetry_client::state::ToolState::load(&paths);
+    let state = internal::state(&paths);
     let id = state.install_id.expect("an install id");
-    let mut names: Vec<String> = telemetry_client::spool::read(&paths)
+    let mut names: Vec<String> = internal::spool(&paths)
         .unwrap()
         .records
         .into_iter()
@@ -110,10 +110,7 @@ fn opting_in_at_the_prompt_counts_the_rest_of_that_run() {
     // The next run does not ask again, and the setup is not counted twice.
     let (text, _) = finish(spawn(&home, &["init"], &[]));
     assert!(!text.contains("Share usage data"), "{text}");
-    assert_eq!(
-        telemetry_client::spool::read(&paths).unwrap().records.len(),
-        4
-    );
+    assert_eq!(internal::spool(&paths).unwrap().records.len(), 4);
 }
 
 /// Answering `aggregate` counts the command that asked.
@@ -127,7 +124,7 @@ fn opting_in_to_aggregate_counts_the_command_that_asked() {
     let (_, code) = finish(p);
     assert_eq!(code, 0);
     let paths = home.folders().tool_state("host-cli");
-    let events: Vec<String> = telemetry_client::spool::read(&paths)
+    let events: Vec<String> = internal::spool(&paths)
         .unwrap()
         .records
         .into_iter()
@@ -328,7 +325,7 @@ fn an_unanswered_prompt_ends_stores_nothing_and_stays_quiet() {
     let (_, code) = finish(p);
     assert_eq!(code, 0);
     assert!(!tool_file(&home).exists());
-    let state = telemetry_client::state::ToolState::load(&home.folders().tool_state("host-cli"));
+    let state = internal::state(&home.folders().tool_state("host-cli"));
     assert!(state.prompt_asked_at.is_some());
     let (text, _) = finish(spawn(&home, &["greet"], &quick));
     assert!(

@@ -1,6 +1,7 @@
 //! The fleet drill of issue 13. Run the short form with
-//! `cargo run -p loadgen --bin fleetdrill` (after `cargo build -p loadgen`,
-//! which builds the `drillhost` it starts), the long form with `--long`.
+//! `cargo run -p loadgen --features drill --bin fleetdrill` (after
+//! `cargo build -p loadgen --features drill`, which builds the `drillhost`
+//! it starts), the long form with `--long`.
 //!
 //! It runs hundreds of installs as real processes over simulated days behind
 //! a fault-injecting proxy in front of a real collector, then compares what
