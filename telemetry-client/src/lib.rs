@@ -214,12 +214,13 @@
 //! - `cli/` (feature `cli`): the subcommand, the prompt and `telemetry-consent`.
 //! - `testing.rs` (feature `testing`): the test knobs.
 //! - `macro_support.rs` (hidden): what the code `manifest!` generates names.
-//! - `for_own_tests_only.rs` (hidden, feature `test-bins`): what this
-//!   crate's own integration tests read beside the API.
+//! - `for_own_tests_only.rs` (hidden, `testing::for_own_tests_only`, feature
+//!   `test-bins`): what this crate's own integration tests read beside the API.
 //!
 //! All but `cli` and `testing` are private (`macro_support` is public only
-//! for the code `manifest!` generates, and `for_own_tests_only` only for
-//! this crate's tests; both hidden): no file format is part of the API.
+//! for the code `manifest!` generates, and `testing::for_own_tests_only`
+//! only for this crate's tests; both hidden): no file format is part of the
+//! API.
 
 // The crate docs show a `#[test]` for authors to copy into their own suite;
 // the doctest runs its body on a hidden line.
@@ -252,7 +253,7 @@ pub mod testing;
 
 mod clock;
 // These private modules still declare their items `pub`; none of it reaches
-// beyond the crate, except what `for_own_tests_only` re-exports.
+// beyond the crate, except what `testing::for_own_tests_only` re-exports.
 #[allow(unreachable_pub)]
 mod consent;
 #[allow(unreachable_pub)]
@@ -278,14 +279,6 @@ mod transport;
 mod upload;
 #[allow(unreachable_pub)]
 mod upload_log;
-
-// What this crate's own integration tests reach beside the API (feature
-// `test-bins`, which only this crate's dev-dependency on itself turns on):
-// the machine-wide management and read-only views of the spool and state.
-// Hidden, and no part of the API; the one place `test-bins` opens anything.
-#[cfg(feature = "test-bins")]
-#[doc(hidden)]
-pub mod for_own_tests_only;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -1654,11 +1647,11 @@ min_tier = "anonymous"
         assert!(!env.folders.state.exists());
     }
 
-    /// The public surface stays small: two modules and the hidden support
-    /// module of `manifest!`, and only types, traits, constants and the
-    /// `manifest!` macro at the root (any other lower-case name there would
-    /// be a module or a function re-exported by accident). Of the two hidden
-    /// modules, `for_own_tests_only` exists only with `test-bins`.
+    /// The public surface stays small, whatever the features: two modules
+    /// and the hidden support module of `manifest!`, and only types, traits,
+    /// constants and the `manifest!` macro at the root (any other lower-case
+    /// name there would be a module or a function re-exported by accident).
+    /// What the crate's own tests read sits inside `testing`.
     #[test]
     fn the_root_exports_few_modules_and_no_other_module() {
         let src = include_str!("lib.rs");
@@ -1667,10 +1660,7 @@ min_tier = "anonymous"
             .filter_map(|l| l.strip_prefix("pub mod "))
             .map(|l| l.trim_end_matches(';'))
             .collect();
-        assert_eq!(
-            modules,
-            ["cli", "testing", "macro_support", "for_own_tests_only"]
-        );
+        assert_eq!(modules, ["cli", "testing", "macro_support"]);
         for item in src.split("\npub use ").skip(1) {
             let item = item.split(';').next().unwrap_or_default();
             let names = item.rsplit("::").next().unwrap_or_default();
@@ -1692,11 +1682,10 @@ min_tier = "anonymous"
     /// needs it.
     #[test]
     fn test_bins_opens_one_hidden_module_with_only_what_the_tests_need() {
-        let lib = include_str!("lib.rs");
         let gate = "#[cfg(feature = \"test-bins\")]";
-        let gated: Vec<&str> = lib
-            .split(gate)
-            .skip(1)
+        let gated: Vec<&str> = [include_str!("lib.rs"), include_str!("testing.rs")]
+            .into_iter()
+            .flat_map(|src| src.split(gate).skip(1))
             .map(|rest| {
                 let mut lines = rest.lines().map(str::trim);
                 lines

@@ -108,3 +108,14 @@ pub use telemetry_protocol::Timestamp;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::env::UPLOADER_MARKER;
 pub use crate::folders::Folders;
+
+// What this crate's own integration tests reach beside the API (feature
+// `test-bins`, which only this crate's dev-dependency on itself turns on):
+// the machine-wide management and read-only views of the spool and state.
+// Hidden, and no part of the API; the one place `test-bins` opens anything.
+// Inside `testing`, so the crate root has the same modules whatever the
+// features.
+#[cfg(feature = "test-bins")]
+#[doc(hidden)]
+#[path = "for_own_tests_only.rs"]
+pub mod for_own_tests_only;

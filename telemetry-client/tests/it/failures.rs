@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use telemetry_client::UploadResult;
-use telemetry_client::for_own_tests_only as internal;
+use telemetry_client::testing::for_own_tests_only as internal;
 use telemetry_client::{Error, Tier};
 use telemetry_protocol::Timestamp;
 

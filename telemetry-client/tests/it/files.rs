@@ -27,7 +27,7 @@ fn a_corrupt_consent_file_fails_closed_with_exactly_one_warning() {
     assert!(out.stdout.is_empty());
     // Nothing was recorded.
     let paths = home.folders().tool_state("probe-cli");
-    assert!(telemetry_client::for_own_tests_only::spool_is_empty(&paths));
+    assert!(telemetry_client::testing::for_own_tests_only::spool_is_empty(&paths));
 
     let t = home.telemetry(PROBE_MANIFEST, "https://unused.invalid");
     let status = t.control().unwrap().status().unwrap();

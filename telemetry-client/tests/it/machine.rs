@@ -1,7 +1,7 @@
 //! The machine-wide API: listing tools, setting another tool's level (with
 //! its deletion queued for that tool's next run) and the global ceiling.
 
-use telemetry_client::for_own_tests_only::{self as internal, Machine};
+use telemetry_client::testing::for_own_tests_only::{self as internal, Machine};
 use telemetry_client::{Source, Tier};
 
 use crate::support::{Collector, Home, MANIFEST, Mode, PROBE_MANIFEST};

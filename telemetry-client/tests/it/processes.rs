@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use telemetry_client::Tier;
-use telemetry_client::for_own_tests_only::{self as internal, Record};
+use telemetry_client::testing::for_own_tests_only::{self as internal, Record};
 
 use crate::support::{Collector, Home, Mode, PROBE_MANIFEST, wait_until};
 

@@ -3,7 +3,7 @@
 
 use rexpect::process::WaitStatus;
 use rexpect::session::{PtySession, spawn_command};
-use telemetry_client::for_own_tests_only::{self as internal, Record};
+use telemetry_client::testing::for_own_tests_only::{self as internal, Record};
 
 use crate::cli::{HOST, isolated, status_json};
 use crate::support::Home;
