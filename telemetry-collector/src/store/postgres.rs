@@ -26,6 +26,10 @@
 //! Strings are stored as text rather than through a dictionary table: a shared
 //! dictionary would be one more contended table for every writer.
 //!
+//! Reads go through a few read connections of their own (see `Reader`), so
+//! that the independent queries of one stats read run side by side on the
+//! server instead of one after another on a single session.
+//!
 //! Every collector on one database must hash install ids with the same key.
 //! When the config names a `pseudonym_key_file`, a fingerprint of the key (a
 //! keyed hash of a fixed message, which reveals nothing about the key) is kept
@@ -240,8 +244,11 @@ const MIGRATIONS: &[&str] = &[
     // partial index holds only the `install` cells, one per day and
     // version, OS and arch, so it costs ingest nothing for other events.
     // It leaves `count` out, so that the counter upserts stay HOT updates.
+    // `IF NOT EXISTS`, so that a schema version set back by hand (as after
+    // restoring a dump over newer tables) migrates again without failing.
     r#"
-    CREATE INDEX daily_counters_installs ON daily_counters (project) WHERE event = 'install';
+    CREATE INDEX IF NOT EXISTS daily_counters_installs ON daily_counters (project)
+        WHERE event = 'install';
     "#,
 ];
 
@@ -2068,7 +2075,7 @@ mod tests {
         );
         let index = MIGRATIONS
             .iter()
-            .find(|m| m.contains("CREATE INDEX daily_counters_installs"))
+            .find(|m| m.contains("daily_counters_installs ON daily_counters"))
             .expect("the migration that adds the index");
         assert!(index.contains(&format!("WHERE {predicate}")), "{index}");
     }
