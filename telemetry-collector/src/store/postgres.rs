@@ -291,7 +291,7 @@ pub struct PostgresStore {
     jobs: mpsc::Sender<Msg>,
     /// The store's own runtime, which owns every connection.
     runtime: tokio::runtime::Handle,
-    /// The connection stats read through, replaced when it breaks.
+    /// The connections stats read through, each replaced when it breaks.
     reader: Arc<Reader>,
     /// Commit counters the writer updates.
     timing: Arc<CommitTiming>,
@@ -541,7 +541,9 @@ impl PostgresStore {
         })
     }
 
-    /// Runs `f` with the read connection on the store's runtime.
+    /// Runs `f` with a read connection of its own on the store's runtime,
+    /// started at once (before the returned future is polled), so reads
+    /// issued together run side by side.
     fn read<T, F, Fut>(&self, f: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
@@ -1996,7 +1998,7 @@ impl Store for PostgresStore {
     fn keep_released(&self, cells: Vec<ReleasedCell>) -> StoreFuture<'_, ()> {
         // One statement, so all the cells are kept or none; a cell another
         // collector kept first wins. Releases are rare and small, so they
-        // use the read connection rather than the ingest queue.
+        // use a read connection rather than the ingest queue.
         self.read(move |client| async move {
             let column = |f: fn(&ReleasedCell) -> String| cells.iter().map(f).collect::<Vec<_>>();
             let projects = column(|c| c.project.clone());
