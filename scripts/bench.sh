@@ -25,6 +25,11 @@
 #      (down, refuse, blackhole, 500, 503 and 429 with Retry-After, 413,
 #      slow, reset mid-response), then what the collector holds against what
 #      each process recorded and each user chose.
+#   8. ingest on PostgreSQL (issue 20; only when BENCH_SECTIONS names
+#      `pgingest`): loadgen with batches of 100 at `anonymous` against one
+#      collector on a PostgreSQL database, then two collectors sharing one,
+#      against the same rows written directly through tokio-postgres
+#      (rawpostgres), with the SQLite collector's figure in the same run.
 # It prints one results table (also written to $BENCH_OUT/results.md).
 #
 # Usage: scripts/bench.sh [--no-build]
@@ -68,8 +73,11 @@
 #   BENCH_CRASH_KILLS     SIGKILLs in the crash drill                  [10]
 #   BENCH_FLEET_ARGS      extra arguments of the fleet drill           [""]
 #   BENCH_SECTIONS        the parts to run, comma-separated, from sizes, track,
-#                         peers, hook, demo, ingest, crash, stats, fleet
-#                                                                    [all of them]
+#                         peers, hook, demo, ingest, crash, stats, fleet,
+#                         pgingest                 [all of them but pgingest]
+#   BENCH_POSTGRES        the database the `pgingest` section writes into, a
+#                         fresh schema per cell (needs psql to make them)
+#                             [postgres://postgres@127.0.0.1:5432/ingestbench]
 #   CONSENT_TOOL          telemetry-consent, sets toolkit-cli's level
 #                                   [$CARGO_TARGET_DIR/release/telemetry-consent]
 set -euo pipefail
@@ -107,6 +115,8 @@ CONSENT_TOOL="${CONSENT_TOOL:-$RELEASE_BIN/telemetry-consent}"
 OVERHEAD="$RELEASE_BIN/overhead"
 LOADGEN="$RELEASE_BIN/loadgen"
 RAWSQLITE="$RELEASE_BIN/rawsqlite"
+RAWPOSTGRES="$RELEASE_BIN/rawpostgres"
+BENCH_POSTGRES="${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/ingestbench}"
 CRASHDRILL="$RELEASE_BIN/crashdrill"
 CRASH_KILLS="${BENCH_CRASH_KILLS:-10}"
 STATSBENCH="$RELEASE_BIN/statsbench"
@@ -118,13 +128,18 @@ RESULTS="$OUT/results.md"
 : >"$RESULTS"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")"
 COLLECTOR_PID=""
+# The second collector of the PostgreSQL cells, when one runs.
+SECOND_PID=""
 
 cleanup() {
-    # Only the collector this script started, by its pid.
-    if [[ -n "$COLLECTOR_PID" ]]; then
-        kill "$COLLECTOR_PID" 2>/dev/null || true
-        wait "$COLLECTOR_PID" 2>/dev/null || true
-    fi
+    # Only the collectors this script started, by their pids.
+    local pid
+    for pid in "$COLLECTOR_PID" "$SECOND_PID"; do
+        if [[ -n "$pid" ]]; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -479,14 +494,21 @@ overhead_demo_cli() {
 # a fresh database and the rate limit off; sets COLLECTOR_URL and COLLECTOR_PID
 # (globals, so it must not run in a subshell).
 COLLECTOR_URL=""
+# collector_start [DB KEY]: a collector on a fresh SQLite file, or on the
+# database URL DB with the pseudonym key file KEY (shared by the collectors
+# of one PostgreSQL database).
 collector_start() {
     COLLECTOR_URL=""
-    local port dir
+    local port dir db key_line=""
     dir="$(mktemp -d "$WORK/collector.XXXXXX")"
+    db="${1:-$dir/telemetry.db}"
+    [[ -n "${2:-}" ]] && key_line="pseudonym_key_file = \"$2\""
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     cat >"$dir/config.toml" <<EOF
 listen = "127.0.0.1:$port"
-db = "$dir/telemetry.db"
+db = "$db"
+admin_token_file = "$dir/admin-token"
+$key_line
 [rate_limit]
 requests_per_minute = 0
 EOF
@@ -655,8 +677,104 @@ stats_latency() {
     out ""
 }
 
+# pg_schema NAME: a fresh, empty schema NAME in $BENCH_POSTGRES; prints the
+# URL whose connections use it.
+pg_schema() {
+    psql -q -v ON_ERROR_STOP=1 "$BENCH_POSTGRES" \
+        -c "DROP SCHEMA IF EXISTS $1 CASCADE" -c "CREATE SCHEMA $1" >/dev/null || return 1
+    local sep='?'
+    [[ "$BENCH_POSTGRES" == *'?'* ]] && sep='&'
+    printf '%s%soptions=-csearch_path%%3D%s' "$BENCH_POSTGRES" "$sep" "$1"
+}
+
+# loadgen_json URL REQUESTS: one anonymous batch-100 cell, as one JSON line.
+loadgen_json() {
+    timeout $((LOAD_SECS + 60)) "$LOADGEN" --url "$1" --tier anonymous --batch 100 \
+        --concurrency "$CONCURRENCY" --requests "$2" --duration-secs "$LOAD_SECS" \
+        --project loadgen --json
+}
+
+# pg_ingest: issue 20's ingest cells on PostgreSQL against SQLite's, one run.
+pg_ingest() {
+    out "## Ingest on PostgreSQL (issue 20: anonymous, batches of 100, $CONCURRENCY connections per collector)"
+    out ""
+    if [[ ! -x "$COLLECTOR" || ! -x "$LOADGEN" || ! -x "$RAWPOSTGRES" ]]; then
+        skip "the collector, loadgen or rawpostgres is not built"
+        return
+    fi
+    if ! psql -qAt "$BENCH_POSTGRES" -c "SELECT 1" >/dev/null 2>&1; then
+        skip "no PostgreSQL database at BENCH_POSTGRES (create it first)"
+        return
+    fi
+    out "Each cell: at most $LOAD_REQUESTS requests per collector or ${LOAD_SECS}s, a fresh database or schema; PostgreSQL at ${BENCH_POSTGRES%%\?*} ($(psql -qAt "$BENCH_POSTGRES" -c 'SHOW server_version'))."
+    out ""
+    out "| cell | events/s | requests/s | p50 ms | p99 ms | 2xx | non-2xx | transport errors |"
+    out "|---|---|---|---|---|---|---|---|"
+    local row='import json, sys
+rs = [json.loads(l) for l in sys.stdin if l.strip()]
+ev = sum(r["events_ok"] for r in rs); secs = max(r["elapsed_secs"] for r in rs)
+req = sum(r["ok"] for r in rs)
+bad = sum(sum(r["non_2xx"].values()) for r in rs)
+print("| %s | %.0f | %.0f | %s | %s | %d | %d | %d |" % (sys.argv[1], ev / secs, req / secs,
+      " / ".join("%.2f" % r["latency_p50_ms"] for r in rs),
+      " / ".join("%.2f" % r["latency_p99_ms"] for r in rs), req, bad,
+      sum(r["transport_errors"] for r in rs)))'
+    log "pg ingest: SQLite, one collector"
+    collector_start && loadgen_json "$COLLECTOR_URL" "$LOAD_REQUESTS" \
+        | python3 -c "$row" "SQLite, one collector" | tee -a "$RESULTS"
+    collector_stop
+    local url key="$WORK/pg-pseudonym-key"
+    log "pg ingest: PostgreSQL, one collector"
+    if url="$(pg_schema pgingest_one)" && collector_start "$url" "$key"; then
+        loadgen_json "$COLLECTOR_URL" "$LOAD_REQUESTS" \
+            | python3 -c "$row" "PostgreSQL, one collector" | tee -a "$RESULTS"
+    else
+        out "| PostgreSQL, one collector | failed to start |"
+    fi
+    collector_stop
+    log "pg ingest: PostgreSQL, two collectors on one database"
+    if url="$(pg_schema pgingest_two)" && collector_start "$url" "$key"; then
+        local first="$COLLECTOR_URL" first_pid="$COLLECTOR_PID"
+        if collector_start "$url" "$key"; then
+            SECOND_PID="$COLLECTOR_PID"
+            COLLECTOR_PID="$first_pid"
+            { loadgen_json "$first" "$LOAD_REQUESTS" & loadgen_json "$COLLECTOR_URL" "$LOAD_REQUESTS"; wait; } \
+                | python3 -c "$row" "PostgreSQL, two collectors (events/s of both; p50 and p99 of each)" \
+                | tee -a "$RESULTS"
+            kill -TERM "$SECOND_PID" 2>/dev/null || true
+            wait "$SECOND_PID" 2>/dev/null || true
+            SECOND_PID=""
+        else
+            COLLECTOR_PID="$first_pid"
+            out "| PostgreSQL, two collectors | the second failed to start |"
+        fi
+    else
+        out "| PostgreSQL, two collectors | failed to start |"
+    fi
+    collector_stop
+    out ""
+    out "Direct reference (rawpostgres: the same rows through tokio-postgres, one connection, a fresh schema, one multi-row statement per table per transaction, synchronous_commit on):"
+    out ""
+    "$RAWPOSTGRES" --header | tee -a "$RESULTS"
+    local per_txn
+    for per_txn in 100 10000; do
+        log "pg ingest: rawpostgres, $per_txn events per transaction"
+        timeout $((LOAD_SECS + 60)) "$RAWPOSTGRES" --url "$BENCH_POSTGRES" --batch 100 \
+            --per-txn "$per_txn" --events "$RAW_EVENTS" --duration-secs "$LOAD_SECS" --row \
+            | tee -a "$RESULTS" || out "| anonymous | $per_txn | rawpostgres failed (exit $?) |"
+    done
+    psql -q "$BENCH_POSTGRES" -c "DROP SCHEMA IF EXISTS pgingest_one CASCADE" \
+        -c "DROP SCHEMA IF EXISTS pgingest_two CASCADE" >/dev/null 2>&1 || true
+    out ""
+}
+
 # wanted SECTION: whether BENCH_SECTIONS asks for it (all when unset).
 wanted() {
+    if [[ "$1" == pgingest ]]; then
+        # It needs a PostgreSQL server, so it runs only when asked for.
+        [[ ",${BENCH_SECTIONS:-}," == *",$1,"* ]]
+        return
+    fi
     [[ -z "${BENCH_SECTIONS:-}" || ",$BENCH_SECTIONS," == *",$1,"* ]]
 }
 
@@ -717,6 +835,7 @@ main() {
     wanted crash && crash_drill
     wanted stats && stats_latency
     wanted fleet && fleet_drill
+    wanted pgingest && pg_ingest
     out "Suite time: $((SECONDS - start)) s"
     log "done; results in $RESULTS"
     printf '\n' >&2

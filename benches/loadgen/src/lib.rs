@@ -17,6 +17,8 @@
 //!   median wall time of each and their median difference.
 //! - [`linger`]: finds the processes (children included) a run left behind.
 //! - [`raw`]: the raw-SQLite baseline: the collector's rows written directly.
+//! - [`rawpg`]: the same for PostgreSQL: the PostgreSQL collector's rows
+//!   written straight through `tokio-postgres` in batched transactions.
 //! - [`stats`]: medians and percentiles.
 //! - [`crash`]: the crash drill: SIGKILLs a collector under load, restarts
 //!   it, and checks nothing acknowledged is lost or counted twice.
@@ -30,7 +32,7 @@
 //!   processes over simulated days behind the fault proxy, checked against
 //!   ground truth.
 //!
-//! The binaries `loadgen`, `overhead`, `rawsqlite`, `crashdrill`,
+//! The binaries `loadgen`, `overhead`, `rawsqlite`, `rawpostgres`, `crashdrill`,
 //! `statsbench` and `fleetdrill` are thin command-line wrappers; `drillhost`
 //! is the fleet drill's host CLI. `fleetdrill` and `drillhost` need the
 //! `drill` feature, the only one that turns on telemetry-client's test knobs.
@@ -48,6 +50,7 @@ pub mod linger;
 pub mod overhead;
 pub mod payload;
 pub mod raw;
+pub mod rawpg;
 pub mod stats;
 pub mod statsbench;
 pub mod statsload;

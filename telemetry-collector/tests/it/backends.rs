@@ -990,6 +990,73 @@ async fn the_postgres_migration_fills_the_retention_matrix_ingest_would_have_kep
     assert_eq!(orphans, 0);
 }
 
+#[tokio::test]
+async fn the_postgres_migration_adds_the_install_count_index_to_an_existing_database() {
+    let Some(pg) = PgSchema::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pg.config(dir.path());
+    let state = state(&cfg);
+    let installs = |n: i32| {
+        (0..n)
+            .map(|d| event_on("install", -d))
+            .chain([event_on("active", -1)])
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ingest(&state, &anonymous(new_id(), installs(3))).await.0,
+        StatusCode::OK
+    );
+    state.store().close().await.unwrap();
+    drop(state);
+    // The same database as schema 6 left it: no index yet.
+    let client = pg_connect(&pg.url).await.unwrap();
+    client
+        .batch_execute("DROP INDEX daily_counters_installs; UPDATE schema_version SET version = 6;")
+        .await
+        .unwrap();
+    let state = self::state(&cfg);
+    assert_eq!(
+        ingest(&state, &anonymous(new_id(), installs(2))).await.0,
+        StatusCode::OK
+    );
+    let today = telemetry_collector::ingest::today();
+    let input = state
+        .store()
+        .stats_input("demo", today, today)
+        .await
+        .unwrap();
+    state.store().close().await.unwrap();
+    assert_eq!(
+        input.installs_all_time, 5,
+        "installs before and after the migration"
+    );
+    let version: i64 = client
+        .query_one("SELECT version FROM schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, postgres::SCHEMA_VERSION);
+    // The store's all-time install count can use it: with sequential scans
+    // priced out, the plan of the same query reads the partial index.
+    let plan = client
+        .simple_query(
+            "SET enable_seqscan = off; EXPLAIN SELECT COALESCE(SUM(count), 0)::BIGINT \
+             FROM daily_counters WHERE project = 'demo' AND event = 'install'",
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("daily_counters_installs"), "{plan}");
+}
+
 /// A loopback TCP relay to the PostgreSQL server that the test can cut (every
 /// connection closed, nothing accepted) and restore on the same port.
 struct Relay {
