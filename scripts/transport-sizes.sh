@@ -5,7 +5,7 @@
 # crate would build it. Prints a Markdown table for docs/benchmarks.md.
 #
 #   scripts/transport-sizes.sh                # all rows
-#   scripts/transport-sizes.sh curl reqwest   # some rows: ureq curl
+#   scripts/transport-sizes.sh curl reqwest   # some rows: ureq curl typed
 #                                             # aws-lc-rs reqwest own-rustls
 #
 # Pairs: each "with the client" row is compared with the host alone built
@@ -40,6 +40,7 @@ echo "| host | features | host alone | with the client | added |"
 echo "|---|---|---|---|---|"
 want_row ureq && row "one-line" alone "" ureq ureq
 want_row curl && row "one-line" alone "" curl curl
+want_row typed && row "one-line, on \`manifest!\`" alone "" curl-typed curl,typed
 want_row aws-lc-rs && row "one-line" alone "" ureq-aws-lc-rs ureq-aws-lc-rs
 want_row reqwest && row "one-line, with its own reqwest 0.13" own-reqwest own-reqwest reqwest own-reqwest,reqwest
 want_row own-rustls && row "one-line, with its own rustls (aws-lc-rs)" own-rustls own-rustls rustls-awslc own-rustls,ureq-aws-lc-rs

@@ -291,7 +291,7 @@ impl<'a> Control<'a> {
         match stored {
             Ok(true) => crate::detach::start_now(self.core),
             Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "cannot store the deletion endpoint"),
+            Err(e) => crate::log::debug!(error = %e, "cannot store the deletion endpoint"),
         }
     }
 
@@ -776,7 +776,9 @@ impl Machine {
             });
             match sent {
                 Ok(n) => delivered += n,
-                Err(e) => tracing::debug!(tool = %tool.tool, error = %e, "cannot send deletions"),
+                Err(e) => {
+                    crate::log::debug!(tool = %tool.tool, error = %e, "cannot send deletions")
+                }
             }
         }
         Ok(delivered)

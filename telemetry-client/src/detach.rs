@@ -42,7 +42,7 @@ pub(crate) fn after_run(core: &Core) {
         // in-process is the only way they reach this terminal. Nothing on
         // disk changes.
         if let Err(e) = core.job(paths).preview(core.drain_buffer()) {
-            tracing::debug!(error = %e, "debug print failed");
+            crate::log::debug!(error = %e, "debug print failed");
         }
         return;
     }
@@ -59,7 +59,7 @@ pub(crate) fn after_run(core: &Core) {
         return;
     }
     if let Err(why) = transport::check_endpoint(&core.endpoint) {
-        tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
+        crate::log::debug!(endpoint = %core.endpoint, "not uploading: {why}");
         return;
     }
     match Lock::try_acquire(&paths.uploader_lock()) {
@@ -90,7 +90,7 @@ pub(crate) fn after_run(core: &Core) {
     match claimed {
         Ok(true) => spawn(&core.manifest.project),
         Ok(false) => {}
-        Err(e) => tracing::debug!(error = %e, "cannot schedule an upload"),
+        Err(e) => crate::log::debug!(error = %e, "cannot schedule an upload"),
     }
 }
 
@@ -132,7 +132,7 @@ pub(crate) fn start_now(core: &Core) {
         return;
     }
     if let Err(why) = transport::check_endpoint(&core.endpoint) {
-        tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
+        crate::log::debug!(endpoint = %core.endpoint, "not uploading: {why}");
         return;
     }
     spawn(&core.manifest.project);
@@ -149,7 +149,7 @@ pub(crate) fn spawn_with(tool: &str, args: &[&str]) {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            tracing::debug!(error = %e, "cannot find the host binary to start the uploader");
+            crate::log::debug!(error = %e, "cannot find the host binary to start the uploader");
             return;
         }
     };
@@ -161,7 +161,7 @@ pub(crate) fn spawn_with(tool: &str, args: &[&str]) {
         .and_then(|dir| dir.file_name())
         .is_some_and(|name| name == "deps")
     {
-        tracing::debug!("running inside a test harness; not starting the uploader");
+        crate::log::debug!("running inside a test harness; not starting the uploader");
         return;
     }
     let mut cmd = Command::new(exe);
@@ -192,7 +192,7 @@ pub(crate) fn spawn_with(tool: &str, args: &[&str]) {
             lower_priority_of(&child);
             children.push(child);
         }
-        Err(e) => tracing::debug!(error = %e, "cannot start the uploader"),
+        Err(e) => crate::log::debug!(error = %e, "cannot start the uploader"),
     }
 }
 
@@ -211,7 +211,7 @@ fn lower_priority_of(child: &std::process::Child) {
     {
         let pid = rustix::process::Pid::from_child(child);
         if let Err(e) = rustix::process::setpriority_process(Some(pid), UPLOADER_NICE) {
-            tracing::debug!(error = %e, "cannot lower the uploader's priority");
+            crate::log::debug!(error = %e, "cannot lower the uploader's priority");
         }
     }
 }
@@ -224,7 +224,7 @@ fn lower_priority_of(child: &std::process::Child) {
 pub(crate) fn lower_priority() {
     #[cfg(unix)]
     if let Err(e) = rustix::process::setpriority_process(None, UPLOADER_NICE) {
-        tracing::debug!(error = %e, "cannot lower the uploader's priority");
+        crate::log::debug!(error = %e, "cannot lower the uploader's priority");
     }
 }
 
@@ -245,11 +245,11 @@ fn arm_budget() {
             .name("uploader-budget".to_owned())
             .spawn(|| {
                 std::thread::sleep(UPLOADER_BUDGET);
-                tracing::debug!("the uploader's time is up; what is left goes with a later one");
+                crate::log::debug!("the uploader's time is up; what is left goes with a later one");
                 std::process::exit(0);
             });
         if let Err(e) = spawned {
-            tracing::debug!(error = %e, "cannot start the uploader's watchdog");
+            crate::log::debug!(error = %e, "cannot start the uploader's watchdog");
         }
     }
 }
@@ -292,13 +292,13 @@ pub(crate) fn run_uploader(core: &Core) {
 fn upload_rounds(core: &Core) {
     let Some(paths) = &core.paths else { return };
     if let Err(why) = transport::check_endpoint(&core.endpoint) {
-        tracing::debug!(endpoint = %core.endpoint, "not uploading: {why}");
+        crate::log::debug!(endpoint = %core.endpoint, "not uploading: {why}");
         return;
     }
     let http = match Http::new(&core.endpoint, REQUEST_TIMEOUT.min(UPLOADER_BUDGET)) {
         Ok(http) => http,
         Err(e) => {
-            tracing::debug!(error = %e, "cannot build the HTTP client");
+            crate::log::debug!(error = %e, "cannot build the HTTP client");
             return;
         }
     };
@@ -324,7 +324,7 @@ fn upload_rounds(core: &Core) {
         if core.level() > Tier::Off
             && let Err(e) = job.stage()
         {
-            tracing::debug!(error = %e, "cannot package the spool");
+            crate::log::debug!(error = %e, "cannot package the spool");
         }
         let report = job.send(&http, DEADLINE.get().copied());
         drop(guard);
@@ -332,7 +332,7 @@ fn upload_rounds(core: &Core) {
             Ok(report) if report.failure.is_none() => {}
             Ok(_) => return,
             Err(e) => {
-                tracing::debug!(error = %e, "upload failed");
+                crate::log::debug!(error = %e, "upload failed");
                 return;
             }
         }

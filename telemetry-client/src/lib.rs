@@ -10,8 +10,8 @@
 //!
 //! Recording never fails, never panics and never prints: a mistake (an
 //! undeclared event or prop, a value that does not fit, a bad
-//! `tool_version`) is dropped, logged through `tracing` at debug level and
-//! counted in [`Telemetry::diagnostics`], which your tests can check.
+//! `tool_version`) is dropped, logged through `tracing` at debug level
+//! (feature `debug-log`, on by default) and counted in [`Telemetry::diagnostics`], which your tests can check.
 //!
 //! # Building the handle
 //!
@@ -211,6 +211,7 @@
 //!   subcommand, and the machine-wide management behind `telemetry-consent`
 //!   (private: every tool's consent is the user's to change, not a host's).
 //! - `clock.rs`: the injectable clock.
+//! - `log.rs`: the debug-level log lines (feature `debug-log`).
 //! - `cli/` (feature `cli`): the subcommand, the prompt and `telemetry-consent`.
 //! - `testing.rs` (feature `testing`): the test knobs.
 //! - `macro_support.rs` (hidden): what the code `manifest!` generates names.
@@ -264,6 +265,7 @@ mod error;
 mod files;
 mod folders;
 mod ids;
+mod log;
 mod mistakes;
 // What the code `manifest!` generates names; hidden, no part of the API.
 #[doc(hidden)]
@@ -343,8 +345,16 @@ pub struct Builder {
 /// Where a builder's manifest comes from.
 #[derive(Debug)]
 enum ManifestSource {
-    /// TOML text, parsed only when something will be recorded.
-    Text(String),
+    /// TOML text, parsed only when something will be recorded, with the
+    /// parser [`Telemetry::builder`] names. Only that function refers to
+    /// `Manifest::parse`, so a host that never calls it (one on `manifest!`)
+    /// links no TOML manifest parser: about 0.27 MiB of the binary.
+    Text {
+        /// The manifest's text.
+        text: String,
+        /// `Manifest::parse`.
+        parse: fn(&str) -> Result<Manifest, ManifestError>,
+    },
     /// The static `manifest!` generates, checked when the host was compiled.
     Compiled(&'static CompiledManifest),
 }
@@ -353,14 +363,14 @@ impl ManifestSource {
     /// The project name, if it can be had without parsing.
     fn project(&self) -> Option<&str> {
         match self {
-            ManifestSource::Text(text) => telemetry_protocol::manifest::peek_project(text),
+            ManifestSource::Text { text, .. } => telemetry_protocol::manifest::peek_project(text),
             ManifestSource::Compiled(compiled) => Some(compiled.project),
         }
     }
 
     fn load(&self) -> Result<Manifest, ManifestError> {
         match self {
-            ManifestSource::Text(text) => Manifest::parse(text),
+            ManifestSource::Text { text, parse } => parse(text),
             ManifestSource::Compiled(compiled) => Manifest::from_compiled(compiled),
         }
     }
@@ -551,7 +561,7 @@ impl Builder {
         };
         let mut resolution = consent::resolve(&input);
         if folders.is_none() {
-            tracing::debug!("no home folder; telemetry is off");
+            crate::log::debug!("no home folder; telemetry is off");
             resolution.level = Tier::Off;
         }
         if let Some((source, reason)) = &resolution.unreadable {
@@ -578,7 +588,7 @@ impl Builder {
         let manifest = match self.manifest.load() {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(error = %e, "telemetry manifest is invalid; telemetry is disabled");
+                crate::log::debug!(error = %e, "telemetry manifest is invalid; telemetry is disabled");
                 return Err(e);
             }
         };
@@ -605,7 +615,7 @@ impl Builder {
             .filter(|v| v.len() <= 64 && telemetry_protocol::policy::is_token(v));
         let unknown_tool_version = given && tool_version.is_none();
         if unknown_tool_version {
-            tracing::debug!(
+            crate::log::debug!(
                 "the tool version is not a token of at most 64 bytes; sending `unknown`"
             );
         }
@@ -864,7 +874,7 @@ impl Core {
         if let Some(paths) = &self.paths
             && let Err(e) = self.start_lifecycle(paths)
         {
-            tracing::debug!(error = %e, "cannot record lifecycle events");
+            crate::log::debug!(error = %e, "cannot record lifecycle events");
             bump(&self.counters.io_errors, 1);
         }
     }
@@ -885,7 +895,7 @@ impl Core {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::debug!(error = %e, "cannot apply a lowered level to local data");
+                    crate::log::debug!(error = %e, "cannot apply a lowered level to local data");
                     bump(&self.counters.io_errors, 1);
                 }
             }
@@ -894,7 +904,7 @@ impl Core {
             return;
         }
         if let Err(e) = self.start_lifecycle(paths) {
-            tracing::debug!(error = %e, "cannot record lifecycle events");
+            crate::log::debug!(error = %e, "cannot record lifecycle events");
             bump(&self.counters.io_errors, 1);
         }
     }
@@ -950,7 +960,7 @@ impl Core {
 
     fn note_dropped(&self, state: &mut ToolState, dropped: u64) {
         if dropped > 0 {
-            tracing::debug!(
+            crate::log::debug!(
                 dropped,
                 "telemetry spool is full; dropped the oldest records"
             );
@@ -1006,13 +1016,13 @@ impl Core {
                     out.insert(key.to_owned(), encoded);
                 }
                 Some(Err(why)) => {
-                    tracing::debug!(event, prop = key, reason = %why, "dropping a prop value");
+                    crate::log::debug!(event, prop = key, reason = %why, "dropping a prop value");
                     bump(&self.counters.dropped_props, 1);
                     let name = format!("{event}.{key}");
                     mistakes::Mistakes::note(&mut lock(&self.mistakes).dropped_props, &name);
                 }
                 None => {
-                    tracing::debug!(event, prop = key, "dropping an undeclared prop");
+                    crate::log::debug!(event, prop = key, "dropping an undeclared prop");
                     bump(&self.counters.undeclared_props, 1);
                     let name = format!("{event}.{key}");
                     mistakes::Mistakes::note(&mut lock(&self.mistakes).undeclared_props, &name);
@@ -1029,14 +1039,14 @@ impl Core {
         let spec = match self.manifest.event(event) {
             Some(spec) if !spec.builtin => spec,
             _ => {
-                tracing::debug!(event, "dropping an event the manifest does not declare");
+                crate::log::debug!(event, "dropping an event the manifest does not declare");
                 bump(&self.counters.undeclared_events, 1);
                 mistakes::Mistakes::note(&mut lock(&self.mistakes).undeclared_events, event);
                 return;
             }
         };
         if spec.min_tier > self.level() {
-            tracing::debug!(event, level = %self.level(), "dropping an event above the current level");
+            crate::log::debug!(event, level = %self.level(), "dropping an event above the current level");
             bump(&self.counters.above_tier, 1);
             return;
         }
@@ -1092,7 +1102,7 @@ impl Core {
             state.save(paths)
         });
         if let Err(e) = result {
-            tracing::debug!(error = %e, event = name, "cannot record a lifecycle event");
+            crate::log::debug!(error = %e, event = name, "cannot record a lifecycle event");
             bump(&self.counters.io_errors, 1);
         }
     }
@@ -1146,7 +1156,7 @@ impl Core {
                 });
             }
             Err(e) => {
-                tracing::debug!(error = %e, lost = records.len(), "cannot write the telemetry spool");
+                crate::log::debug!(error = %e, lost = records.len(), "cannot write the telemetry spool");
                 bump(&self.counters.io_errors, 1);
                 // Best effort: the state may be writable where the spool is not.
                 let lost: u64 = records
@@ -1184,7 +1194,7 @@ impl Core {
         }
         mine.tool_version = self.tool_version.clone();
         if let Err(e) = mine.merge_into_file(paths, self.clock.now()) {
-            tracing::debug!(error = %e, "cannot keep this run's diagnostics");
+            crate::log::debug!(error = %e, "cannot keep this run's diagnostics");
         }
     }
 }
@@ -1203,7 +1213,10 @@ impl Telemetry {
     /// whose `telemetry.toml` is part of its source uses the typed API that
     /// `manifest!` generates instead, whose `builder()` needs no parsing.
     pub fn builder(manifest: &str) -> Builder {
-        Self::with_manifest(ManifestSource::Text(manifest.to_owned()))
+        Self::with_manifest(ManifestSource::Text {
+            text: manifest.to_owned(),
+            parse: Manifest::parse,
+        })
     }
 
     /// Starts configuring a handle from a manifest `manifest!` compiled. Not

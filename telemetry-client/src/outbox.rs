@@ -97,13 +97,13 @@ fn read_all(paths: &ToolPaths, remove_unreadable: bool) -> io::Result<Vec<(PathB
                 // Written atomically, so this is outside interference; the
                 // payload cannot be sent, and keeping it would block nothing
                 // but clutter the folder.
-                tracing::debug!(path = %path.display(), error = %e, "dropping unreadable outbox file");
+                crate::log::debug!(path = %path.display(), error = %e, "dropping unreadable outbox file");
                 if remove_unreadable {
                     let _ = fs::remove_file(&path);
                 }
             }
             Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "cannot read outbox file")
+                crate::log::debug!(path = %path.display(), error = %e, "cannot read outbox file")
             }
         }
     }

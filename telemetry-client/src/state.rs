@@ -135,7 +135,7 @@ impl ToolState {
                 _ => ToolState::default(),
             },
             Err(e) => {
-                tracing::debug!(error = %e, "telemetry state file is damaged");
+                crate::log::debug!(error = %e, "telemetry state file is damaged");
                 match read(&paths.state_backup()) {
                     Ok(Some(state)) => state,
                     _ => ToolState::after_damage(),

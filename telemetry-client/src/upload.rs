@@ -286,7 +286,7 @@ impl Job<'_> {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
                 .map_or(0, |e| e.occurrences());
-            tracing::debug!(reason = why, lost, "dropping an outbox payload");
+            crate::log::debug!(reason = why, lost, "dropping an outbox payload");
             crate::files::remove_if_exists(&path)?;
             total = total.saturating_sub(size);
             *dropped.entry(why).or_default() += lost;
@@ -378,7 +378,7 @@ impl Job<'_> {
                 Record::Event { install_id, .. } if state.install_id != Some(install_id) => {
                     // Recorded under an id that has since been reset or deleted;
                     // sending it under another id would link the two.
-                    tracing::debug!("dropping a spooled event of a retired install id");
+                    crate::log::debug!("dropping a spooled event of a retired install id");
                     changed = true;
                 }
                 Record::Event {
@@ -488,7 +488,7 @@ impl Job<'_> {
         match checked {
             Ok(()) => outbox::put(self.paths, &entry, now).map(|_| 0),
             Err(violations) => {
-                tracing::debug!(%violations, "dropping a payload that fails the tier policy");
+                crate::log::debug!(%violations, "dropping a payload that fails the tier policy");
                 log.push(LogEntry {
                     time: now,
                     kind: UploadKind::Ingest,
@@ -795,11 +795,11 @@ impl Job<'_> {
                 format!("2xx; the collector refused {refused} items on their own"),
             ),
             Outcome::TooLarge(why) => {
-                tracing::debug!(reason = %why, "payload too large; splitting it");
+                crate::log::debug!(reason = %why, "payload too large; splitting it");
                 (UploadResult::Deferred, format!("{why}; split in half"))
             }
             Outcome::Rejected(why) => {
-                tracing::debug!(reason = %why, "collector refused a payload; dropping it");
+                crate::log::debug!(reason = %why, "collector refused a payload; dropping it");
                 report.rejected += 1;
                 (UploadResult::Rejected, why.clone())
             }
@@ -808,7 +808,7 @@ impl Job<'_> {
                 (UploadResult::Deferred, why.clone())
             }
             Outcome::Failed(why) => {
-                tracing::debug!(reason = %why, "upload failed; will retry later");
+                crate::log::debug!(reason = %why, "upload failed; will retry later");
                 (UploadResult::Failed, why.clone())
             }
         }

@@ -30,11 +30,23 @@ mod tls;
 
 use std::process::ExitCode;
 
+// With `typed`, the manifest compiled into a typed API; the program still
+// records through the string `track`, so both builds do the same work.
+// The typed event functions go unused here.
+#[cfg(feature = "typed")]
+#[allow(dead_code)]
+mod telemetry {
+    telemetry_client::manifest!("telemetry.toml");
+}
+
 fn main() -> ExitCode {
     #[cfg(feature = "client")]
     let telemetry = {
-        let mut builder = telemetry_client::Telemetry::builder(include_str!("../telemetry.toml"))
-            .tool_version(env!("CARGO_PKG_VERSION"));
+        #[cfg(not(feature = "typed"))]
+        let builder = telemetry_client::Telemetry::builder(include_str!("../telemetry.toml"));
+        #[cfg(feature = "typed")]
+        let builder = telemetry::builder();
+        let mut builder = builder.tool_version(env!("CARGO_PKG_VERSION"));
         if let Some(secs) = std::env::var("HOST_UPLOAD_INTERVAL_SECS")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
