@@ -15,6 +15,11 @@ use super::*;
 
 /// The transports of this build, each built for `route`.
 fn transports(route: &Route) -> Vec<(&'static str, Box<dyn Transport>)> {
+    // Only the ureq transports are pushed below, when they are built.
+    #[cfg_attr(
+        not(any(feature = "ureq", feature = "ureq-aws-lc-rs")),
+        allow(unused_mut)
+    )]
     let mut all: Vec<(&'static str, Box<dyn Transport>)> = vec![
         ("curl", Box::new(curl::Curl::new(route.clone()))),
         (
