@@ -20,11 +20,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use telemetry_protocol::Timestamp;
 use tokio_postgres::Client;
 
 use crate::Error;
+use crate::raw::RawReport;
 
 /// One reference run.
 #[derive(Debug, Clone)]
@@ -41,25 +41,6 @@ pub struct RawPgConfig {
     pub duration: Duration,
     /// Distinct installs the requests rotate through.
     pub installs: u64,
-}
-
-/// What a reference run measured.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RawPgReport {
-    /// Events per simulated request.
-    pub batch: usize,
-    /// Events per transaction.
-    pub per_txn: usize,
-    /// Events written and committed.
-    pub events: u64,
-    /// Transactions committed.
-    pub transactions: u64,
-    /// Wall time, in seconds.
-    pub elapsed_secs: f64,
-    /// `events / elapsed`.
-    pub events_per_sec: f64,
-    /// Whether the time limit, not the event count, ended the run.
-    pub hit_time_limit: bool,
 }
 
 /// The event names the load generator cycles through by default.
@@ -89,7 +70,7 @@ fn in_schema(url: &str, schema: &str) -> String {
 
 /// Creates a fresh schema in `config.url`, writes the rows of `config` into
 /// it, times that, and drops the schema.
-pub async fn run(config: &RawPgConfig) -> Result<RawPgReport, Error> {
+pub async fn run(config: &RawPgConfig) -> Result<RawReport, Error> {
     if config.batch == 0 || config.per_txn == 0 || config.installs == 0 {
         return Err(Error::InvalidArgument(
             "batch, per-txn and installs must be at least 1".into(),
@@ -113,7 +94,7 @@ pub async fn run(config: &RawPgConfig) -> Result<RawPgReport, Error> {
     Ok(report)
 }
 
-async fn run_in(url: &str, config: &RawPgConfig) -> Result<RawPgReport, Error> {
+async fn run_in(url: &str, config: &RawPgConfig) -> Result<RawReport, Error> {
     let mut client = telemetry_collector::store::postgres::connect_and_migrate(url, None)
         .await
         .map_err(|e| db("migrating", e))?;
@@ -157,7 +138,8 @@ async fn run_in(url: &str, config: &RawPgConfig) -> Result<RawPgReport, Error> {
         transactions += 1;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(RawPgReport {
+    Ok(RawReport {
+        tier: "anonymous".into(),
         batch: config.batch,
         per_txn: config.per_txn,
         events: written,

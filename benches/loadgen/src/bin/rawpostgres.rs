@@ -9,8 +9,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use loadgen::cli::{OutputArgs, secs};
-use loadgen::rawpg::{self, RawPgConfig, RawPgReport};
+use loadgen::cli::{OutputArgs, print_raw, secs};
+use loadgen::rawpg::{self, RawPgConfig};
 
 /// Writes the PostgreSQL collector's rows directly and reports events per second.
 #[derive(Debug, Parser)]
@@ -63,30 +63,5 @@ fn main() -> anyhow::Result<()> {
     let report = runtime
         .block_on(rawpg::run(&config))
         .context("writing the rows")?;
-    print(&report, &args.output)
-}
-
-fn print(r: &RawPgReport, output: &OutputArgs) -> anyhow::Result<()> {
-    if output.json {
-        println!("{}", serde_json::to_string(r)?);
-    } else if output.row {
-        println!(
-            "| anonymous | {} | {} | {} | {:.0}{} |",
-            r.per_txn,
-            r.events,
-            r.transactions,
-            r.events_per_sec,
-            if r.hit_time_limit {
-                " (time limit)"
-            } else {
-                ""
-            }
-        );
-    } else {
-        println!(
-            "anonymous: {} events in {} transactions of {} events, {:.2} s = {:.0} events/s",
-            r.events, r.transactions, r.per_txn, r.elapsed_secs, r.events_per_sec
-        );
-    }
-    Ok(())
+    print_raw(&report, &args.output)
 }

@@ -8,8 +8,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use loadgen::cli::{OutputArgs, secs};
-use loadgen::raw::{self, RawConfig, RawReport};
+use loadgen::cli::{OutputArgs, print_raw, secs};
+use loadgen::raw::{self, RawConfig};
 use telemetry_protocol::Tier;
 
 /// Inserts the collector's rows directly and reports events per second.
@@ -63,31 +63,5 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     let report = raw::run(&path, &config)?;
-    print(&report, &args.output)
-}
-
-fn print(r: &RawReport, output: &OutputArgs) -> anyhow::Result<()> {
-    if output.json {
-        println!("{}", serde_json::to_string(r)?);
-    } else if output.row {
-        println!(
-            "| {} | {} | {} | {} | {:.0}{} |",
-            r.tier,
-            r.per_txn,
-            r.events,
-            r.transactions,
-            r.events_per_sec,
-            if r.hit_time_limit {
-                " (time limit)"
-            } else {
-                ""
-            }
-        );
-    } else {
-        println!(
-            "{}: {} events in {} transactions of {} events, {:.2} s = {:.0} events/s",
-            r.tier, r.events, r.transactions, r.per_txn, r.elapsed_secs, r.events_per_sec
-        );
-    }
-    Ok(())
+    print_raw(&report, &args.output)
 }
