@@ -58,6 +58,34 @@ pub struct RawReport {
     pub hit_time_limit: bool,
 }
 
+impl RawReport {
+    /// The report of a run of `tier` with `(batch, per_txn)` events per
+    /// request and per transaction that wrote `(events, transactions)` in
+    /// `elapsed_secs`; the rate is derived from them.
+    pub fn new(
+        tier: String,
+        (batch, per_txn): (usize, usize),
+        (events, transactions): (u64, u64),
+        elapsed_secs: f64,
+        hit_time_limit: bool,
+    ) -> RawReport {
+        RawReport {
+            tier,
+            batch,
+            per_txn,
+            events,
+            transactions,
+            elapsed_secs,
+            events_per_sec: if elapsed_secs > 0.0 {
+                events as f64 / elapsed_secs
+            } else {
+                0.0
+            },
+            hit_time_limit,
+        }
+    }
+}
+
 /// The string ids every row refers to, made once up front (the collector
 /// caches them the same way).
 struct Dictionary {
@@ -165,21 +193,13 @@ pub fn run(path: &Path, config: &RawConfig) -> Result<RawReport, Error> {
         tx.commit().map_err(|e| db("commit", e))?;
         transactions += 1;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(RawReport {
-        tier: config.tier.to_string(),
-        batch: config.batch,
-        per_txn: config.per_txn,
-        events: written,
-        transactions,
-        elapsed_secs: elapsed,
-        events_per_sec: if elapsed > 0.0 {
-            written as f64 / elapsed
-        } else {
-            0.0
-        },
+    Ok(RawReport::new(
+        config.tier.to_string(),
+        (config.batch, config.per_txn),
+        (written, transactions),
+        started.elapsed().as_secs_f64(),
         hit_time_limit,
-    })
+    ))
 }
 
 /// The rows of one simulated request of `n` events, number `batch_no`, whose

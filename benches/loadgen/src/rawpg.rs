@@ -137,21 +137,13 @@ async fn run_in(url: &str, config: &RawPgConfig) -> Result<RawReport, Error> {
             .map_err(|e| db("writing a transaction", e))?;
         transactions += 1;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(RawReport {
-        tier: "anonymous".into(),
-        batch: config.batch,
-        per_txn: config.per_txn,
-        events: written,
-        transactions,
-        elapsed_secs: elapsed,
-        events_per_sec: if elapsed > 0.0 {
-            written as f64 / elapsed
-        } else {
-            0.0
-        },
+    Ok(RawReport::new(
+        "anonymous".into(),
+        (config.batch, config.per_txn),
+        (written, transactions),
+        started.elapsed().as_secs_f64(),
         hit_time_limit,
-    })
+    ))
 }
 
 /// The rows of one transaction, gathered before it is written.

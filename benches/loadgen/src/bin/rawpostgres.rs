@@ -9,7 +9,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use loadgen::cli::{OutputArgs, print_raw, secs};
+use loadgen::cli::{OutputArgs, RawRunArgs, print_raw, secs};
 use loadgen::rawpg::{self, RawPgConfig};
 
 /// Writes the PostgreSQL collector's rows directly and reports events per second.
@@ -19,21 +19,8 @@ struct Args {
     /// The database (loopback); the run makes and drops a schema of its own in it.
     #[arg(long, required_unless_present = "header")]
     url: Option<String>,
-    /// Events per simulated request.
-    #[arg(long, default_value_t = 100)]
-    batch: usize,
-    /// Events per transaction.
-    #[arg(long, default_value_t = 100)]
-    per_txn: usize,
-    /// The most events to write.
-    #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
-    /// The longest the run may take, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration_secs: f64,
-    /// Distinct installs the requests rotate through.
-    #[arg(long, default_value_t = 1000)]
-    installs: u64,
+    #[command(flatten)]
+    run: RawRunArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -41,20 +28,18 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.output.header {
-        println!("| tier | events per transaction | events | transactions | events/s |");
-        println!("|---|---|---|---|---|");
-        return Ok(());
+        return print_raw(None, &args.output);
     }
     let Some(url) = args.url.clone() else {
         anyhow::bail!("--url is required");
     };
     let config = RawPgConfig {
         url,
-        batch: args.batch,
-        per_txn: args.per_txn,
-        events: args.events,
-        duration: secs(args.duration_secs, "--duration-secs")?,
-        installs: args.installs,
+        batch: args.run.batch,
+        per_txn: args.run.per_txn,
+        events: args.run.events,
+        duration: secs(args.run.duration_secs, "--duration-secs")?,
+        installs: args.run.installs,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -63,5 +48,5 @@ fn main() -> anyhow::Result<()> {
     let report = runtime
         .block_on(rawpg::run(&config))
         .context("writing the rows")?;
-    print_raw(&report, &args.output)
+    print_raw(Some(&report), &args.output)
 }

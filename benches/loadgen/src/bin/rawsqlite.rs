@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use loadgen::cli::{OutputArgs, print_raw, secs};
+use loadgen::cli::{OutputArgs, RawRunArgs, print_raw, secs};
 use loadgen::raw::{self, RawConfig};
 use telemetry_protocol::Tier;
 
@@ -19,21 +19,8 @@ struct Args {
     /// The tier whose rows are written: aggregate, anonymous or full.
     #[arg(long, default_value = "anonymous")]
     tier: Tier,
-    /// Events (counters at aggregate) per simulated request.
-    #[arg(long, default_value_t = 100)]
-    batch: usize,
-    /// Events per transaction.
-    #[arg(long, default_value_t = 100)]
-    per_txn: usize,
-    /// The most events to write.
-    #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
-    /// The longest the run may take, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration_secs: f64,
-    /// Distinct installs the batches rotate through.
-    #[arg(long, default_value_t = 1000)]
-    installs: u64,
+    #[command(flatten)]
+    run: RawRunArgs,
     /// Where the fresh database goes; a temporary folder when not given.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -44,24 +31,22 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.output.header {
-        println!("| tier | events per transaction | events | transactions | events/s |");
-        println!("|---|---|---|---|---|");
-        return Ok(());
+        return print_raw(None, &args.output);
     }
     let config = RawConfig {
         tier: args.tier,
-        batch: args.batch,
-        per_txn: args.per_txn,
-        events: args.events,
-        duration: secs(args.duration_secs, "--duration-secs")?,
-        installs: args.installs,
+        batch: args.run.batch,
+        per_txn: args.run.per_txn,
+        events: args.run.events,
+        duration: secs(args.run.duration_secs, "--duration-secs")?,
+        installs: args.run.installs,
     };
     let temp = tempfile::tempdir().context("creating a temporary folder")?;
     let dir = args.dir.as_deref().unwrap_or(temp.path());
-    let path = dir.join(format!("raw-{}-{}.db", args.tier, args.per_txn));
+    let path = dir.join(format!("raw-{}-{}.db", args.tier, args.run.per_txn));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     let report = raw::run(&path, &config)?;
-    print_raw(&report, &args.output)
+    print_raw(Some(&report), &args.output)
 }
